@@ -1,0 +1,216 @@
+"""Dense CLIP image encoder: an open_clip ViT whose last block is switchable.
+
+Wraps (does not copy) an ``open_clip`` ``VisionTransformer``. Blocks 0..L-2 run
+unchanged; the last block is recomputed from its own weights as
+
+    X_attn = ls_1(out_proj(Attn_mode(ln_1(x))))
+    y      = X_attn (+ x if residual)
+    y      = y (+ ls_2(mlp(ln_2(y))) if ffn)
+
+followed by ``ln_post`` on every token, dropping the class token and ``proj``
+(PROTOCOL.md, "The method"). With ``attn='qk', residual=True, ffn=True`` this
+is exactly open_clip's own forward. Only the work a mode needs is done: the
+FFN is skipped when off, and ``identity`` never computes q or k.
+"""
+import math
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import attend, attention_map, check_mode, needed_projections
+
+_REQUIRED_VISUAL = ('conv1', 'class_embedding', 'positional_embedding', 'ln_pre',
+                    'transformer', 'ln_post', 'proj')
+_REQUIRED_BLOCK = ('ln_1', 'attn', 'ln_2', 'mlp')
+
+
+def _check_wrappable(visual: nn.Module) -> None:
+    """Fail at wrap time, with a clear message, if open_clip's layout changed."""
+    missing = [a for a in _REQUIRED_VISUAL if not hasattr(visual, a)]
+    if missing:
+        raise TypeError(f'{type(visual).__name__} is not an open_clip VisionTransformer '
+                        f'(missing {missing}); only ViT image towers are supported')
+    if getattr(visual, 'attn_pool', None) is not None:
+        raise TypeError('open_clip ViTs with an attentional pooler (CoCa) are not supported')
+    if visual.proj is None:
+        raise TypeError('the ViT has no output projection (proj is None)')
+    block = visual.transformer.resblocks[-1]
+    missing = [a for a in _REQUIRED_BLOCK if not hasattr(block, a)]
+    attn = getattr(block, 'attn', None)
+    if missing or not isinstance(attn, nn.MultiheadAttention) or not attn._qkv_same_embed_dim:
+        raise TypeError(f'last block {type(block).__name__} is not a standard open_clip '
+                        'ResidualAttentionBlock with nn.MultiheadAttention (packed in_proj)')
+
+
+def interpolate_pos_embed(pos_embed: torch.Tensor, native_grid: Tuple[int, int],
+                          grid: Tuple[int, int]) -> torch.Tensor:
+    """Resize ViT positional embeddings to a grid of gh x gw patches.
+
+    The class position is kept; patch positions are resized bicubically with
+    ``scale_factor = ((gh + 0.1) / h0, (gw + 0.1) / w0)`` (the DINO-style
+    offset; output gh x gw), and returned unchanged when the grid matches.
+    """
+    if tuple(grid) == tuple(native_grid):
+        return pos_embed
+    h0, w0 = native_grid
+    gh, gw = grid
+    cls_pos, patch_pos = pos_embed[:1], pos_embed[1:]
+    dim = pos_embed.shape[-1]
+    patch_pos = patch_pos.reshape(1, h0, w0, dim).permute(0, 3, 1, 2)
+    try:
+        patch_pos = F.interpolate(patch_pos, scale_factor=((gh + 0.1) / h0, (gw + 0.1) / w0),
+                                  mode='bicubic', align_corners=False)
+    except RuntimeError:  # bicubic not implemented for this dtype on this device
+        patch_pos = F.interpolate(patch_pos.float(), scale_factor=((gh + 0.1) / h0, (gw + 0.1) / w0),
+                                  mode='bicubic', align_corners=False).to(pos_embed.dtype)
+    assert patch_pos.shape[-2:] == (gh, gw), (patch_pos.shape, grid)
+    patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(gh * gw, dim)
+    return torch.cat([cls_pos, patch_pos], dim=0)
+
+
+class DenseCLIPEncoder(nn.Module):
+    """Patch features from an open_clip ViT with a configurable last block.
+
+    Args:
+        visual: ``open_clip`` ``VisionTransformer`` (``model.visual``).
+        attn: attention of the last block, a key of ``ATTENTION_MODES``
+            (``qk | qq | kk | vv | qq+kk | identity``). Default ``qq`` (ClearCLIP).
+        residual: keep the last block's residual connection. Default False.
+        ffn: keep the last block's feed-forward network. Default False.
+        fused_attn: use ``scaled_dot_product_attention``; False runs the
+            explicit formula (same numbers; needed when attention maps are read).
+    """
+
+    def __init__(self, visual: nn.Module, attn: str = 'qq', residual: bool = False,
+                 ffn: bool = False, fused_attn: bool = True):
+        super().__init__()
+        _check_wrappable(visual)
+        self.visual = visual
+        self.attn_mode = check_mode(attn)
+        self.residual = bool(residual)
+        self.ffn = bool(ffn)
+        self.fused_attn = fused_attn
+        ps = visual.patch_size if hasattr(visual, 'patch_size') else visual.conv1.kernel_size
+        self.patch_size = tuple(ps) if isinstance(ps, (tuple, list)) else (ps, ps)
+        n = visual.positional_embedding.shape[0] - 1
+        grid = getattr(visual, 'grid_size', None)
+        self.native_grid = tuple(grid) if grid else (int(math.sqrt(n)),) * 2
+        self._pos_cache: Dict[tuple, torch.Tensor] = {}
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.visual.conv1.weight.dtype
+
+    @property
+    def embed_dim(self) -> int:
+        return self.visual.proj.shape[1]
+
+    # -- stages -------------------------------------------------------------
+    def pos_embed(self, grid: Tuple[int, int]) -> torch.Tensor:
+        """Positional embeddings for a grid, cached per grid (they are weights)."""
+        pe = self.visual.positional_embedding
+        key = (tuple(grid), pe.dtype, pe.device, pe.data_ptr(), pe._version)
+        if torch.is_grad_enabled():
+            return interpolate_pos_embed(pe, self.native_grid, grid)
+        if key not in self._pos_cache:
+            self._pos_cache.clear()  # one live entry per grid would also do; keep it tiny
+            self._pos_cache[key] = interpolate_pos_embed(pe, self.native_grid, grid)
+        return self._pos_cache[key]
+
+    def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Patchify, prepend the class token, add positions, ``ln_pre``."""
+        v = self.visual
+        ph, pw = self.patch_size
+        if x.shape[-2] % ph or x.shape[-1] % pw:
+            raise ValueError(f'input {tuple(x.shape[-2:])} is not a multiple of the patch size {self.patch_size}')
+        x = v.conv1(x.to(self.dtype))
+        grid = tuple(x.shape[-2:])
+        x = x.flatten(2).transpose(1, 2)
+        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1)
+        x = x + self.pos_embed(grid).to(x.dtype)
+        return v.ln_pre(x), grid
+
+    def _blocks(self, x: torch.Tensor, blocks) -> torch.Tensor:
+        batch_first = getattr(self.visual.transformer, 'batch_first', True)
+        if not batch_first:
+            x = x.transpose(0, 1)
+        for blk in blocks:
+            x = blk(x)
+        return x if batch_first else x.transpose(0, 1)
+
+    def last_block_input(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Tokens entering the last block (B, 1 + gh*gw, width) and the grid."""
+        x, grid = self.embed(x)
+        return self._blocks(x, self.visual.transformer.resblocks[:-1]), grid
+
+    def qkv(self, x: torch.Tensor, names=('q', 'k', 'v')) -> Dict[str, torch.Tensor]:
+        """Per-head projections of ``ln_1(x)`` in the last block, (B, heads, N, d)."""
+        block = self.visual.transformer.resblocks[-1]
+        mha = block.attn
+        h = block.ln_1(x)
+        B, N, C = h.shape
+        heads = mha.num_heads
+        w = mha.in_proj_weight.chunk(3, dim=0)
+        b = mha.in_proj_bias.chunk(3, dim=0) if mha.in_proj_bias is not None else (None,) * 3
+        out = {}
+        for i, name in enumerate('qkv'):
+            if name in names:
+                out[name] = F.linear(h, w[i], b[i]).view(B, N, heads, C // heads).transpose(1, 2)
+        return out
+
+    def attention_branch(self, x: torch.Tensor) -> torch.Tensor:
+        """X_attn: the last block's attention output, before any residual."""
+        block = self.visual.transformer.resblocks[-1]
+        t = self.qkv(x, needed_projections(self.attn_mode))
+        o = attend(self.attn_mode, t.get('q'), t.get('k'), t['v'], fused=self.fused_attn)
+        B, H, N, d = o.shape
+        o = block.attn.out_proj(o.transpose(1, 2).reshape(B, N, H * d))
+        return block.ls_1(o) if hasattr(block, 'ls_1') else o
+
+    def last_block(self, x: torch.Tensor) -> torch.Tensor:
+        """The configured last block (residual / FFN switches)."""
+        block = self.visual.transformer.resblocks[-1]
+        y = self.attention_branch(x)
+        if self.residual:
+            y = x + y
+        if self.ffn:
+            mlp = block.mlp(block.ln_2(y))
+            y = y + (block.ls_2(mlp) if hasattr(block, 'ls_2') else mlp)
+        return y
+
+    def head(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``ln_post`` on every token, then ``proj``: (B, N, width) -> (B, N, dim)."""
+        return self.visual.ln_post(tokens) @ self.visual.proj
+
+    # -- public -------------------------------------------------------------
+    def forward(self, x: torch.Tensor, return_cls: bool = False):
+        """Projected patch features.
+
+        Args:
+            x: normalised images (B, 3, H, W), H and W multiples of the patch size.
+            return_cls: also return the projected class token (B, dim).
+
+        Returns:
+            (B, gh, gw, dim) patch features (not normalised), and the class
+            token if asked.
+        """
+        tokens, (gh, gw) = self.last_block_input(x)
+        out = self.head(self.last_block(tokens))
+        patches = out[:, 1:].reshape(out.shape[0], gh, gw, -1)
+        return (patches, out[:, 0]) if return_cls else patches
+
+    def decompose(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The last block's residual and attention components (paper Sec. 3).
+
+        Returns ``x_res`` (the block's input, the residual stream), ``x_attn``
+        (the attention branch for this encoder's mode), the block's ``output``
+        under the current switches, and ``attn_map`` (B, heads, N, N).
+        """
+        x_res, grid = self.last_block_input(x)
+        t = self.qkv(x_res)
+        return dict(x_res=x_res, x_attn=self.attention_branch(x_res),
+                    output=self.last_block(x_res), grid=grid,
+                    attn_map=attention_map(self.attn_mode, t['q'], t['k'], t['v']))

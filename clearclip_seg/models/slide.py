@@ -1,0 +1,95 @@
+"""Sliding-window geometry and per-window scoring (PROTOCOL.md, "Scoring").
+
+Windows follow MMSeg's ``slide_inference``: ``grids = max(H - crop + stride
+- 1, 0) // stride + 1`` per side, the last window shifted back inside the
+image, and a side shorter than the crop giving a smaller window. Each window
+of the normalised image is zero-padded to a multiple of the patch size (left
+= pad // 2, right = the rest; same for top/bottom); its logits are upsampled
+bilinearly to the padded window and cut back. Overlaps are averaged.
+
+Windows of all images in a batch are grouped by shape and run through the
+encoder ``max_windows`` at a time; ``max_windows=1`` is the plain
+one-window-at-a-time path, and both give the same numbers.
+"""
+from collections import defaultdict
+from typing import Callable, List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+Box = Tuple[int, int, int, int]  # y1, y2, x1, x2
+
+
+def _pair(v) -> Tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, (int, float)) else (int(v[0]), int(v[1]))
+
+
+def window_boxes(h: int, w: int, crop, stride) -> List[Box]:
+    """Window boxes (y1, y2, x1, x2) covering an h x w image, row-major."""
+    (ch, cw), (sh, sw) = _pair(crop), _pair(stride)
+    h_grids = max(h - ch + sh - 1, 0) // sh + 1
+    w_grids = max(w - cw + sw - 1, 0) // sw + 1
+    boxes = []
+    for hi in range(h_grids):
+        for wi in range(w_grids):
+            y1, x1 = hi * sh, wi * sw
+            y2, x2 = min(y1 + ch, h), min(x1 + cw, w)
+            boxes.append((max(y2 - ch, 0), y2, max(x2 - cw, 0), x2))
+    return boxes
+
+
+def patch_padding(h: int, w: int, patch) -> Tuple[int, int, int, int]:
+    """(left, right, top, bottom) zero padding that makes h x w patch-divisible."""
+    ph, pw = _pair(patch)
+    pad_h, pad_w = -h % ph, -w % pw
+    return pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2
+
+
+def score_windows(encode: Callable[[torch.Tensor], torch.Tensor], crops: torch.Tensor,
+                  patch) -> torch.Tensor:
+    """Query logits for same-shaped crops (N, 3, h, w) -> (N, Q, h, w).
+
+    ``encode`` maps a padded batch to per-patch query logits (N, Q, gh, gw).
+    """
+    h, w = crops.shape[-2:]
+    left, right, top, bottom = patch_padding(h, w, patch)
+    padded = F.pad(crops, (left, right, top, bottom)) if (left or right or top or bottom) else crops
+    logits = encode(padded)
+    logits = F.interpolate(logits, size=padded.shape[-2:], mode='bilinear', align_corners=False)
+    return logits[..., top:top + h, left:left + w]
+
+
+def slide_inference(images: Sequence[torch.Tensor], encode: Callable[[torch.Tensor], torch.Tensor],
+                    num_queries: int, crop, stride, patch, max_windows: int = 16) -> List[torch.Tensor]:
+    """Averaged query logits (Q, H, W) for each image (3, H, W) of a batch.
+
+    Args:
+        images: normalised images; sizes may differ.
+        encode: padded crops (N, 3, h, w) -> per-patch query logits (N, Q, gh, gw).
+        num_queries: Q.
+        crop, stride, patch: window size, step and patch size (int or (h, w)).
+        max_windows: the most windows sent to ``encode`` at once (memory cap).
+    """
+    preds, counts = [], []
+    groups = defaultdict(list)  # window shape -> [(image index, box)]
+    for i, img in enumerate(images):
+        H, W = img.shape[-2:]
+        preds.append(img.new_zeros((num_queries, H, W), dtype=torch.float32))
+        counts.append(img.new_zeros((1, H, W), dtype=torch.float32))
+        for box in window_boxes(H, W, crop, stride):
+            groups[(box[1] - box[0], box[3] - box[2])].append((i, box))
+    for shape, items in groups.items():
+        for s in range(0, len(items), max(1, int(max_windows))):
+            chunk = items[s:s + max(1, int(max_windows))]
+            crops = torch.stack([images[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
+            logits = score_windows(encode, crops, patch).float()
+            for (i, (y1, y2, x1, x2)), lg in zip(chunk, logits):
+                preds[i][:, y1:y2, x1:x2] += lg
+                counts[i][:, y1:y2, x1:x2] += 1
+    return [p / c for p, c in zip(preds, counts)]
+
+
+def whole_inference(images: Sequence[torch.Tensor], encode: Callable[[torch.Tensor], torch.Tensor],
+                    patch) -> List[torch.Tensor]:
+    """Query logits (Q, H, W) from one forward of each whole (padded) image."""
+    return [score_windows(encode, img[None], patch)[0].float() for img in images]

@@ -1,0 +1,64 @@
+"""Method presets: named last-block settings (PROTOCOL.md, variants table).
+
+Each preset is also reachable with ``--cfg-options`` alone (see
+``Preset.cfg_options``), so any ablation point is one override away from any
+config.
+"""
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from .benchmarks import BACKBONES, Benchmark
+
+ALL_BACKBONES = tuple(BACKBONES)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    title: str
+    last_block: Dict
+    backbones: Tuple[str, ...] = ('vit-b16',)
+    # prob_thd on the benchmarks with background, where it differs from the
+    # benchmark's own (the authors ran vanilla CLIP at 0.2 there)
+    background_prob_thd: Optional[float] = None
+    note: str = ''
+
+    def prob_thd(self, benchmark: Benchmark) -> float:
+        if benchmark.background and self.background_prob_thd is not None:
+            return self.background_prob_thd
+        return benchmark.prob_thd
+
+    def cfg_options(self, benchmark: Optional[Benchmark] = None) -> List[str]:
+        """``--cfg-options`` items that turn any config into this preset."""
+        lb = self.last_block
+        opts = [f"model.last_block.attn={lb['attn']}", f"model.last_block.residual={lb['residual']}",
+                f"model.last_block.ffn={lb['ffn']}"]
+        if benchmark is not None:
+            opts.append(f'model.prob_thd={self.prob_thd(benchmark)}')
+        return opts
+
+
+PRESETS: Dict[str, Preset] = {p.name: p for p in [
+    Preset('clearclip', 'ClearCLIP', dict(attn='qq', residual=False, ffn=False), ALL_BACKBONES),
+    Preset('clip', 'vanilla CLIP', dict(attn='qk', residual=True, ffn=True), ALL_BACKBONES,
+           background_prob_thd=0.2),
+    Preset('maskclip', 'MaskCLIP', dict(attn='identity', residual=False, ffn=False)),
+    Preset('sclip', 'SCLIP-style', dict(attn='qq+kk', residual=False, ffn=False)),
+    # with the residual kept: the other column of the paper's MaskCLIP/SCLIP rows
+    Preset('maskclip-res', 'MaskCLIP + residual', dict(attn='identity', residual=True, ffn=False)),
+    Preset('sclip-res', 'SCLIP-style + residual', dict(attn='qq+kk', residual=True, ffn=False)),
+]}
+
+ABLATION_ATTENTION = ('qk', 'qq', 'kk', 'vv', 'qq+kk')
+
+
+def ablation_grid() -> List[Dict]:
+    """The paper's grid: attention x residual on/off x FFN on/off (20 points)."""
+    return [dict(attn=a, residual=r, ffn=f) for a in ABLATION_ATTENTION
+            for r in (True, False) for f in (True, False)]
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset '{name}': expected one of {list(PRESETS)}")
+    return PRESETS[name]

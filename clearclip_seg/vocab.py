@@ -1,0 +1,131 @@
+"""Vocabularies and prompt templates: data referred to by name or path.
+
+A vocabulary file has one class per line, in label order. Commas separate
+synonyms; each synonym becomes its own text query mapped back to that line's
+class (PROTOCOL.md, "Text side"). Surrounding whitespace is stripped, so the
+stray trailing space in the reference ``cls_context60.txt`` does not leak into
+a prompt.
+"""
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Sequence, Tuple, Union
+
+VOCAB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'vocabularies')
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """A parsed vocabulary.
+
+    Attributes:
+        name: the shipped name or the file path it came from.
+        classes: one display name per class (the line's first synonym).
+        queries: every text query, in file order.
+        query_to_class: for each query, the index of its class.
+    """
+    name: str
+    classes: Tuple[str, ...]
+    queries: Tuple[str, ...]
+    query_to_class: Tuple[int, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def digest(self) -> str:
+        """Content hash: identical vocabularies share cached text embeddings."""
+        text = '\n'.join(f'{c}\t{q}' for q, c in zip(self.queries, self.query_to_class))
+        return hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]
+
+
+def list_vocabularies() -> List[str]:
+    """Names of the vocabularies shipped with the package."""
+    return sorted(f[:-4] for f in os.listdir(VOCAB_DIR) if f.endswith('.txt'))
+
+
+def resolve_vocabulary_path(name_or_path: str) -> str:
+    """Map a shipped vocabulary name (``'voc21'``) or a file path to a file path."""
+    if os.path.isfile(name_or_path):
+        return name_or_path
+    shipped = os.path.join(VOCAB_DIR, f'{name_or_path}.txt')
+    if os.path.isfile(shipped):
+        return shipped
+    raise FileNotFoundError(
+        f"vocabulary '{name_or_path}' not found: expected a file path or one of "
+        f"the shipped names {list_vocabularies()}")
+
+
+def parse_vocabulary(lines: Sequence[str], name: str = '<inline>') -> Vocabulary:
+    """Parse vocabulary lines (one class per line, commas separate synonyms)."""
+    classes, queries, query_to_class = [], [], []
+    for line in lines:
+        synonyms = [s.strip() for s in line.split(',')]
+        synonyms = [s for s in synonyms if s]
+        if not synonyms:
+            continue
+        for s in synonyms:
+            queries.append(s)
+            query_to_class.append(len(classes))
+        classes.append(synonyms[0])
+    if not classes:
+        raise ValueError(f"vocabulary '{name}' is empty: expected one class name per line")
+    return Vocabulary(name, tuple(classes), tuple(queries), tuple(query_to_class))
+
+
+def load_vocabulary(name_or_path: Union[str, Sequence[str]]) -> Vocabulary:
+    """Load a shipped vocabulary by name, a vocabulary file, or a list of class names."""
+    if not isinstance(name_or_path, str):
+        return parse_vocabulary(list(name_or_path))
+    path = resolve_vocabulary_path(name_or_path)
+    with open(path, encoding='utf-8') as f:
+        return parse_vocabulary(f.read().splitlines(), name=name_or_path)
+
+
+def _openai_imagenet() -> List[Callable[[str], str]]:
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+    return list(OPENAI_IMAGENET_TEMPLATES)
+
+
+def _simple_imagenet() -> List[Callable[[str], str]]:
+    from open_clip.zero_shot_metadata import SIMPLE_IMAGENET_TEMPLATES
+    return list(SIMPLE_IMAGENET_TEMPLATES)
+
+
+TEMPLATE_SETS: Dict[str, Callable[[], List]] = {
+    'openai_imagenet': _openai_imagenet,   # the paper's 80 templates (default)
+    'simple_imagenet': _simple_imagenet,
+    'a_photo_of': lambda: ['a photo of a {}.'],
+    'name_only': lambda: ['{}'],
+}
+
+
+def load_templates(spec: Union[str, Sequence[str]] = 'openai_imagenet') -> List[str]:
+    """Return prompt templates as format strings with one ``{}``.
+
+    Args:
+        spec: a template-set name from ``TEMPLATE_SETS``, a file with one
+            template per line (each containing ``{}``), or a list of templates.
+    """
+    if isinstance(spec, str):
+        if spec in TEMPLATE_SETS:
+            raw = TEMPLATE_SETS[spec]()
+        elif os.path.isfile(spec):
+            with open(spec, encoding='utf-8') as f:
+                raw = [line.strip() for line in f if line.strip()]
+        else:
+            raise FileNotFoundError(
+                f"templates '{spec}' not found: expected a file path or one of {sorted(TEMPLATE_SETS)}")
+    else:
+        raw = list(spec)
+    templates = []
+    for t in raw:
+        if callable(t):
+            # open_clip's templates are lambdas; turn them into format strings once.
+            t = t('\x00').replace('{', '{{').replace('}', '}}').replace('\x00', '{}')
+        if '{}' not in t:
+            raise ValueError(f"template '{t}' in '{spec}' has no '{{}}' placeholder for the class name")
+        templates.append(t)
+    if not templates:
+        raise ValueError(f"templates '{spec}' are empty")
+    return templates
