@@ -1,0 +1,146 @@
+"""Published mIoU numbers of ClearCLIP and its baselines, as data.
+
+Source: ``shared/reference/PROTOCOL.md``, section "Published numbers", which
+transcribes the tables of "ClearCLIP: Decomposing CLIP Representations for
+Dense Vision-Language Inference" (Lan et al., ECCV 2024, arXiv 2407.12442).
+All values are mIoU in percent, rounded to one decimal as printed.
+
+Two tables are transcribed:
+
+* ``MAIN_TABLE``: ClearCLIP and vanilla CLIP with the OpenAI ViT-B/16 and
+  ViT-L/14 backbones on all eight benchmarks.
+* ``BACKBONE_TABLE``: the five benchmarks without background (voc20,
+  context59, coco_stuff164k, cityscapes, ade20k) for other backbones and for
+  the MaskCLIP / SCLIP-style baselines.
+
+Caveats carried over from PROTOCOL.md:
+
+* The voc21 / context60 / coco_object numbers of the ClearCLIP rows and the
+  ViT-L/14 rows are "as quoted by later papers", not read from the ClearCLIP
+  paper itself. ``QUOTED`` lists these entries. (Reading the sentence as "the
+  three background columns of both ClearCLIP rows, and every column of both
+  ViT-L/14 rows" is our interpretation.)
+* Vanilla CLIP on the benchmarks with background (voc21, context60,
+  coco_object) was run by the authors with ``prob_thd`` 0.2, not the
+  benchmark's own threshold (``VANILLA_CLIP_BACKGROUND_PROB_THD``; the
+  ``clip`` preset carries the same value).
+
+Keys are ``(backbone slug, preset name)`` pairs, where the slugs are those of
+``clearclip_seg.benchmarks.BACKBONES`` and the preset names those of
+``clearclip_seg.presets.PRESETS``; inner dicts are keyed by benchmark key.
+This module imports nothing (no torch, no mmseg), so it can be loaded by file
+path on a machine without the heavy dependencies.
+"""
+from typing import Dict, FrozenSet, Optional, Tuple
+
+PAPER = ('Lan et al., "ClearCLIP: Decomposing CLIP Representations for Dense '
+         'Vision-Language Inference", ECCV 2024 (arXiv 2407.12442)')
+
+VANILLA_CLIP_BACKGROUND_PROB_THD = 0.2
+
+_ALL8 = ('voc21', 'context60', 'coco_object', 'voc20', 'context59', 'coco_stuff164k',
+         'cityscapes', 'ade20k')
+_NO_BG5 = ('voc20', 'context59', 'coco_stuff164k', 'cityscapes', 'ade20k')
+
+
+def _row(keys, values) -> Dict[str, float]:
+    assert len(keys) == len(values)
+    return {k: v for k, v in zip(keys, values) if v is not None}
+
+
+Key = Tuple[str, str]   # (backbone slug, preset name)
+
+# Main table: all eight benchmarks ('-' in the source table is left out).
+MAIN_TABLE: Dict[Key, Dict[str, float]] = {
+    ('vit-b16', 'clearclip'): _row(_ALL8, (51.8, 32.6, 33.0, 80.9, 35.9, 23.9, 30.0, 16.7)),
+    ('vit-l14', 'clearclip'): _row(_ALL8, (48.7, 28.3, 29.7, 80.0, 29.6, 19.9, 27.9, 15.0)),
+    ('vit-b16', 'clip'): _row(_ALL8, (16.2, 7.7, 5.5, 41.8, 9.2, 4.4, 5.5, 2.1)),
+    ('vit-l14', 'clip'): _row(_ALL8, (None, None, None, 15.8, 4.5, 2.4, 2.9, 1.2)),
+}
+
+# Backbone table: the five sets without background.
+# The source's MaskCLIP and SCLIP-style rows read "plain / + no-residual": the
+# left column is mapped to the presets with the residual kept ('maskclip-res',
+# 'sclip-res') and the right column to the residual-free presets ('maskclip',
+# 'sclip'). This mapping is an interpretation of the table, not stated by it.
+BACKBONE_TABLE: Dict[Key, Dict[str, float]] = {
+    ('openclip-vit-b16', 'clip'): _row(_NO_BG5, (47.2, 9.0, 5.0, 5.1, 2.9)),
+    ('openclip-vit-b16', 'clearclip'): _row(_NO_BG5, (81.4, 34.1, 23.1, 31.8, 18.9)),
+    ('openclip-vit-l14', 'clip'): _row(_NO_BG5, (39.7, 7.0, 4.1, 3.9, 2.3)),
+    ('openclip-vit-l14', 'clearclip'): _row(_NO_BG5, (65.3, 27.9, 19.5, 26.4, 16.0)),
+    ('metaclip-vit-b16', 'clip'): _row(_NO_BG5, (35.4, 8.1, 4.3, 5.0, 2.2)),
+    ('metaclip-vit-b16', 'clearclip'): _row(_NO_BG5, (78.3, 34.8, 23.5, 27.9, 17.4)),
+    ('metaclip-vit-l14', 'clip'): _row(_NO_BG5, (22.7, 6.2, 3.6, 5.1, 2.2)),
+    ('metaclip-vit-l14', 'clearclip'): _row(_NO_BG5, (78.2, 30.3, 20.5, 25.6, 16.4)),
+    ('vit-b16', 'maskclip-res'): _row(_NO_BG5, (74.9, 26.4, 16.4, 12.6, 9.8)),
+    ('vit-b16', 'maskclip'): _row(_NO_BG5, (61.4, 28.3, 18.4, 24.7, 13.6)),
+    ('vit-b16', 'sclip-res'): _row(_NO_BG5, (78.2, 33.0, 21.1, 29.1, 14.6)),
+    ('vit-b16', 'sclip'): _row(_NO_BG5, (77.9, 35.6, 23.6, 31.0, 17.0)),
+}
+
+# Entries "as quoted by later papers" (see the module docstring).
+QUOTED: FrozenSet[Tuple[str, str, str]] = frozenset(
+    [('vit-b16', 'clearclip', b) for b in ('voc21', 'context60', 'coco_object')]
+    + [('vit-l14', p, b) for p in ('clearclip', 'clip') for b in MAIN_TABLE[('vit-l14', p)]]
+)
+
+
+def _merged() -> Dict[Key, Dict[str, float]]:
+    out: Dict[Key, Dict[str, float]] = {}
+    for table in (MAIN_TABLE, BACKBONE_TABLE):
+        for key, row in table.items():
+            merged = out.setdefault(key, {})
+            for bench, value in row.items():
+                if bench in merged and merged[bench] != value:
+                    raise ValueError(f'published tables disagree on {key} {bench}')
+                merged[bench] = value
+    return out
+
+
+# Every published number: (backbone slug, preset) -> {benchmark: mIoU}.
+PUBLISHED: Dict[Key, Dict[str, float]] = _merged()
+
+
+def published_miou(backbone: Optional[str], preset: Optional[str], benchmark: str) -> Optional[float]:
+    """The published mIoU for one model and benchmark.
+
+    Args:
+        backbone: Backbone slug from ``BACKBONES`` (e.g. ``'vit-b16'``), or None.
+        preset: Preset name from ``PRESETS`` (e.g. ``'clearclip'``), or None.
+        benchmark: Benchmark key (e.g. ``'voc21'``).
+
+    Returns:
+        The mIoU in percent, or None when no number was published for it.
+    """
+    if backbone is None or preset is None:
+        return None
+    return PUBLISHED.get((backbone, preset), {}).get(benchmark)
+
+
+def is_quoted(backbone: Optional[str], preset: Optional[str], benchmark: str) -> bool:
+    """Whether a published number is "as quoted by later papers".
+
+    Args:
+        backbone: Backbone slug.
+        preset: Preset name.
+        benchmark: Benchmark key.
+
+    Returns:
+        True for entries in ``QUOTED``.
+    """
+    return (backbone, preset, benchmark) in QUOTED
+
+
+def published_prob_thd_note(preset: Optional[str], benchmark_has_background: bool) -> Optional[str]:
+    """A note on the threshold behind a published number, where it is unusual.
+
+    Args:
+        preset: Preset name.
+        benchmark_has_background: Whether the benchmark's class 0 is background.
+
+    Returns:
+        A short note for vanilla CLIP on background sets, else None.
+    """
+    if preset == 'clip' and benchmark_has_background:
+        return f'vanilla CLIP published with prob_thd {VANILLA_CLIP_BACKGROUND_PROB_THD}'
+    return None
