@@ -1,0 +1,180 @@
+"""Tests of tools/check_data.py on small synthetic datasets in the real layouts.
+
+CPU only, no network, no mmseg.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / 'tools'))
+
+import check_data as C  # noqa: E402
+from _bench_table import get_benchmark  # noqa: E402
+
+H, W = 6, 8
+
+
+def _jpg(path: Path, h: int = H, w: int = W) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(path)
+
+
+def _png(path: Path, array, palette: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(np.asarray(array, dtype=np.uint8), mode='L')
+    if palette:  # VOC labels are palette PNGs
+        im = im.convert('P')
+        im.putpalette([v for i in range(256) for v in (i, i, i)])
+    im.save(path)
+
+
+def _label(*values) -> np.ndarray:
+    a = np.zeros((H, W), np.uint8)
+    for i, v in enumerate(values):
+        a[i % H, i // H] = v
+    return a
+
+
+def make_voc(root: Path, ids=('2007_000033', '2007_000042', '2007_000061')) -> Path:
+    """A VOC2012-layout set: JPEGImages, SegmentationClass, ImageSets/Segmentation/val.txt."""
+    b = get_benchmark('voc21')
+    for k, i in enumerate(ids):
+        _jpg(root / b.img_dir / f'{i}{b.img_suffix}')
+        _png(root / b.ann_dir / f'{i}{b.seg_map_suffix}', _label(0, 20, 255, k), palette=True)
+    split = root / b.ann_file
+    split.parent.mkdir(parents=True, exist_ok=True)
+    split.write_text(''.join(i + '\n' for i in ids))
+    _jpg(root / b.img_dir / '2008_000001.jpg')  # an image not in the split: not counted
+    return root
+
+
+def make_coco_object(root: Path, n: int = 3) -> Path:
+    b = get_benchmark('coco_object')
+    for k in range(n):
+        stem = f'{139 + k:012d}'
+        _jpg(root / b.img_dir / f'{stem}{b.img_suffix}')
+        _png(root / b.ann_dir / f'{stem}{b.seg_map_suffix}', _label(0, 80, k + 1))
+        # the COCO-Stuff labels live in the same folder and must not disturb the check
+        _png(root / b.ann_dir / f'{stem}_labelTrainIds.png', _label(170, 255))
+    return root
+
+
+def test_voc_correct_set_passes(tmp_path):
+    root = make_voc(tmp_path / 'VOC2012')
+    assert C.check_benchmark('voc21', root, expected_count=3) == []
+    assert C.check_benchmark('voc20', root, expected_count=3) == []
+    problems, stats = C.run_check('voc21', root, expected_count=3)
+    assert stats.images == 3 and stats.labels_checked == 3 and {0, 20, 255} <= stats.values_seen
+
+
+def test_voc_wrong_count(tmp_path):
+    root = make_voc(tmp_path / 'VOC2012')
+    problems = C.check_benchmark('voc21', root)  # the table expects 1449
+    assert len(problems) == 1
+    assert 'found 3 ids in ImageSets/Segmentation/val.txt, expected 1449' in problems[0]
+
+
+def test_voc_missing_label_and_image(tmp_path):
+    root = make_voc(tmp_path / 'VOC2012')
+    (root / 'SegmentationClass' / '2007_000042.png').unlink()
+    (root / 'JPEGImages' / '2007_000061.jpg').unlink()
+    problems = C.check_benchmark('voc21', root, expected_count=3)
+    text = '\n'.join(problems)
+    assert len(problems) == 2, text
+    assert '1 images have no label file' in text and '2007_000042.png' in text
+    assert '1 images listed in ImageSets/Segmentation/val.txt are missing' in text and '2007_000061.jpg' in text
+
+
+def test_voc_out_of_range_value(tmp_path):
+    root = make_voc(tmp_path / 'VOC2012')
+    _png(root / 'SegmentationClass' / '2007_000033.png', _label(0, 21, 254), palette=True)
+    problems = C.check_benchmark('voc21', root, expected_count=3)
+    assert len(problems) == 1
+    assert '2007_000033.png' in problems[0] and '[21, 254]' in problems[0] and '0..20 and 255' in problems[0]
+
+
+def test_size_mismatch_and_rgb_label(tmp_path):
+    root = make_voc(tmp_path / 'VOC2012')
+    _png(root / 'SegmentationClass' / '2007_000033.png', np.zeros((H + 1, W), np.uint8))
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(root / 'SegmentationClass' / '2007_000042.png')
+    text = '\n'.join(C.check_benchmark('voc21', root, expected_count=3))
+    assert 'differ in size' in text and '2007_000033.png' in text
+    assert 'not single-channel' in text and '2007_000042.png' in text
+
+
+def test_max_files_samples_labels(tmp_path):
+    root = make_voc(tmp_path / 'VOC2012')
+    _, stats = C.run_check('voc21', root, expected_count=3, max_files=1)
+    assert stats.labels_checked == 1
+    # existence is still checked for every file
+    (root / 'SegmentationClass' / '2007_000061.png').unlink()
+    assert any('no label file' in p for p in C.check_benchmark('voc21', root, expected_count=3, max_files=0))
+
+
+def test_missing_root_and_split(tmp_path):
+    problems = C.check_benchmark('context60', tmp_path / 'nowhere')
+    assert len(problems) == 1 and 'does not exist' in problems[0] and 'prepare_data.py context' in problems[0]
+    root = make_voc(tmp_path / 'VOC2012')
+    (root / 'ImageSets' / 'Segmentation' / 'val.txt').unlink()
+    assert 'split file' in C.check_benchmark('voc21', root, expected_count=3)[0]
+
+
+def test_coco_object_set(tmp_path):
+    root = make_coco_object(tmp_path / 'coco_stuff164k')
+    assert C.check_benchmark('coco_object', root, expected_count=3) == []
+    assert C.check_benchmark('coco_stuff164k', root, expected_count=3) == []
+    # COCO-Object ignores nothing: 255 is out of range, and so is 81
+    _png(root / 'annotations/val2017/000000000140_instanceTrainIds.png', _label(0, 255, 81))
+    problems = C.check_benchmark('coco_object', root, expected_count=3)
+    assert len(problems) == 1 and '000000000140_instanceTrainIds.png' in problems[0]
+    assert '[81, 255]' in problems[0] and 'outside 0..80 (' in problems[0]
+    # a missing instance label
+    (root / 'annotations/val2017/000000000141_instanceTrainIds.png').unlink()
+    text = '\n'.join(C.check_benchmark('coco_object', root, expected_count=3))
+    assert '000000000141_instanceTrainIds.png' in text and 'no label file' in text
+
+
+def test_cityscapes_nested_layout(tmp_path):
+    root = tmp_path / 'cityscapes'
+    for city, name in [('frankfurt', 'frankfurt_000000_000294'), ('lindau', 'lindau_000000_000019')]:
+        _png(root / 'leftImg8bit/val' / city / f'{name}_leftImg8bit.png', np.zeros((H, W), np.uint8))
+        _png(root / 'gtFine/val' / city / f'{name}_gtFine_labelTrainIds.png', _label(0, 18, 255))
+        _png(root / 'gtFine/val' / city / f'{name}_gtFine_labelIds.png', _label(33))  # ignored
+    assert C.check_benchmark('cityscapes', root, expected_count=2) == []
+    assert 'expected 500' in C.check_benchmark('cityscapes', root)[0]
+
+
+def test_cli_verdicts_and_exit_codes(tmp_path, capsys):
+    good = make_voc(tmp_path / 'good')
+    bad = make_voc(tmp_path / 'bad')
+    (bad / 'SegmentationClass' / '2007_000033.png').unlink()
+    assert C.main(['voc21', '--data-root-override', f'voc21={good}', '--expected-count', '3']) == 0
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1].startswith('voc21: OK (3 images')
+    assert C.main(['voc21', 'voc20', '--data-root-override', f'voc21={good}',
+                   '--data-root-override', f'voc20={bad}', '--expected-count', '3']) == 1
+    out = capsys.readouterr().out
+    assert 'voc21: OK' in out and 'voc20: FAILED (1 problem)' in out and '2007_000033.png' in out
+    # --data-root: the benchmark roots go under it, as under data/
+    data = tmp_path / 'data'
+    make_coco_object(data / 'coco_stuff164k')
+    assert C.main(['coco_object', '--data-root', str(data), '--expected-count', '3']) == 0
+    assert C.main(['nonsense']) == 2
+    with pytest.raises(SystemExit):
+        C.main(['voc21', '--data-root-override', 'voc21'])
+
+
+def test_data_readme_matches_the_table():
+    from _bench_table import BENCHMARKS
+    text = (REPO / 'data' / 'README.md').read_text()
+    for b in BENCHMARKS.values():
+        for piece in (b.data_root, b.img_dir, b.ann_dir, b.seg_map_suffix, str(b.num_images), b.prepare):
+            assert piece in text, f'data/README.md does not mention {piece!r} ({b.key})'
+        if b.ann_file:
+            assert b.ann_file in text
+        lo, hi = b.label_values
+        assert f'{lo}..{hi}' in text
