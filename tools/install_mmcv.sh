@@ -67,5 +67,5 @@ fi
 
 echo "[install_mmcv] installing $wheel"
 $PY -m pip install -q --no-deps --force-reinstall "$wheel"
-$PY -m pip install -q "addict" "packaging" "pyyaml" "yapf" "opencv-python-headless" "numpy"
+# mmcv's own dependencies (addict, yapf, opencv-python, numpy<2...) come from requirements.txt.
 $PY -c "import mmcv, mmcv.ops; print('[install_mmcv] mmcv', mmcv.__version__, 'with ops OK')"

@@ -49,6 +49,7 @@ class ClearCLIPSegmentor(BaseSegmentor):
         text_cache: folder for cached text classifiers; None = default
             (``$CLEARCLIP_CACHE``), False = no cache.
         fused_attn: ``scaled_dot_product_attention`` in the last block.
+        compile: run the encoder through ``torch.compile`` (off by default).
         data_preprocessor: normalisation config (``ClearCLIPDataPreProcessor``).
     """
 
@@ -62,20 +63,24 @@ class ClearCLIPSegmentor(BaseSegmentor):
                  test_cfg: Optional[dict] = None,
                  text_cache: Union[None, bool, str] = None,
                  fused_attn: bool = True,
+                 compile: bool = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
+        if isinstance(data_preprocessor, dict):
+            # built from MMSeg's registry, so it also works outside a Runner's default scope
+            data_preprocessor = MODELS.build(data_preprocessor)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         clip = dict(clip)
         unknown = set(clip) - {'arch', 'pretrained', 'arch_file', 'precision', 'quick_gelu', 'cache_dir'}
         if unknown:
             raise ValueError(f'unknown keys {sorted(unknown)} in model.clip: expected arch, pretrained, '
                              'arch_file, precision, quick_gelu, cache_dir')
-        last_block = dict(attn='qq', residual=False, ffn=False, **(last_block or {}))
+        last_block = {**dict(attn='qq', residual=False, ffn=False), **(last_block or {})}
         unknown = set(last_block) - {'attn', 'residual', 'ffn'}
         if unknown:
             raise ValueError(f'unknown keys {sorted(unknown)} in model.last_block: expected attn, residual, ffn')
-        self.test_cfg = dict(mode='slide', crop_size=(448, 448), stride=(224, 224), max_windows=16,
-                             **(test_cfg or {}))
+        self.test_cfg = {**dict(mode='slide', crop_size=(448, 448), stride=(224, 224), max_windows=16),
+                         **(test_cfg or {})}
         if self.test_cfg['mode'] not in TEST_MODES:
             raise ValueError(f"unknown test mode '{self.test_cfg['mode']}' (model.test_cfg.mode): "
                              f'expected one of {TEST_MODES}')
@@ -96,6 +101,8 @@ class ClearCLIPSegmentor(BaseSegmentor):
         self.arch = arch
         self.pretrained = clip.get('pretrained')
         self.encoder = DenseCLIPEncoder(model.visual, fused_attn=fused_attn, **last_block)
+        # kept in a list: a compiled wrapper must not enter the module tree / state_dict
+        self._compiled = [torch.compile(self.encoder)] if compile else [None]
         # The text tower is needed once, to build the classifier; it is kept out of
         # the module tree (no device moves, no state_dict entries) and dropped after.
         self._text_model = [model]
@@ -138,7 +145,8 @@ class ClearCLIPSegmentor(BaseSegmentor):
     # -- dense scoring ----------------------------------------------------------
     def extract_feat(self, inputs: torch.Tensor) -> torch.Tensor:
         """L2-normalised patch features (B, gh, gw, dim)."""
-        return F.normalize(self.encoder(inputs).float(), dim=-1)
+        encoder = self._compiled[0] or self.encoder
+        return F.normalize(encoder(inputs).float(), dim=-1)
 
     def _patch_logits(self, crops: torch.Tensor) -> torch.Tensor:
         feats = self.extract_feat(crops)

@@ -1,0 +1,3 @@
+from .benchmarks import COCOObjectDataset, PascalVOC20Dataset
+
+__all__ = ['COCOObjectDataset', 'PascalVOC20Dataset']

@@ -1,0 +1,3 @@
+from .iou_metric import ClearCLIPIoUMetric
+
+__all__ = ['ClearCLIPIoUMetric']
