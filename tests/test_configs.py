@@ -1,0 +1,115 @@
+"""Configs and vocabularies: generated files up to date, protocol values exact,
+every benchmark's ViT-B/16 config runs end to end with a tiny architecture."""
+import glob
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from mmengine.config import Config
+from PIL import Image
+
+from clearclip_seg.benchmarks import BACKBONES, BENCHMARKS
+from clearclip_seg.presets import PRESETS
+from clearclip_seg.synthetic import write_benchmark
+from clearclip_seg.vocab import load_vocabulary
+from conftest import ROOT, TINY_ARCH
+from test_tools_test import tiny_options
+
+def test_tool():
+    spec = importlib.util.spec_from_file_location('clearclip_test_tool', os.path.join(ROOT, 'tools', 'test.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+REFERENCE = os.path.join(os.path.dirname(ROOT), 'shared', 'reference', 'class_names')
+REFERENCE_FILES = {'voc21': 'cls_voc21.txt', 'voc20': 'cls_voc20.txt', 'context60': 'cls_context60.txt',
+                   'context59': 'cls_context59.txt', 'coco_object': 'cls_coco_object.txt',
+                   'coco_stuff164k': 'cls_coco_stuff.txt', 'cityscapes': 'cls_city_scapes.txt',
+                   'ade20k': 'cls_ade20k.txt'}
+
+
+def test_generated_configs_are_up_to_date():
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'make_configs.py'), '--check'], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_leaf_config_has_the_protocol_values():
+    leaves = sorted(glob.glob(os.path.join(ROOT, 'configs', '*', '*.py')))
+    leaves = [p for p in leaves if '_base_' not in p]
+    assert len(leaves) == sum(len(p.backbones) for p in PRESETS.values()) * len(BENCHMARKS)
+    for path in leaves:
+        cfg = Config.fromfile(path)
+        b = BENCHMARKS[cfg.benchmark]
+        preset = PRESETS[cfg.method]
+        m = cfg.model
+        assert m.vocabulary == b.vocabulary, path
+        assert m.prob_thd == preset.prob_thd(b), path
+        assert tuple(m.test_cfg.crop_size) == (b.crop, b.crop) and tuple(m.test_cfg.stride) == (b.stride, b.stride)
+        assert m.test_cfg.mode == 'slide' and m.logit_scale == 50.0 and m.templates == 'openai_imagenet'
+        assert dict(m.last_block) == preset.last_block, path
+        assert (m.clip.arch, m.clip.pretrained) == BACKBONES[cfg.backbone][:2]
+        ds = cfg.test_dataloader.dataset
+        assert ds.type == b.dataset_type and ds.reduce_zero_label == b.reduce_zero_label
+        assert ds.data_root == b.data_root and ds.get('ann_file') == b.ann_file
+        resize = [t for t in ds.pipeline if t.type == 'Resize'][0]
+        assert tuple(resize.scale) == (2048, 448) and resize.keep_ratio
+        names = [t.type for t in ds.pipeline]
+        assert names.index('Resize') < names.index('LoadAnnotations')  # labels stay at original size
+        assert m.data_preprocessor.mean == [122.771, 116.746, 104.094]
+        assert m.data_preprocessor.std == [68.501, 66.632, 70.323] and m.data_preprocessor.bgr_to_rgb
+
+
+@pytest.mark.parametrize('key', list(BENCHMARKS))
+def test_vocabulary_matches_reference(key):
+    voc = load_vocabulary(key)
+    assert voc.num_classes == BENCHMARKS[key].num_classes
+    assert all(q == q.strip() and q for q in voc.queries)
+    if not os.path.isdir(REFERENCE):
+        pytest.skip('reference class names not present')
+    with open(os.path.join(REFERENCE, REFERENCE_FILES[key])) as f:
+        ref = [line.strip() for line in f.read().splitlines() if line.strip()]
+    ref_queries = [s.strip() for line in ref for s in line.split(',') if s.strip()]
+    assert list(voc.queries) == ref_queries
+
+
+def _independent_miou(b, root, ids, preds, num_classes):
+    conf = np.zeros((num_classes, num_classes), np.int64)
+    for i in ids:
+        gt = np.array(Image.open(os.path.join(root, b.ann_dir, i + b.seg_map_suffix))).astype(np.int64)
+        name = os.path.basename(i) + b.img_suffix
+        pred = np.array(Image.open(os.path.join(preds, os.path.splitext(name)[0] + '.png'))).astype(np.int64)
+        if b.reduce_zero_label:
+            gt = np.where(gt == 0, 255, gt - 1)
+            gt[gt == 254] = 255
+            pred = pred - 1  # mmseg saves reduced predictions + 1
+        valid = gt != 255
+        conf += np.bincount(gt[valid] * num_classes + pred[valid], minlength=num_classes ** 2).reshape(
+            num_classes, num_classes)
+    inter = np.diag(conf).astype(float)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        iou = inter / (conf.sum(0) + conf.sum(1) - inter)
+    return np.nanmean(iou) * 100
+
+
+@pytest.mark.parametrize('key', list(BENCHMARKS))
+def test_benchmark_config_end_to_end(tmp_path, key):
+    b = BENCHMARKS[key]
+    root = tmp_path / 'data'
+    ids = write_benchmark(key, str(root), sizes=((50, 70), (90, 40)), seed=1)
+    preds = tmp_path / 'preds'
+    config = os.path.join(ROOT, f'configs/clearclip/clearclip_vit-b16_{key}.py')
+    # in-process (the subprocess path is covered by test_tools_test.py): saves the imports
+    test_tool().main([config, '--work-dir', str(tmp_path / 'w'),
+                      *tiny_options(root, f'test_evaluator.output_dir={preds}', 'model.templates=a_photo_of')])
+    rec = json.loads((tmp_path / 'w' / 'record.json').read_text())
+    assert rec['benchmark'] == key and rec['dataset']['num_images'] == len(ids)
+    assert len(rec['dataset']['classes']) == b.num_classes
+    assert rec['model']['prob_thd'] == b.prob_thd
+    assert rec['protocol']['crop'] == [b.crop, b.crop]
+    assert rec['metrics']['mIoU'] == pytest.approx(_independent_miou(b, root, ids, preds, b.num_classes), abs=1e-6)
