@@ -5,7 +5,7 @@ the metric gathers the areas. Wrapping in DDP would only add start-up cost,
 and on CPU (gloo) DDP rejects the ``device_ids`` MMEngine passes.
 """
 import torch.nn as nn
-from mmseg.registry import MODEL_WRAPPERS
+from mmengine.registry import MODEL_WRAPPERS  # Runner.wrap_model looks wrappers up in the root registry
 
 
 @MODEL_WRAPPERS.register_module()

@@ -1,0 +1,107 @@
+"""tools/benchmark.py: suites run, finished runs are skipped, killed sweeps resume,
+distributed evaluation equals single-process, tables carry the records' numbers."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, TINY_ARCH, make_voc2012
+
+TINY = [f'model.clip.arch_file={TINY_ARCH}', 'model.clip.arch=clearclip-tiny-vit', 'model.clip.pretrained=None',
+        'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False']
+
+
+def bench_cmd(out, root, *args):
+    return [sys.executable, os.path.join(ROOT, 'tools', 'benchmark.py'), '--out', str(out),
+            '--data-root', f'voc21={root}', '--data-root', f'voc20={root}', *args, '--cfg-options', *TINY]
+
+
+def run(cmd, **kw):
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, **kw)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def records(out):
+    found = {}
+    for dirpath, _, files in os.walk(out):
+        if 'record.json' in files:
+            with open(os.path.join(dirpath, 'record.json')) as f:
+                rec = json.load(f)
+            found[rec['run']['name']] = rec
+    return found
+
+
+@pytest.fixture(scope='module')
+def voc_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('voc') / 'VOC2012'
+    make_voc2012(str(root), sizes=((60, 90), (120, 80), (40, 40)))
+    return root
+
+
+def test_suite_runs_skips_and_tables(tmp_path, voc_root):
+    out = tmp_path / 'results'
+    proc = run(bench_cmd(out, voc_root, '--suite', 'main', '--benchmarks', 'voc21,voc20'))
+    assert '4 runs, 0 already complete, 4 to go' in proc.stdout
+    recs = records(out)
+    assert sorted(recs) == sorted(f'clearclip_{bb}_{b}' for bb in ('vit-b16', 'vit-l14') for b in ('voc21', 'voc20'))
+    for rec in recs.values():
+        assert rec['complete'] and rec['run']['suite'] == 'main' and rec['method'] == 'clearclip'
+    # a second call finds everything done and runs nothing
+    proc = run(bench_cmd(out, voc_root, '--suite', 'main', '--benchmarks', 'voc21,voc20'))
+    assert '4 runs, 4 already complete, 0 to go' in proc.stdout
+    assert records(out) == recs
+    # tables are built from the records and hold their numbers
+    proc = run([sys.executable, os.path.join(ROOT, 'tools', 'collect_results.py'), str(out), '--decimals', '2'])
+    for rec in recs.values():
+        assert f"{rec['metrics']['mIoU']:.2f}" in proc.stdout
+
+
+def test_killed_sweep_resumes_to_the_same_result(tmp_path, voc_root):
+    matrix = tmp_path / 'm.json'
+    matrix.write_text(json.dumps([
+        dict(name='qq', config='configs/clearclip/clearclip_vit-b16_voc21.py', benchmark='voc21'),
+        dict(name='qk', config='configs/clearclip/clearclip_vit-b16_voc21.py', benchmark='voc21',
+             cfg_options=['model.last_block.attn=qk', 'model.last_block.residual=True']),
+    ]))
+    ref = tmp_path / 'ref'
+    run(bench_cmd(ref, voc_root, '--matrix', str(matrix)))
+    out = tmp_path / 'killed'
+    proc = subprocess.Popen(bench_cmd(out, voc_root, '--matrix', str(matrix)), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    first = out / 'm' / 'qq' / 'record.json'
+    deadline = time.time() + 600
+    while not first.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)   # the second run dies mid-way
+    proc.wait()
+    partial = records(out)
+    assert 'qq' in partial
+    run(bench_cmd(out, voc_root, '--matrix', str(matrix)))
+    resumed, reference = records(out), records(ref)
+    assert sorted(resumed) == ['qk', 'qq']
+    for name in resumed:
+        assert resumed[name]['metrics']['area_intersect'] == reference[name]['metrics']['area_intersect']
+        assert resumed[name]['metrics']['mIoU'] == reference[name]['metrics']['mIoU']
+    assert resumed['qq']['created'] == partial['qq']['created']  # not re-run
+
+
+def test_distributed_equals_single_process(tmp_path, voc_root):
+    config = 'configs/clearclip/clearclip_vit-b16_voc21.py'
+    opts = ['--cfg-options', f'test_dataloader.dataset.data_root={voc_root}', *TINY]
+    run([sys.executable, os.path.join(ROOT, 'tools', 'test.py'), config, '--work-dir', str(tmp_path / 'one'), *opts])
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29517',
+         os.path.join(ROOT, 'tools', 'test.py'), config, '--launcher', 'pytorch', '--work-dir', str(tmp_path / 'two'),
+         *opts], env=env)
+    one = json.loads((tmp_path / 'one' / 'record.json').read_text())
+    two = json.loads((tmp_path / 'two' / 'record.json').read_text())
+    assert two['timing']['world_size'] == 2 and one['timing']['world_size'] == 1
+    assert two['dataset']['num_images'] == one['dataset']['num_images'] == 3
+    for key in ('area_intersect', 'area_union', 'area_pred', 'area_label'):
+        assert two['metrics'][key] == one['metrics'][key]
+    assert two['metrics']['mIoU'] == one['metrics']['mIoU']
