@@ -3,6 +3,7 @@ distributed evaluation equals single-process, tables carry the records' numbers.
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -95,7 +96,10 @@ def test_distributed_equals_single_process(tmp_path, voc_root):
     opts = ['--cfg-options', f'test_dataloader.dataset.data_root={voc_root}', *TINY]
     run([sys.executable, os.path.join(ROOT, 'tools', 'test.py'), config, '--work-dir', str(tmp_path / 'one'), *opts])
     env = dict(os.environ, OMP_NUM_THREADS='1')
-    run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29517',
+    with socket.socket() as sock:  # a free port: a fixed one can still be in TIME_WAIT
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={port}',
          os.path.join(ROOT, 'tools', 'test.py'), config, '--launcher', 'pytorch', '--work-dir', str(tmp_path / 'two'),
          *opts], env=env)
     one = json.loads((tmp_path / 'one' / 'record.json').read_text())

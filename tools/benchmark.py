@@ -79,11 +79,18 @@ def data_root_options(args):
     return roots
 
 
+def free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
 def run_command(args, run, record_path, suite, extra):
     test = osp.join(ROOT, 'tools', 'test.py')
     if args.gpus > 1:
         cmd = [sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={args.gpus}',
-               f"--master_port={29500 + os.getpid() % 1000}", test, run.config, '--launcher', 'pytorch']
+               f'--master_port={free_port()}', test, run.config, '--launcher', 'pytorch']
     else:
         cmd = [sys.executable, test, run.config]
     cmd += ['--work-dir', osp.dirname(record_path), '--record', record_path,
