@@ -96,3 +96,21 @@ def test_missing_data_root_and_vocab_mismatch(tmp_path):
                     check=False)
     assert proc.returncode == 2
     assert "vocabulary 'voc20' (model.vocabulary) has 20 classes but dataset PascalVOCDataset has 21" in proc.stderr
+
+
+def test_show_dir_panels_are_the_scored_predictions(tmp_path):
+    from clearclip_seg.visualization import colorize, make_palette
+    root = tmp_path / 'VOC2012'
+    ids = make_voc2012(str(root), sizes=((60, 90), (50, 40), (40, 40)))
+    preds, show = tmp_path / 'preds', tmp_path / 'show'
+    run_tool([CONFIG, '--work-dir', str(tmp_path / 'w'), '--show-dir', str(show), '--show-n', '2',
+              *tiny_options(root, f'test_evaluator.output_dir={preds}', 'model.prob_thd=0.0')])
+    saved = sorted(os.listdir(show))
+    assert saved == sorted(i + '.png' for i in ids[:2])
+    palette = make_palette(21)
+    for i in ids[:2]:
+        panel = np.array(Image.open(show / f'{i}.png').convert('RGB'))
+        pred = np.array(Image.open(preds / f'{i}.png'))
+        h, w = pred.shape
+        x0 = 2 * (w + 4)                      # image | gt | prediction, 4 px gaps
+        assert np.array_equal(panel[16:16 + h, x0:x0 + w], colorize(pred, palette))
