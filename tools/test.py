@@ -149,7 +149,15 @@ def main(argv=None):
         add_show_hook(cfg, args.show_dir, args.show_n)
     check_data_root(cfg)
 
-    runner = Runner.from_cfg(cfg)
+    try:
+        runner = Runner.from_cfg(cfg)
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
+        # config mistakes (unknown arch/tag/mode, missing vocabulary or weights) name the
+        # key in their message: show that line, not a traceback; anything else is a bug
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
+        if isinstance(e, RuntimeError) and 'model.' not in msg:
+            raise
+        fail(msg)
     model = unwrap(runner.model)
     loop = runner.test_loop
     dataset = loop.dataloader.dataset

@@ -19,6 +19,7 @@ from mmseg.structures import SegDataSample
 
 from ..vocab import load_templates, load_vocabulary
 from .clip_loader import create_clip, resolve_precision, state_digest, weights_identity
+from .attention import check_mode
 from .encoder import DenseCLIPEncoder
 from .slide import slide_inference, whole_inference
 from .text_classifier import build_text_classifier
@@ -79,6 +80,7 @@ class ClearCLIPSegmentor(BaseSegmentor):
         unknown = set(last_block) - {'attn', 'residual', 'ffn'}
         if unknown:
             raise ValueError(f'unknown keys {sorted(unknown)} in model.last_block: expected attn, residual, ffn')
+        check_mode(last_block['attn'])  # fail before any weights are loaded
         self.test_cfg = {**dict(mode='slide', crop_size=(448, 448), stride=(224, 224), max_windows=16),
                          **(test_cfg or {})}
         if self.test_cfg['mode'] not in TEST_MODES:
