@@ -46,7 +46,10 @@ class ClearCLIPSegmentor(BaseSegmentor):
         logit_scale: multiplies cosine similarities before the softmax (50).
         prob_thd: pixels whose top class probability is below it become class 0.
         test_cfg: ``mode`` (``slide`` or ``whole``), ``crop_size``, ``stride``
-            and ``max_windows`` (windows per encoder batch; 1 = plain path).
+            and ``max_windows`` (windows per encoder batch; 1 = plain path;
+            ``'auto'``: 16 on a GPU, 1 on a CPU, where one 448x448 window
+            already runs the matmuls near peak and bigger batches only spill
+            the cache: docs/speed_figures.md).
         text_cache: folder for cached text classifiers; None = default
             (``$CLEARCLIP_CACHE``), False = no cache.
         fused_attn: ``scaled_dot_product_attention`` in the last block.
@@ -81,7 +84,7 @@ class ClearCLIPSegmentor(BaseSegmentor):
         if unknown:
             raise ValueError(f'unknown keys {sorted(unknown)} in model.last_block: expected attn, residual, ffn')
         check_mode(last_block['attn'])  # fail before any weights are loaded
-        self.test_cfg = {**dict(mode='slide', crop_size=(448, 448), stride=(224, 224), max_windows=16),
+        self.test_cfg = {**dict(mode='slide', crop_size=(448, 448), stride=(224, 224), max_windows='auto'),
                          **(test_cfg or {})}
         if self.test_cfg['mode'] not in TEST_MODES:
             raise ValueError(f"unknown test mode '{self.test_cfg['mode']}' (model.test_cfg.mode): "
@@ -163,7 +166,16 @@ class ClearCLIPSegmentor(BaseSegmentor):
             return whole_inference(images, self._patch_logits, patch)
         return slide_inference(images, self._patch_logits, len(self.vocabulary.queries),
                                self.test_cfg['crop_size'], self.test_cfg['stride'], patch,
-                               max_windows=self.test_cfg.get('max_windows', 16))
+                               max_windows=self.max_windows(images[0].device))
+
+    def max_windows(self, device) -> int:
+        """Windows per encoder batch: ``test_cfg.max_windows``, resolving ``'auto'``."""
+        value = self.test_cfg.get('max_windows', 'auto')
+        if value == 'auto':
+            return 16 if torch.device(device).type == 'cuda' else 1
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"model.test_cfg.max_windows={value!r}: expected a positive integer or 'auto'")
+        return value
 
     def encode_decode(self, inputs, batch_img_metas=None) -> torch.Tensor:
         """Query logits at input size, stacked (inputs must share a size)."""

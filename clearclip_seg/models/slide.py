@@ -45,18 +45,27 @@ def patch_padding(h: int, w: int, patch) -> Tuple[int, int, int, int]:
     return pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2
 
 
+def _pad_and_encode(encode, crops: torch.Tensor, patch):
+    h, w = crops.shape[-2:]
+    left, right, top, bottom = patch_padding(h, w, patch)
+    padded = F.pad(crops, (left, right, top, bottom)) if (left or right or top or bottom) else crops
+    return encode(padded), padded.shape[-2:], (top, left, h, w)
+
+
+def _upsample_cut(logits: torch.Tensor, padded_size, cut) -> torch.Tensor:
+    top, left, h, w = cut
+    logits = F.interpolate(logits, size=padded_size, mode='bilinear', align_corners=False)
+    return logits[..., top:top + h, left:left + w]
+
+
 def score_windows(encode: Callable[[torch.Tensor], torch.Tensor], crops: torch.Tensor,
                   patch) -> torch.Tensor:
     """Query logits for same-shaped crops (N, 3, h, w) -> (N, Q, h, w).
 
     ``encode`` maps a padded batch to per-patch query logits (N, Q, gh, gw).
     """
-    h, w = crops.shape[-2:]
-    left, right, top, bottom = patch_padding(h, w, patch)
-    padded = F.pad(crops, (left, right, top, bottom)) if (left or right or top or bottom) else crops
-    logits = encode(padded)
-    logits = F.interpolate(logits, size=padded.shape[-2:], mode='bilinear', align_corners=False)
-    return logits[..., top:top + h, left:left + w]
+    logits, padded_size, cut = _pad_and_encode(encode, crops, patch)
+    return _upsample_cut(logits, padded_size, cut)
 
 
 def slide_inference(images: Sequence[torch.Tensor], encode: Callable[[torch.Tensor], torch.Tensor],
@@ -82,9 +91,10 @@ def slide_inference(images: Sequence[torch.Tensor], encode: Callable[[torch.Tens
         for s in range(0, len(items), max(1, int(max_windows))):
             chunk = items[s:s + max(1, int(max_windows))]
             crops = torch.stack([images[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
-            logits = score_windows(encode, crops, patch).float()
-            for (i, (y1, y2, x1, x2)), lg in zip(chunk, logits):
-                preds[i][:, y1:y2, x1:x2] += lg
+            logits, padded_size, cut = _pad_and_encode(encode, crops, patch)
+            for k, (i, (y1, y2, x1, x2)) in enumerate(chunk):
+                # upsample one window at a time: memory stays Q x h x w, whatever the batch
+                preds[i][:, y1:y2, x1:x2] += _upsample_cut(logits[k:k + 1], padded_size, cut)[0].float()
                 counts[i][:, y1:y2, x1:x2] += 1
     return [p / c for p, c in zip(preds, counts)]
 

@@ -20,5 +20,5 @@ model = dict(
     templates='openai_imagenet',
     logit_scale=50.0,
     prob_thd=0.0,
-    test_cfg=dict(mode='slide', crop_size=(448, 448), stride=(224, 224), max_windows=16),
+    test_cfg=dict(mode='slide', crop_size=(448, 448), stride=(224, 224), max_windows='auto'),  # 16 on GPU, 1 on CPU
 )
