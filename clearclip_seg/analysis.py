@@ -345,7 +345,7 @@ def component_query_logits(segmentor, images, mode: str, sources: Sequence[str] 
         logits = whole_inference(images, encode, encoder.patch_size)
     else:
         logits = slide_inference(images, encode, num_q * len(sources), cfg['crop_size'], cfg['stride'],
-                                 encoder.patch_size, max_windows=cfg.get('max_windows', 16))
+                                 encoder.patch_size, max_windows=segmentor.max_windows(images[0].device))
     return {s: [lg[i * num_q:(i + 1) * num_q] for lg in logits] for i, s in enumerate(sources)}
 
 
