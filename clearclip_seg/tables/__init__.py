@@ -1,0 +1,22 @@
+"""Result tables from run records: the paper-layout main table, per-class tables.
+
+One job per module:
+
+- ``records``: find, validate and parse run records (``load_records``).
+- ``labels``: display names and benchmark column order.
+- ``protocol``: protocol values, deviations from the published protocol,
+  protocol cards.
+- ``build``: the main table and the per-class tables.
+- ``formats``: Markdown, CSV and LaTeX text.
+- ``plot``: the PNG bar plot (matplotlib is imported only when plotting).
+- ``outputs``: writing the requested formats into a directory.
+
+``tools/collect_results.py`` is the command line over this package.
+"""
+from .build import (GROUP_BY, MainTable, PerClassTable, Row, build_main_table,  # noqa: F401
+                    build_per_class_tables)
+from .formats import card_markdown, tex_escape, to_csv, to_latex, to_markdown  # noqa: F401
+from .outputs import FORMATS, write_outputs  # noqa: F401
+from .plot import plot_main_table  # noqa: F401
+from .protocol import ProtocolCard, build_protocol_card, protocol_deviations, record_protocol  # noqa: F401
+from .records import Record, RecordError, load_records, parse_record  # noqa: F401

@@ -1,0 +1,208 @@
+"""Reading run records (the JSON files ``tools/test.py`` writes) for the tables.
+
+Writing records is ``clearclip_seg.records``; this module finds, validates and
+parses them into ``Record`` objects.
+"""
+import glob
+import json
+import os
+import sys
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from ..benchmarks import BACKBONES
+from ..presets import PRESETS
+
+
+class RecordError(Exception):
+    """Bad input: the message is one line and names the file."""
+
+
+def warn_stderr(msg: str) -> None:
+    """Print a one-line warning to stderr (the default ``warn`` callback)."""
+    print(f'warning: {msg}', file=sys.stderr)
+
+
+@dataclass
+class Record:
+    """One complete run record and the values the tables need.
+
+    Attributes:
+        path: File the record was read from.
+        data: The record as loaded from JSON.
+        benchmark: Benchmark key (e.g. ``'voc21'``).
+        arch: open_clip architecture name.
+        pretrained: open_clip pretrained tag.
+        last_block: ``(attn, residual, ffn)``.
+        backbone: Backbone slug from ``BACKBONES``, or None when unknown.
+        preset: Preset name from ``PRESETS`` whose last block matches, or None.
+        miou: mIoU in percent.
+    """
+    path: str
+    data: dict
+    benchmark: str
+    arch: str
+    pretrained: str
+    last_block: Tuple[str, bool, bool]
+    backbone: Optional[str]
+    preset: Optional[str]
+    miou: float
+
+    @property
+    def protocol(self) -> dict:
+        """The record's ``protocol`` object (empty dict when absent)."""
+        return self.data.get('protocol') or {}
+
+    @property
+    def created(self) -> str:
+        """Creation time as written in the record ('' when absent)."""
+        return str(self.data.get('created') or '')
+
+    @property
+    def iou(self) -> Dict[str, Optional[float]]:
+        """Per-class IoU in percent (None where undefined)."""
+        return dict((self.data.get('metrics') or {}).get('IoU') or {})
+
+    @property
+    def classes(self) -> List[str]:
+        """Class names in label order (from ``dataset.classes``, else the IoU keys)."""
+        ds = self.data.get('dataset') or {}
+        return list(ds.get('classes') or self.iou.keys())
+
+    @property
+    def model_key(self) -> tuple:
+        """Row identity: arch, pretrained, last block, preset."""
+        return (self.arch, self.pretrained) + self.last_block + (self.preset,)
+
+
+def _as_bool(v) -> bool:
+    if isinstance(v, str):
+        return v.strip().lower() in ('1', 'true', 'yes', 'on')
+    return bool(v)
+
+
+def _backbone_slug(arch: str, pretrained: str, hint: Optional[str]) -> Optional[str]:
+    if hint in BACKBONES and BACKBONES[hint][:2] == (arch, pretrained):
+        return hint
+    for slug, (a, p, _) in BACKBONES.items():
+        if (a, p) == (arch, pretrained):
+            return slug
+    return None
+
+
+def _preset_for(last_block: Tuple[str, bool, bool], hints: Sequence[Optional[str]]) -> Optional[str]:
+    """The named preset (run.preset, then method) if its last block matches, else any match."""
+    def matches(name):
+        lb = PRESETS[name].last_block
+        return (lb['attn'], lb['residual'], lb['ffn']) == last_block
+    for name in hints:
+        if name in PRESETS and matches(name):
+            return name
+    for name in PRESETS:
+        if matches(name):
+            return name
+    return None
+
+
+def parse_record(data: dict, path: str) -> Record:
+    """Turn a loaded, complete record into a ``Record``.
+
+    Args:
+        data: The JSON object of a record.
+        path: Where it came from (for error messages).
+
+    Returns:
+        The parsed record.
+
+    Raises:
+        RecordError: A field the tables need is missing or has the wrong type.
+    """
+    def need(obj, key, where):
+        if not isinstance(obj, dict) or obj.get(key) is None:
+            raise RecordError(f"{path}: record has no '{where}'")
+        return obj[key]
+
+    bench = need(data, 'benchmark', 'benchmark')
+    model = need(data, 'model', 'model')
+    arch = str(need(model, 'arch', 'model.arch'))
+    pretrained = str(model.get('pretrained'))
+    lb = need(model, 'last_block', 'model.last_block')
+    last_block = (str(need(lb, 'attn', 'model.last_block.attn')), _as_bool(lb.get('residual')),
+                  _as_bool(lb.get('ffn')))
+    miou = need(need(data, 'metrics', 'metrics'), 'mIoU', 'metrics.mIoU')
+    try:
+        miou = float(miou)
+    except (TypeError, ValueError):
+        raise RecordError(f"{path}: metrics.mIoU is not a number ({miou!r})") from None
+    run = data.get('run') if isinstance(data.get('run'), dict) else {}
+    backbone = _backbone_slug(arch, pretrained, run.get('backbone'))
+    preset = _preset_for(last_block, (run.get('preset'), data.get('method')))
+    return Record(path, data, str(bench), arch, pretrained, last_block, backbone, preset, miou)
+
+
+def _expand(path: str) -> Tuple[List[str], bool]:
+    """Files named by one argument, and whether they came from a directory search."""
+    if os.path.isdir(path):
+        found = sorted(glob.glob(os.path.join(path, '**', 'record.json'), recursive=True))
+        found += sorted(glob.glob(os.path.join(path, '*.json')))
+        found = list(OrderedDict.fromkeys(os.path.normpath(f) for f in found))
+        if not found:
+            raise RecordError(f'{path}: directory holds no records (**/record.json or *.json)')
+        return found, True
+    if os.path.isfile(path):
+        return [path], False
+    raise RecordError(f'{path}: no such file or directory')
+
+
+def load_records(paths: Iterable[str], warn: Callable[[str], None] = warn_stderr) -> List[Record]:
+    """Read every complete record under the given files and directories.
+
+    Args:
+        paths: Record files and/or directories (searched for ``**/record.json``
+            and ``*.json``).
+        warn: Called with a one-line message for each skipped file.
+
+    Returns:
+        The complete records, in the order found (duplicates by path removed).
+
+    Raises:
+        RecordError: A path does not exist, a directory holds no JSON files, a
+            file is not valid JSON, a record lacks a needed field, or no
+            complete record was found at all.
+    """
+    records, seen, skipped = [], set(), 0
+    for arg in paths:
+        files, from_dir = _expand(arg)
+        for f in files:
+            key = os.path.realpath(f)
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                with open(f, encoding='utf-8') as fh:
+                    data = json.load(fh)
+            except json.JSONDecodeError as e:
+                raise RecordError(f'{f}: malformed JSON ({e.msg} at line {e.lineno} column {e.colno})') from None
+            except (OSError, UnicodeDecodeError) as e:
+                raise RecordError(f'{f}: cannot read ({e})') from None
+            if not isinstance(data, dict) or 'record_version' not in data:
+                if from_dir:
+                    warn(f'{f}: not a run record (no record_version), skipped')
+                    skipped += 1
+                    continue
+                raise RecordError(f'{f}: not a run record (no record_version)')
+            if data.get('complete') is not True:
+                warn(f'{f}: partial record (complete={data.get("complete")!r}), skipped')
+                skipped += 1
+                continue
+            if data.get('benchmark') is None:
+                warn(f'{f}: record names no benchmark (config without a benchmark key), skipped')
+                skipped += 1
+                continue
+            records.append(parse_record(data, f))
+    if not records:
+        raise RecordError(f'no complete records in {", ".join(map(str, paths))}'
+                          + (f' ({skipped} file(s) skipped)' if skipped else ''))
+    return records
+
