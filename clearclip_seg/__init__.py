@@ -1,8 +1,17 @@
 """ClearCLIP-Seg: training-free open-vocabulary segmentation with CLIP on MMSeg.
 
-Importing the package registers its segmentor, data preprocessor, datasets
-and metric in MMSegmentation's registries.
+``import clearclip_seg`` is light: it does not import MMSegmentation, so the
+data and table tools start fast. The MMSeg components (segmentor, data
+preprocessor, datasets, metric, hooks, model wrapper) are registered by
+``register_all_modules()``, which configs trigger through
+``custom_imports=dict(imports=['clearclip_seg.registration'])``.
 """
 __version__ = '0.1.0'
 
-from . import datasets, evaluation, models, visualization  # noqa: F401,E402  (registration)
+
+def register_all_modules() -> None:
+    """Register every MMSeg component of the package (idempotent)."""
+    from . import registration  # noqa: F401
+
+
+__all__ = ['register_all_modules', '__version__']

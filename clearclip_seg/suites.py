@@ -14,8 +14,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-from .benchmarks import BENCHMARKS, PAPER_ORDER
-from .presets import PRESETS, ablation_grid
+from .protocol.benchmarks import BENCHMARKS, PAPER_ORDER
+from .protocol.presets import PRESETS, ablation_grid
 
 NO_BACKGROUND = tuple(k for k in PAPER_ORDER if not BENCHMARKS[k].background)
 

@@ -10,7 +10,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .benchmarks import get_benchmark
+from .protocol.benchmarks import get_benchmark
 
 DEFAULT_SIZES = ((60, 90), (300, 200), (500, 470), (40, 40))
 

@@ -12,8 +12,8 @@ import pytest
 from mmengine.config import Config
 from PIL import Image
 
-from clearclip_seg.benchmarks import BACKBONES, BENCHMARKS
-from clearclip_seg.presets import PRESETS
+from clearclip_seg.protocol.benchmarks import BACKBONES, BENCHMARKS
+from clearclip_seg.protocol.presets import PRESETS
 from clearclip_seg.synthetic import write_benchmark
 from clearclip_seg.vocab import load_vocabulary
 from conftest import ROOT, TINY_ARCH

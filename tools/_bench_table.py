@@ -22,7 +22,7 @@ def load_benchmarks_module():
     Returns:
         The module object holding ``BENCHMARKS``, ``get_benchmark`` and ``Benchmark``.
     """
-    for name in ('clearclip_seg.benchmarks', _PRIVATE_NAME):
+    for name in ('clearclip_seg.protocol.benchmarks', _PRIVATE_NAME):
         if name in sys.modules:
             return sys.modules[name]
     spec = importlib.util.spec_from_file_location(_PRIVATE_NAME, BENCHMARKS_FILE)

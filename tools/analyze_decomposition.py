@@ -77,7 +77,8 @@ def build(cfg, device, seed=0):
     from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS, MODELS
 
-    import clearclip_seg  # noqa: F401  (registers modules)
+    import clearclip_seg
+    clearclip_seg.register_all_modules()
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     if 'test_dataloader' not in cfg:
         fail('the config has no test_dataloader: use a benchmark config (configs/<method>/...)')

@@ -41,9 +41,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from clearclip_seg import published as _published  # noqa: E402,F401  (kept: callers use cr._published)
-from clearclip_seg.benchmarks import BACKBONES, BENCHMARKS, PAPER_ORDER  # noqa: E402
-from clearclip_seg.presets import PRESETS  # noqa: E402
+from clearclip_seg.protocol import published as _published  # noqa: E402,F401  (kept: callers use cr._published)
+from clearclip_seg.protocol.benchmarks import BACKBONES, BENCHMARKS, PAPER_ORDER  # noqa: E402
+from clearclip_seg.protocol.presets import PRESETS  # noqa: E402
 from clearclip_seg.tables.build import (GROUP_BY, MainTable, PerClassTable, Row,  # noqa: E402
                                         build_main_table, build_per_class_tables)
 from clearclip_seg.tables.formats import (OFF_PROTOCOL_MARK, PARTIAL_AVG_MARK, QUOTED_MARK,  # noqa: E402

@@ -94,7 +94,7 @@ def parse_class_list(text: str):
 
 
 def parse_presets(items):
-    from clearclip_seg.presets import PRESETS
+    from clearclip_seg.protocol.presets import PRESETS
     names = []
     for item in items:
         for name in item.split(','):
@@ -174,7 +174,7 @@ def model_config(args, preset: str, vocabulary):
     """The model config for one preset: the config file plus the demo's overrides."""
     from mmengine.config import Config
 
-    from clearclip_seg.presets import get_preset
+    from clearclip_seg.protocol.presets import get_preset
     cfg = Config.fromfile(args.config)
     if 'model' not in cfg:
         raise ValueError(f"config '{args.config}' has no model")
@@ -207,7 +207,8 @@ def build_model(cfg, device, seed: int):
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
-    import clearclip_seg  # noqa: F401  (registers modules)
+    import clearclip_seg
+    clearclip_seg.register_all_modules()
     init_default_scope('mmseg')
     torch.manual_seed(seed)
     model = MODELS.build(cfg.model).to(device).eval()
@@ -282,7 +283,7 @@ def main(argv=None) -> int:
     palette = make_palette(len(classes))
     print(f'vocabulary: {len(classes)} classes ({", ".join(classes[:12])}{", ..." if len(classes) > 12 else ""})')
 
-    from clearclip_seg.presets import get_preset
+    from clearclip_seg.protocol.presets import get_preset
     os.makedirs(args.out, exist_ok=True)
     used, ok, bad = {}, 0, 0
     for path in paths:

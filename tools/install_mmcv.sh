@@ -5,7 +5,7 @@
 # * Skips everything when a working mmcv 2.1.0 with ops is already importable.
 # * Otherwise installs a cached wheel from $CLEARCLIP_CACHE/wheels/<torch tag>/.
 # * Otherwise downloads the sdist, raises its hard-coded C++ standard to the one
-#   the installed torch's headers need, builds the wheel (about 15-20 min on two
+#   the installed torch's headers need, builds the wheel (11-27 min on two
 #   cores), caches it and installs it.
 #
 # GPU users: set FORCE_CUDA=1 (and TORCH_CUDA_ARCH_LIST) to build the CUDA ops,
@@ -26,20 +26,28 @@ then
     exit 0
 fi
 
-TAG=$($PY -c "import sys, torch; print(f'torch{torch.__version__}-py{sys.version_info[0]}{sys.version_info[1]}'.replace('+', '_'))")
-TAG="$TAG-cuda${FORCE_CUDA:-0}"
+# The wheel links against torch's C++ library: key the cache by everything that
+# changes that ABI (version, build commit, CUDA, C++ ABI flag, Python), so two
+# environments with different torch builds never share a wheel.
+TAG=$($PY "$(dirname "$0")/../clearclip_seg/setup_env.py" wheel-tag)
+TAG="$TAG-cudaops${FORCE_CUDA:-0}"
 WHEEL_DIR="$CACHE/wheels/$TAG"
 mkdir -p "$WHEEL_DIR"
 
 wheel=$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n 1 || true)
 if [ -z "$wheel" ]; then
-    echo "[install_mmcv] no cached wheel in $WHEEL_DIR: building mmcv $MMCV_VERSION from source (15-20 min on 2 cores)"
+    echo "[install_mmcv] no cached wheel in $WHEEL_DIR: building mmcv $MMCV_VERSION from source (11-27 min on 2 cores)"
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
     # mmcv's setup.py imports pkg_resources, which current setuptools dropped:
-    # build in a throwaway venv that sees the installed torch but has an older setuptools.
-    $PY -m venv --system-site-packages "$work/venv"
+    # build in a throwaway venv with an older setuptools that sees the torch of
+    # the environment we install into. `venv --system-site-packages` alone would
+    # expose the *base* interpreter's site-packages (wrong when $PY is itself a
+    # venv), so the target's site-packages are added with a .pth file, after the
+    # build venv's own (its setuptools wins).
+    $PY "$(dirname "$0")/../clearclip_seg/setup_env.py" make-build-env "$work/venv"
     "$work/venv/bin/python" -m pip install -q "setuptools<70" wheel
+    "$work/venv/bin/python" "$(dirname "$0")/../clearclip_seg/setup_env.py" check-build-env "$($PY -c 'import torch; print(torch.__file__)')"
     "$work/venv/bin/python" -m pip download -q --no-deps --no-binary :all: --no-build-isolation \
         "mmcv==$MMCV_VERSION" -d "$work"
     tar -xzf "$work/mmcv-$MMCV_VERSION.tar.gz" -C "$work"

@@ -45,7 +45,7 @@ def fail(msg: str) -> None:
 
 def check_data_root(cfg) -> None:
     """Refuse to start on a missing or empty data root, naming the fix."""
-    from clearclip_seg.benchmarks import BENCHMARKS
+    from clearclip_seg.protocol.benchmarks import BENCHMARKS
     ds = cfg.test_dataloader.dataset
     root = ds.get('data_root') or ''
     img_dir = osp.join(root, ds.get('data_prefix', {}).get('img_path', ''))
@@ -122,7 +122,8 @@ def main(argv=None):
     from mmengine.dist import get_rank, get_world_size
     from mmengine.runner import Runner
 
-    import clearclip_seg  # noqa: F401  (registers modules)
+    import clearclip_seg
+    clearclip_seg.register_all_modules()
     from clearclip_seg.records import atomic_write_json
 
     if not osp.isfile(args.config):

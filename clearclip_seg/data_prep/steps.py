@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from ..benchmarks import get_benchmark
+from ..protocol.benchmarks import get_benchmark
 from . import convert as _convert
 from .archives import ensure_archive, extract_subtree
 from .convert import (ConversionResult, convert_cityscapes, convert_coco_object, convert_coco_stuff,

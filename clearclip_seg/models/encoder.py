@@ -156,7 +156,18 @@ class DenseCLIPEncoder(nn.Module):
         x = x + self.pos_embed(grid).to(x.dtype)
         return v.ln_pre(x), grid
 
-    def _blocks(self, x: torch.Tensor, blocks) -> torch.Tensor:
+    @property
+    def blocks(self):
+        """The tower's residual blocks (``nn.ModuleList``)."""
+        return self.visual.transformer.resblocks
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.visual.transformer.resblocks)
+
+    def run_blocks(self, x: torch.Tensor, start: int = 0, stop: Optional[int] = None) -> torch.Tensor:
+        """Tokens (B, N, width) through the unchanged blocks ``start..stop-1``."""
+        blocks = self.visual.transformer.resblocks[start:stop]
         batch_first = getattr(self.visual.transformer, 'batch_first', True)
         if not batch_first:
             x = x.transpose(0, 1)
@@ -168,11 +179,11 @@ class DenseCLIPEncoder(nn.Module):
     def last_block_input(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """Tokens entering the last block (B, 1 + gh*gw, width) and the grid."""
         x, grid = self.embed(x)
-        return self._blocks(x, self.visual.transformer.resblocks[:-1]), grid
+        return self.run_blocks(x, 0, self.num_blocks - 1), grid
 
-    def qkv(self, x: torch.Tensor, names=('q', 'k', 'v')) -> Dict[str, torch.Tensor]:
-        """Per-head projections of ``ln_1(x)`` in the last block, (B, heads, N, d)."""
-        block = self.visual.transformer.resblocks[-1]
+    def qkv(self, x: torch.Tensor, names=('q', 'k', 'v'), block: int = -1) -> Dict[str, torch.Tensor]:
+        """Per-head projections of ``ln_1(x)`` in a block (default: the last), (B, heads, N, d)."""
+        block = self.visual.transformer.resblocks[block]
         mha = block.attn
         h = block.ln_1(x)
         B, N, C = h.shape
@@ -185,24 +196,36 @@ class DenseCLIPEncoder(nn.Module):
                 out[name] = F.linear(h, w[i], b[i]).view(B, N, heads, C // heads).transpose(1, 2)
         return out
 
-    def attention_branch(self, x: torch.Tensor) -> torch.Tensor:
-        """X_attn: the last block's attention output, before any residual."""
-        block = self.visual.transformer.resblocks[-1]
-        t = self.qkv(x, needed_projections(self.attn_mode))
-        o = attend(self.attn_mode, t.get('q'), t.get('k'), t['v'], fused=self.fused_attn)
+    def project_heads(self, o: torch.Tensor, block: int = -1) -> torch.Tensor:
+        """Per-head outputs (B, heads, N, d) -> ``ls_1(out_proj(concat))`` (B, N, width) of a block."""
+        blk = self.visual.transformer.resblocks[block]
         B, H, N, d = o.shape
-        o = block.attn.out_proj(o.transpose(1, 2).reshape(B, N, H * d))
-        return block.ls_1(o) if hasattr(block, 'ls_1') else o
+        o = blk.attn.out_proj(o.transpose(1, 2).reshape(B, N, H * d))
+        return blk.ls_1(o) if hasattr(blk, 'ls_1') else o
 
-    def last_block(self, x: torch.Tensor) -> torch.Tensor:
-        """The configured last block (residual / FFN switches)."""
-        block = self.visual.transformer.resblocks[-1]
-        y = self.attention_branch(x)
-        if self.residual:
+    def ffn_branch(self, y: torch.Tensor, block: int = -1) -> torch.Tensor:
+        """``ls_2(mlp(ln_2(y)))`` of a block: what its FFN adds to the stream."""
+        blk = self.visual.transformer.resblocks[block]
+        mlp = blk.mlp(blk.ln_2(y))
+        return blk.ls_2(mlp) if hasattr(blk, 'ls_2') else mlp
+
+    def attention_branch(self, x: torch.Tensor, mode: Optional[str] = None) -> torch.Tensor:
+        """X_attn: the last block's attention output for ``mode`` (default: the encoder's), before any residual."""
+        mode = self.attn_mode if mode is None else check_mode(mode)
+        t = self.qkv(x, needed_projections(mode))
+        o = attend(mode, t.get('q'), t.get('k'), t['v'], fused=self.fused_attn)
+        return self.project_heads(o)
+
+    def last_block(self, x: torch.Tensor, attn: Optional[str] = None, residual: Optional[bool] = None,
+                   ffn: Optional[bool] = None) -> torch.Tensor:
+        """The last block with the given switches (defaults: the encoder's own)."""
+        residual = self.residual if residual is None else residual
+        ffn = self.ffn if ffn is None else ffn
+        y = self.attention_branch(x, attn)
+        if residual:
             y = x + y
-        if self.ffn:
-            mlp = block.mlp(block.ln_2(y))
-            y = y + (block.ls_2(mlp) if hasattr(block, 'ls_2') else mlp)
+        if ffn:
+            y = y + self.ffn_branch(y)
         return y
 
     def head(self, tokens: torch.Tensor) -> torch.Tensor:

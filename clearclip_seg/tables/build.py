@@ -4,9 +4,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..benchmarks import BACKBONES, PAPER_ORDER
-from ..presets import PRESETS
-from ..published import is_quoted, published_miou
+from ..protocol.benchmarks import BACKBONES, PAPER_ORDER
+from ..protocol.presets import PRESETS
+from ..protocol.published import is_quoted, published_miou
 from .labels import backbone_label, bench_title, method_label, order_benchmarks
 from .protocol import ProtocolCard, build_protocol_card, protocol_deviations
 from .records import Record, warn_stderr

@@ -5,7 +5,7 @@ import math
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..published import PAPER, VANILLA_CLIP_BACKGROUND_PROB_THD
+from ..protocol.published import PAPER, VANILLA_CLIP_BACKGROUND_PROB_THD
 from .build import MainTable, PerClassTable, Row
 from .labels import bench_title, onoff
 from .protocol import BENCH_FIELDS, ROW_FIELDS, ProtocolCard, protocol_deviations, record_protocol, show_value

@@ -1,8 +1,8 @@
 """Display names (methods, backbones, benchmarks) and benchmark column order."""
 from typing import Iterable, List, Optional, Tuple
 
-from ..benchmarks import BACKBONES, BENCHMARKS, PAPER_ORDER
-from ..presets import PRESETS
+from ..protocol.benchmarks import BACKBONES, BENCHMARKS, PAPER_ORDER
+from ..protocol.presets import PRESETS
 
 
 def onoff(v: bool) -> str:

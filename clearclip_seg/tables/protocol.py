@@ -4,8 +4,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
-from ..benchmarks import BENCHMARKS
-from ..presets import PRESETS
+from ..protocol.benchmarks import BENCHMARKS
+from ..protocol.presets import PRESETS
 from .labels import bench_title, order_benchmarks
 from .records import Record
 

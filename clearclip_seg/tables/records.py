@@ -11,8 +11,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ..benchmarks import BACKBONES
-from ..presets import PRESETS
+from ..protocol.benchmarks import BACKBONES
+from ..protocol.presets import PRESETS
 
 
 class RecordError(Exception):

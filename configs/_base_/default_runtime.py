@@ -1,6 +1,6 @@
 # Runtime shared by every ClearCLIP-Seg config: test-only, MMSeg scope.
 default_scope = 'mmseg'
-custom_imports = dict(imports=['clearclip_seg'], allow_failed_imports=False)
+custom_imports = dict(imports=['clearclip_seg.registration'], allow_failed_imports=False)
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

@@ -1,0 +1,8 @@
+"""Training-free dense methods, registered by name (see ``registry.py``).
+
+Importing this package registers every method shipped with the project.
+"""
+from .registry import DenseMethod, build_method, get_method_class, list_methods, register_method
+from . import last_block  # noqa: F401,E402  (registration)
+
+__all__ = ['DenseMethod', 'build_method', 'get_method_class', 'list_methods', 'register_method']

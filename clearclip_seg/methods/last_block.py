@@ -1,0 +1,42 @@
+"""ClearCLIP, vanilla CLIP and MaskCLIP: one switchable last block.
+
+The last block is recomputed from its own weights as (PROTOCOL, "The method")::
+
+    X_attn = ls_1(out_proj(Attn_mode(ln_1(x))))
+    y      = X_attn (+ x if residual)
+    y      = y (+ ls_2(mlp(ln_2(y))) if ffn)
+
+ClearCLIP is ``attn='qq', residual=False, ffn=False`` (the defaults); vanilla
+CLIP is ``qk`` with both kept; MaskCLIP is ``identity`` (value embeddings)
+without them. The paper's ablation grid is every combination.
+"""
+import torch
+
+from ..models.attention import check_mode
+from ..options import check_bool
+from .registry import DenseMethod, register_method
+
+
+@register_method('LastBlock')
+class LastBlock(DenseMethod):
+    """The last block's attention mode, residual and FFN as three switches.
+
+    Args:
+        attn: ``qk | qq | kk | vv | qq+kk | identity`` (``model.last_block.attn``).
+        residual: keep the residual connection.
+        ffn: keep the feed-forward network.
+    """
+
+    def __init__(self, attn: str = 'qq', residual: bool = False, ffn: bool = False,
+                 key: str = 'model.method'):
+        self.attn = check_mode(attn)
+        self.residual = check_bool(residual, f'{key}.residual')
+        self.ffn = check_bool(ffn, f'{key}.ffn')
+
+    def options(self) -> dict:
+        return dict(attn=self.attn, residual=self.residual, ffn=self.ffn)
+
+    def features(self, encoder, x: torch.Tensor) -> torch.Tensor:
+        tokens, (gh, gw) = encoder.last_block_input(x)
+        out = encoder.head(encoder.last_block(tokens, self.attn, self.residual, self.ffn))
+        return out[:, 1:].reshape(out.shape[0], gh, gw, -1)
