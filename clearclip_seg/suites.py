@@ -3,8 +3,9 @@
 A run is a name, a config path and a list of ``--cfg-options`` items. Suites:
 
 * ``main``: ClearCLIP with ViT-B/16 and ViT-L/14 (OpenAI) on all eight benchmarks.
-* ``baselines``: vanilla CLIP, MaskCLIP and SCLIP-style (with and without the
-  residual) with ViT-B/16 on all eight.
+* ``baselines``: vanilla CLIP, and the paper's MaskCLIP and SCLIP-style rows
+  ("plain" = residual + FFN kept, "+ no-residual" = both dropped) with ViT-B/16
+  on all eight.
 * ``ablation``: attention {qk, qq, kk, vv, qq+kk} x residual x FFN with
   ViT-B/16 on the five benchmarks without background.
 * ``backbones``: vanilla CLIP and ClearCLIP for the OpenCLIP and MetaCLIP
@@ -15,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 from .protocol.benchmarks import BENCHMARKS, PAPER_ORDER
-from .protocol.presets import PRESETS, ablation_grid
+from .protocol.constants import config_path
+from .protocol.presets import BASELINE_PRESETS, PRESETS, ablation_grid
 
 NO_BACKGROUND = tuple(k for k in PAPER_ORDER if not BENCHMARKS[k].background)
 
@@ -35,7 +37,7 @@ class Run:
 
 
 def preset_config(preset: str, backbone: str, benchmark: str) -> str:
-    return os.path.join('configs', preset, f'{preset}_{backbone}_{benchmark}.py')
+    return config_path(preset, backbone, benchmark)
 
 
 def preset_runs(presets: Sequence[str], backbones: Sequence[str], benchmarks: Sequence[str]) -> List[Run]:
@@ -68,8 +70,7 @@ def suite_runs(suite: str, benchmarks: Optional[Sequence[str]] = None) -> List[R
     if suite == 'main':
         return preset_runs(['clearclip'], ['vit-b16', 'vit-l14'], pick(PAPER_ORDER))
     if suite == 'baselines':
-        return preset_runs(['clip', 'maskclip', 'sclip', 'maskclip-res', 'sclip-res'], ['vit-b16'],
-                           pick(PAPER_ORDER))
+        return preset_runs(list(BASELINE_PRESETS), ['vit-b16'], pick(PAPER_ORDER))
     if suite == 'ablation':
         return ablation_runs(pick(NO_BACKGROUND))
     if suite == 'backbones':

@@ -249,12 +249,14 @@ def test_published_module_is_light():
     pub = cr._published
     assert pub.published_miou('vit-b16', 'clearclip', 'voc21') == 51.8
     assert pub.published_miou('vit-l14', 'clip', 'voc21') is None
-    assert pub.published_miou('vit-b16', 'maskclip-res', 'voc20') == 74.9
-    assert pub.published_miou('vit-b16', 'maskclip', 'voc20') == 61.4
+    assert pub.published_miou('vit-b16', 'maskclip', 'voc20') == 74.9
+    assert pub.published_miou('vit-b16', 'maskclip-nores', 'voc20') == 61.4
+    assert pub.published_miou('vit-b16', 'sclip-style', 'ade20k') == 14.6
+    assert pub.published_miou('vit-b16', 'sclip-style-nores', 'ade20k') == 17.0
     assert pub.published_miou('openclip-vit-b16', 'clearclip', 'ade20k') == 18.9
     assert set(k for k, _ in pub.PUBLISHED) <= set(cr.BACKBONES)
     assert set(p for _, p in pub.PUBLISHED) <= set(cr.PRESETS)
-    with open(os.path.join(ROOT, 'clearclip_seg', 'published.py')) as f:
+    with open(os.path.join(ROOT, 'clearclip_seg', 'protocol', 'published.py')) as f:
         tree = ast.parse(f.read())
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}

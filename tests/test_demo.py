@@ -68,6 +68,6 @@ def test_demo_exit_code_when_nothing_succeeds(tmp_path, capsys):
 def test_demo_helpers():
     demo = load_demo()
     assert demo.parse_class_list(' cat,dog , ,grass ') == ['cat', 'dog', 'grass']
-    assert demo.parse_presets(['clearclip,clip', 'sclip', 'clip']) == ['clearclip', 'clip', 'sclip']
+    assert demo.parse_presets(['clearclip,clip', 'sclip-style', 'clip']) == ['clearclip', 'clip', 'sclip-style']
     used = {}
     assert [demo.output_stem(p, used) for p in ('a/x.jpg', 'b/x.png', 'y.jpg')] == ['x', 'x_2', 'y']

@@ -59,7 +59,7 @@ def parse_args(argv=None):
                                           'or a shipped name such as voc21')
     parser.add_argument('--preset', nargs='+', default=['clearclip'],
                         help='one or more method presets (space- or comma-separated): clearclip, clip, '
-                             'maskclip, sclip, maskclip-res, sclip-res (default clearclip)')
+                             'maskclip, maskclip-nores, sclip-style, sclip-style-nores, ... (default clearclip)')
     parser.add_argument('--config', default=DEFAULT_CONFIG,
                         help='model config (default: configs/_base_/models/clearclip_vit-b16.py)')
     parser.add_argument('--arch', help='open_clip architecture (default: the config\'s, ViT-B-16)')

@@ -1,4 +1,4 @@
-"""Method presets: named last-block settings (PROTOCOL.md, variants table).
+"""Method presets: named last-block settings (docs/protocol.md, "Presets").
 
 Each preset is also reachable with ``--cfg-options`` alone (see
 ``Preset.cfg_options``), so any ablation point is one override away from any
@@ -42,12 +42,27 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in [
     Preset('clearclip', 'ClearCLIP', dict(attn='qq', residual=False, ffn=False), ALL_BACKBONES),
     Preset('clip', 'vanilla CLIP', dict(attn='qk', residual=True, ffn=True), ALL_BACKBONES,
            background_prob_thd=0.2),
-    Preset('maskclip', 'MaskCLIP', dict(attn='identity', residual=False, ffn=False)),
-    Preset('sclip', 'SCLIP-style', dict(attn='qq+kk', residual=False, ffn=False)),
-    # with the residual kept: the other column of the paper's MaskCLIP/SCLIP rows
-    Preset('maskclip-res', 'MaskCLIP + residual', dict(attn='identity', residual=True, ffn=False)),
-    Preset('sclip-res', 'SCLIP-style + residual', dict(attn='qq+kk', residual=True, ffn=False)),
+    # The ClearCLIP paper's baseline rows read "plain / + no-residual". In the authors'
+    # code "plain" keeps the residual *and* the FFN; "+ no-residual" drops both
+    # (measured against their evaluation code: 100 % pixel agreement).
+    Preset('maskclip', 'MaskCLIP', dict(attn='identity', residual=True, ffn=True),
+           note="the paper's plain MaskCLIP row: residual and FFN kept"),
+    Preset('maskclip-nores', 'MaskCLIP + no-residual', dict(attn='identity', residual=False, ffn=False),
+           note='residual and FFN dropped (the original MaskCLIP last block)'),
+    Preset('sclip-style', 'SCLIP-style', dict(attn='qq+kk', residual=True, ffn=True),
+           note="the paper's plain SCLIP-style row (qq+kk attention under ClearCLIP's protocol); "
+                "the real SCLIP with its own protocol is the 'sclip' method"),
+    Preset('sclip-style-nores', 'SCLIP-style + no-residual', dict(attn='qq+kk', residual=False, ffn=False),
+           note='residual and FFN dropped'),
+    # Ablation points between the two columns: residual kept, FFN dropped.
+    Preset('maskclip-res-noffn', 'MaskCLIP, residual only (no FFN)',
+           dict(attn='identity', residual=True, ffn=False), note='ablation point, not a published row'),
+    Preset('sclip-style-res-noffn', 'SCLIP-style, residual only (no FFN)',
+           dict(attn='qq+kk', residual=True, ffn=False), note='ablation point, not a published row'),
 ]}
+
+# The presets behind the paper's baseline rows (issue: "plain" = residual + FFN).
+BASELINE_PRESETS = ('clip', 'maskclip', 'maskclip-nores', 'sclip-style', 'sclip-style-nores')
 
 ABLATION_ATTENTION = ('qk', 'qq', 'kk', 'vv', 'qq+kk')
 

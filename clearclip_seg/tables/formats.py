@@ -81,9 +81,10 @@ def _legend(table: MainTable) -> List[str]:
     if any(r.preset == 'clip' and r.published for r in table.rows):
         lines.append('Vanilla CLIP was published with prob_thd '
                      f'{VANILLA_CLIP_BACKGROUND_PROB_THD} on the sets with background.')
-    if any(r.preset in ('maskclip', 'maskclip-res', 'sclip', 'sclip-res') and r.published for r in table.rows):
-        lines.append('MaskCLIP/SCLIP published numbers: the paper\'s "plain" column is taken as the '
-                     'residual-kept preset and "+ no-residual" as the residual-free one (our reading).')
+    if any(r.preset in ('maskclip', 'maskclip-nores', 'sclip-style', 'sclip-style-nores') and r.published
+           for r in table.rows):
+        lines.append('MaskCLIP/SCLIP-style: "plain" keeps the last block\'s residual and FFN; '
+                     '"+ no-residual" drops both (as in the authors\' code).')
     lines.append(f'Published numbers: {PAPER}.')
     return lines + table.notes
 

@@ -5,12 +5,13 @@ from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 from ..protocol.benchmarks import BENCHMARKS
+from ..protocol.constants import RESIZE
 from ..protocol.presets import PRESETS
 from .labels import bench_title, order_benchmarks
 from .records import Record
 
 # The published protocol (PROTOCOL.md) beyond what BENCHMARKS / PRESETS hold.
-EXPECTED_RESIZE = [2048, 448]
+EXPECTED_RESIZE = list(RESIZE)
 EXPECTED_MODE = 'slide'
 EXPECTED_LOGIT_SCALE = 50.0
 EXPECTED_TEMPLATES = 'openai_imagenet (80)'

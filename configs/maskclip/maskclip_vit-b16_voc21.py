@@ -9,7 +9,7 @@ _base_ = [
 ]
 model = dict(
     clip=dict(arch='ViT-B-16', pretrained='openai'),
-    last_block=dict(attn='identity', residual=False, ffn=False),
+    last_block=dict(attn='identity', residual=True, ffn=True),
     vocabulary='voc21',
     prob_thd=0.5,
     test_cfg=dict(mode='slide', crop_size=(448, 448), stride=(224, 224)),
