@@ -1,10 +1,27 @@
-"""Run records: one JSON file per evaluation run, written atomically.
+"""Run records: the one schema, written and read here.
 
-A record holds everything needed to trust and rebuild a number: the config
-(path and resolved text), model and protocol settings, dataset and image
-count, every metric with per-class IoU and the raw areas, timing, library
-versions and the git commit. Tables are built from records only
-(``tools/collect_results.py``).
+One JSON file per evaluation run (or per analysis run), written atomically and
+readable by the group. A record holds everything needed to trust and rebuild
+a number: the config (path, overrides and resolved text), model and protocol
+settings, dataset and image count, every metric with per-class IoU and the
+raw areas, timing, library versions and the git commit. Tables are built from
+records only (``clearclip_seg.tables``, ``tools/collect_results.py``).
+
+Schema (``RECORD_VERSION`` 2)::
+
+    record_version, kind ('evaluation' | 'analysis'), complete, created,
+    benchmark, method, config{path, cfg_options, resolved},
+    model{arch, pretrained, precision, method{type, ...}, last_block{attn, residual, ffn} | null,
+          vocabulary{name, digest, num_classes, num_queries}, templates{name, count},
+          logit_scale, prob_thd, test_cfg},
+    protocol{resize, mode, crop, stride, prob_thd, logit_scale, templates, vocab_digest, precision},
+    dataset{type, data_root, num_images, classes},
+    metrics{mIoU, aAcc, mAcc, mmseg, IoU, Acc, area_intersect, area_union, area_pred, area_label},
+    timing{wall_s, images_per_s, world_size, device, torch_threads},
+    versions{...}, git_commit, run{...} (runner matrix entry, optional)
+
+Version 1 records (before methods were registered components) have no ``kind``
+and no ``model.method``; ``upgrade_record`` converts them on read.
 """
 import datetime
 import json
@@ -15,7 +32,13 @@ import sys
 import tempfile
 from typing import Optional
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+RECORD_MODE = 0o644   # group- and world-readable, like any result file
+
+
+class RecordVersionError(ValueError):
+    """A record of a schema this code cannot read."""
 
 
 def atomic_write_json(obj, path: str) -> None:
@@ -26,6 +49,7 @@ def atomic_write_json(obj, path: str) -> None:
         with os.fdopen(fd, 'w') as f:
             json.dump(obj, f, indent=2, default=_jsonable)
             f.write('\n')
+        os.chmod(tmp, RECORD_MODE)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -41,14 +65,109 @@ def _jsonable(o):
     return str(o)
 
 
+def write_record(record: dict, path: str) -> None:
+    """Write a record atomically (temporary file + rename)."""
+    atomic_write_json({k: v for k, v in record.items() if not k.startswith('_')}, path)
+
+
+def upgrade_record(rec: dict, path: str = '<record>') -> dict:
+    """Bring a readable record to the current schema (in a copy); refuse unknown versions."""
+    version = rec.get('record_version')
+    if version not in READABLE_VERSIONS:
+        raise RecordVersionError(f'{path}: record_version {version!r} is not readable by this version of '
+                                 f'clearclip_seg (reads {list(READABLE_VERSIONS)})')
+    if version == RECORD_VERSION:
+        return rec
+    rec = json.loads(json.dumps(rec))
+    if version == 1:  # the last block was the only method
+        model = rec.get('model') or {}
+        lb = model.get('last_block')
+        if isinstance(lb, dict):
+            model['method'] = dict(type='LastBlock', **lb)
+        rec.setdefault('kind', 'evaluation')
+        rec['record_version'] = RECORD_VERSION
+        rec['upgraded_from'] = 1
+    return rec
+
+
 def load_record(path: str) -> Optional[dict]:
-    """A complete record, or None when missing, partial or unreadable."""
+    """A complete record in the current schema, or None when missing, partial, unreadable or of an unknown version."""
     try:
         with open(path) as f:
             rec = json.load(f)
     except (OSError, ValueError):
         return None
-    return rec if isinstance(rec, dict) and rec.get('complete') else None
+    if not (isinstance(rec, dict) and rec.get('complete')):
+        return None
+    try:
+        return upgrade_record(rec, path)
+    except RecordVersionError:
+        return None
+
+
+def _resize_scale(cfg):
+    for t in cfg.test_dataloader.dataset.get('pipeline', []):
+        if t.get('type') == 'Resize':
+            return list(t.get('scale'))
+    return None
+
+
+def build_record(cfg, config_path: str, cfg_options: dict, model, dataset, metrics: dict, details: dict,
+                 wall_s: float, world_size: int, run_info: Optional[dict] = None) -> dict:
+    """The record of one evaluation run (see the schema above)."""
+    import torch
+
+    from .apis.config import relative_to_root
+    voc = model.vocabulary
+    tc = dict(model.test_cfg)
+    n = len(dataset)
+    method = model.method.describe() if getattr(model, 'method', None) is not None else None
+    last_block = None
+    if method is not None and method.get('type') == 'LastBlock':
+        last_block = dict(attn=method['attn'], residual=method['residual'], ffn=method['ffn'])
+    elif method is None:
+        enc = model.encoder
+        last_block = dict(attn=enc.attn_mode, residual=enc.residual, ffn=enc.ffn)
+        method = dict(type='LastBlock', **last_block)
+    model_info = dict(arch=model.arch, pretrained=model.pretrained, precision=model.precision,
+                      method=method, last_block=last_block,
+                      vocabulary=dict(name=voc.name, digest=voc.digest(), num_classes=voc.num_classes,
+                                      num_queries=len(voc.queries)),
+                      templates=dict(name=model.template_spec, count=len(model.templates)),
+                      logit_scale=model.logit_scale, prob_thd=model.prob_thd, test_cfg=tc)
+    for extra in ('area_thd', 'postprocess'):
+        if hasattr(model, extra):
+            value = getattr(model, extra)
+            model_info[extra] = value.describe() if hasattr(value, 'describe') else value
+    record = dict(
+        record_version=RECORD_VERSION,
+        kind='evaluation',
+        complete=True,
+        created=now_iso(),
+        benchmark=cfg.get('benchmark'),
+        method=cfg.get('method'),
+        config=dict(path=relative_to_root(config_path), cfg_options=cfg_options, resolved=cfg.pretty_text),
+        model=model_info,
+        protocol=dict(resize=_resize_scale(cfg), mode=tc.get('mode'), crop=tc.get('crop_size'),
+                      stride=tc.get('stride'), prob_thd=model.prob_thd, logit_scale=model.logit_scale,
+                      templates=f'{model.template_spec} ({len(model.templates)})', vocab_digest=voc.digest(),
+                      precision=model.precision),
+        dataset=dict(type=type(dataset).__name__, data_root=cfg.test_dataloader.dataset.get('data_root'),
+                     num_images=n, classes=list(dataset.metainfo['classes'])),
+        metrics=dict(mIoU=details['mIoU'], aAcc=details['aAcc'], mAcc=details['mAcc'],
+                     mmseg=dict(metrics), IoU=details['IoU'], Acc=details['Acc'],
+                     area_intersect=details['area_intersect'], area_union=details['area_union'],
+                     area_pred=details['area_pred'], area_label=details['area_label']),
+        timing=dict(wall_s=wall_s, images_per_s=n / wall_s if wall_s > 0 else None, world_size=world_size,
+                    device=(torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'),
+                    torch_threads=torch.get_num_threads()),
+        versions=library_versions(),
+        git_commit=git_commit(),
+    )
+    if run_info:
+        record['run'] = dict(run_info)
+        record['method'] = record['method'] or record['run'].get('preset')
+    return record
 
 
 def git_commit(root: Optional[str] = None) -> Optional[str]:

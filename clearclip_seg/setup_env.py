@@ -56,9 +56,9 @@ def wheel_tag() -> str:
     return f"torch{torch.__version__}-{py}-{digest}".replace('+', '_')
 
 
-def make_build_env(directory: str) -> str:
+def make_build_env(directory: str, with_pip: bool = True) -> str:
     """Create a venv at ``directory`` whose imports fall back to this environment's packages."""
-    venv.EnvBuilder(with_pip=True, system_site_packages=True, clear=True).create(directory)
+    venv.EnvBuilder(with_pip=with_pip, system_site_packages=True, clear=True).create(directory)
     python = os.path.join(directory, 'bin', 'python')
     build_site = subprocess.check_output(
         [python, '-c', "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip()
@@ -81,12 +81,12 @@ def check_build_env(expected_torch_file: str) -> None:
 def main(argv: list[str]) -> None:
     if argv[:1] == ['wheel-tag']:
         print(wheel_tag())
-    elif argv[:1] == ['make-build-env'] and len(argv) == 2:
-        make_build_env(argv[1])
+    elif argv[:1] == ['make-build-env'] and len(argv) in (2, 3):
+        make_build_env(argv[1], with_pip='--no-pip' not in argv[2:])
     elif argv[:1] == ['check-build-env'] and len(argv) == 2:
         check_build_env(argv[1])
     else:
-        sys.exit('usage: setup_env.py wheel-tag | make-build-env DIR | check-build-env TORCH_FILE')
+        sys.exit('usage: setup_env.py wheel-tag | make-build-env DIR [--no-pip] | check-build-env TORCH_FILE')
 
 
 if __name__ == '__main__':

@@ -2,7 +2,7 @@
 
 A vocabulary file has one class per line, in label order. Commas separate
 synonyms; each synonym becomes its own text query mapped back to that line's
-class (PROTOCOL.md, "Text side"). Surrounding whitespace is stripped, so the
+class (docs/protocol.md, "Text side"). Surrounding whitespace is stripped, so the
 stray trailing space in the reference ``cls_context60.txt`` does not leak into
 a prompt.
 """
@@ -59,12 +59,22 @@ def resolve_vocabulary_path(name_or_path: str) -> str:
 def parse_vocabulary(lines: Sequence[str], name: str = '<inline>') -> Vocabulary:
     """Parse vocabulary lines (one class per line, commas separate synonyms)."""
     classes, queries, query_to_class = [], [], []
-    for line in lines:
+    first_line = {}  # normalised query -> line number of the class that has it
+    for number, line in enumerate(lines, 1):
         synonyms = [s.strip() for s in line.split(',')]
         synonyms = [s for s in synonyms if s]
         if not synonyms:
             continue
         for s in synonyms:
+            # CLIP's tokenizer lowercases and collapses whitespace: 'Cat' and 'cat' embed the same
+            norm = ' '.join(s.split()).lower()
+            other = first_line.setdefault(norm, number)
+            if other != number:
+                where = 'entries' if name == '<inline>' else 'lines'
+                raise ValueError(
+                    f"vocabulary '{name}' has '{s}' on {where} {other} and {number}: two classes with the "
+                    'same text get the same embedding and the later one is never predicted; merge them into '
+                    'one line (commas separate synonyms) or rename one')
             queries.append(s)
             query_to_class.append(len(classes))
         classes.append(synonyms[0])

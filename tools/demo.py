@@ -9,7 +9,7 @@
 Vocabulary: ``--vocab`` is a comma-separated list of classes, one query each
 (``"cat, dog, grass"`` = 3 classes). Synonyms need a vocabulary file
 (``--vocab-file``): one class per line, commas separating the synonyms of that
-line's class (PROTOCOL.md); a shipped name such as ``voc21`` also works.
+line's class (docs/protocol.md); a shipped name such as ``voc21`` also works.
 
 For each image and preset: ``<out>/<image>_<preset>.png``, the image with the
 predicted mask blended over it and a legend of the classes present. With

@@ -120,7 +120,7 @@ def train_ids_to_object_labels(array) -> np.ndarray:
 
 
 def stuff_to_object_labels(label_array, raw: bool = False) -> np.ndarray:
-    """COCO-Object labels from a COCO-Stuff-164k mask (PROTOCOL.md rule).
+    """COCO-Object labels from a COCO-Stuff-164k mask (docs/protocol.md rule).
 
     Each of the 80 thing classes becomes 1..80 in COCO-Stuff's train-id order, every
     other value (stuff and unlabelled 255 alike) becomes 0.

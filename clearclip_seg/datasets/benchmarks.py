@@ -2,7 +2,7 @@
 
 VOC21, Pascal Context 60/59, COCO-Stuff-164k, Cityscapes and ADE20K reuse
 MMSeg's own classes (their class counts and label conventions match
-PROTOCOL.md). Added here:
+docs/protocol.md). Added here:
 
 * ``PascalVOC20Dataset``: VOC2012 with background ignored (20 classes,
   ``reduce_zero_label=True``).

@@ -1,4 +1,4 @@
-"""Sliding-window geometry and per-window scoring (PROTOCOL.md, "Scoring").
+"""Sliding-window geometry and per-window scoring (docs/protocol.md, "Scoring").
 
 Windows follow MMSeg's ``slide_inference``: ``grids = max(H - crop + stride
 - 1, 0) // stride + 1`` per side, the last window shifted back inside the

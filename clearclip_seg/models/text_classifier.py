@@ -1,9 +1,11 @@
 """Text classifier: one embedding per query, built once and cached on disk.
 
-Per query (PROTOCOL.md, "Text side"): encode every template, L2-normalise
+Per query (docs/protocol.md, "Text side"): encode every template, L2-normalise
 each, average, L2-normalise again. The on-disk cache is keyed by everything
-that changes the embeddings (architecture, weights identity, vocabulary
-content, templates, precision), and written atomically (temporary file +
+that changes the embeddings (``text_model_identity``: the resolved
+architecture JSON, activation and other layer types, context length, weights
+identity, tokenizer, precision, library versions; plus the vocabulary's
+queries and the templates), and written atomically (temporary file +
 ``os.replace``), so concurrent ranks of a multi-GPU run can share it.
 """
 import hashlib
@@ -45,12 +47,64 @@ def cache_key(**parts) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+def tokenizer_identity(tokenizer) -> dict:
+    """What distinguishes one tokenizer from another for the text embeddings."""
+    inner = getattr(tokenizer, 'tokenizer', None)  # HFTokenizer wraps a transformers tokenizer
+    encoder = getattr(tokenizer, 'encoder', None)  # SimpleTokenizer's BPE vocabulary
+    return dict(type=f'{type(tokenizer).__module__}.{type(tokenizer).__name__}',
+                context_length=getattr(tokenizer, 'context_length', None),
+                vocab_size=len(encoder) if isinstance(encoder, dict) else getattr(inner, 'vocab_size', None),
+                name=getattr(inner, 'name_or_path', None),
+                clean=str(getattr(tokenizer, 'clean_fn', None).__class__.__name__)
+                if hasattr(tokenizer, 'clean_fn') else None,
+                reduction=type(getattr(tokenizer, 'reduction_fn', None)).__name__)
+
+
+def text_model_identity(clip_model, arch: str, pretrained: Optional[str], precision: str, tokenizer) -> dict:
+    """Everything besides queries and templates that changes the text embeddings.
+
+    The text-classifier cache is keyed by this (plus the vocabulary's queries and
+    the templates), so two runs share embeddings only when nothing here differs:
+    the resolved architecture (the JSON content, not only its name, which a
+    changed ``arch_file`` keeps), the text tower's layer types (QuickGELU vs GELU:
+    ``model.clip.quick_gelu`` changes no tensor, only the activation), its context
+    length, the weights' identity (tag, file identity, or a digest of random
+    weights), the tokenizer, the precision and the library versions.
+
+    Args:
+        clip_model: the open_clip model whose text tower encodes the prompts.
+        arch: its open_clip architecture name.
+        pretrained: tag, checkpoint file or None (random weights).
+        precision: resolved precision (``fp32 | fp16 | bf16``).
+        tokenizer: the tokenizer the prompts go through.
+
+    Returns:
+        A JSON-able dict; ``cache_key(**parts)`` hashes it.
+    """
+    import open_clip
+
+    from .clip_loader import state_digest, weights_identity
+    weights = weights_identity(arch, pretrained)
+    if weights is None:  # random weights: identify them by content
+        weights = 'digest:' + state_digest(clip_model)
+    text_tower = getattr(clip_model, 'transformer', None) or getattr(clip_model, 'text', None) or clip_model
+    return dict(arch=arch,
+                arch_config=open_clip.get_model_config(arch),
+                layer_types=sorted({type(m).__name__ for m in text_tower.modules()}),
+                context_length=getattr(clip_model, 'context_length', None),
+                weights=weights,
+                tokenizer=tokenizer_identity(tokenizer),
+                precision=precision,
+                versions=dict(open_clip=open_clip.__version__, torch=torch.__version__))
+
+
 def _atomic_save(obj, path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.tmp-', suffix='.pt')
     try:
         with os.fdopen(fd, 'wb') as f:
             torch.save(obj, f)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is shared with the group
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

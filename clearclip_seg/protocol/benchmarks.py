@@ -1,4 +1,4 @@
-"""The eight benchmarks and their protocol values (PROTOCOL.md, "Per benchmark").
+"""The eight benchmarks and their protocol values (docs/protocol.md, "Per benchmark").
 
 One table, used by the config generator, the data checker, the test tool and
 the results tables, so a protocol value is written down exactly once.

@@ -71,7 +71,7 @@ def _legend(table: MainTable) -> List[str]:
     lines = ['Cells: ours (published, ours \u2212 published) where a published number exists; '
              'mIoU in %.', table.avg_note()]
     if any(r.quoted for r in table.rows):
-        lines.append(f'{QUOTED_MARK} published number as quoted by later papers (PROTOCOL.md).')
+        lines.append(f'{QUOTED_MARK} published number as quoted by later papers (docs/protocol.md).')
     partial = [r for r in table.rows if r.records and len(table.avg(r)[1]) < len(table.avg_over)]
     for r in partial:
         lines.append(f'{PARTIAL_AVG_MARK} {r.label}: average over its own benchmarks only '

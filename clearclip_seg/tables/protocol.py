@@ -10,7 +10,7 @@ from ..protocol.presets import PRESETS
 from .labels import bench_title, order_benchmarks
 from .records import Record
 
-# The published protocol (PROTOCOL.md) beyond what BENCHMARKS / PRESETS hold.
+# The published protocol (docs/protocol.md) beyond what BENCHMARKS / PRESETS hold.
 EXPECTED_RESIZE = list(RESIZE)
 EXPECTED_MODE = 'slide'
 EXPECTED_LOGIT_SCALE = 50.0
@@ -70,7 +70,7 @@ def record_protocol(rec: Record) -> Dict[str, object]:
 
 
 def protocol_deviations(rec: Record) -> List[str]:
-    """Where a record's run differs from the published protocol (PROTOCOL.md).
+    """Where a record's run differs from the published protocol (docs/protocol.md).
 
     The expected ``prob_thd`` is the preset's for the benchmark (vanilla CLIP:
     0.2 on the sets with background), else the benchmark's own.

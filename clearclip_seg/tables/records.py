@@ -1,7 +1,8 @@
-"""Reading run records (the JSON files ``tools/test.py`` writes) for the tables.
+"""Finding run records and parsing them into the rows the tables need.
 
-Writing records is ``clearclip_seg.records``; this module finds, validates and
-parses them into ``Record`` objects.
+The schema, its version check and its upgrades live in ``clearclip_seg.records``;
+this module finds record files, validates the fields the tables read and turns
+them into ``Record`` objects.
 """
 import glob
 import json
@@ -13,6 +14,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..protocol.benchmarks import BACKBONES
 from ..protocol.presets import PRESETS
+from ..records import RecordVersionError, upgrade_record
 
 
 class RecordError(Exception):
@@ -34,7 +36,7 @@ class Record:
         benchmark: Benchmark key (e.g. ``'voc21'``).
         arch: open_clip architecture name.
         pretrained: open_clip pretrained tag.
-        last_block: ``(attn, residual, ffn)``.
+        last_block: ``(attn, residual, ffn)``; None for a method other than ``LastBlock``.
         backbone: Backbone slug from ``BACKBONES``, or None when unknown.
         preset: Preset name from ``PRESETS`` whose last block matches, or None.
         miou: mIoU in percent.
@@ -44,10 +46,11 @@ class Record:
     benchmark: str
     arch: str
     pretrained: str
-    last_block: Tuple[str, bool, bool]
+    last_block: Optional[Tuple[str, bool, bool]]
     backbone: Optional[str]
     preset: Optional[str]
     miou: float
+    method: Tuple = ()
 
     @property
     def protocol(self) -> dict:
@@ -72,8 +75,13 @@ class Record:
 
     @property
     def model_key(self) -> tuple:
-        """Row identity: arch, pretrained, last block, preset."""
-        return (self.arch, self.pretrained) + self.last_block + (self.preset,)
+        """Row identity: arch, pretrained, method (type and options), preset."""
+        return (self.arch, self.pretrained) + self.method + (self.preset,)
+
+    @property
+    def method_type(self) -> str:
+        """The registered method's name (LastBlock for ClearCLIP and its baselines)."""
+        return self.method[0] if self.method else "LastBlock"
 
 
 def _as_bool(v) -> bool:
@@ -127,9 +135,15 @@ def parse_record(data: dict, path: str) -> Record:
     model = need(data, 'model', 'model')
     arch = str(need(model, 'arch', 'model.arch'))
     pretrained = str(model.get('pretrained'))
-    lb = need(model, 'last_block', 'model.last_block')
-    last_block = (str(need(lb, 'attn', 'model.last_block.attn')), _as_bool(lb.get('residual')),
-                  _as_bool(lb.get('ffn')))
+    method = model.get('method') if isinstance(model.get('method'), dict) else None
+    if method is not None and method.get('type') != 'LastBlock':
+        last_block = None
+        method_key = (str(method['type']),) + tuple(sorted((k, str(v)) for k, v in method.items() if k != 'type'))
+    else:
+        lb = need(model, 'last_block', 'model.last_block')
+        last_block = (str(need(lb, 'attn', 'model.last_block.attn')), _as_bool(lb.get('residual')),
+                      _as_bool(lb.get('ffn')))
+        method_key = ('LastBlock',) + last_block
     miou = need(need(data, 'metrics', 'metrics'), 'mIoU', 'metrics.mIoU')
     try:
         miou = float(miou)
@@ -137,8 +151,10 @@ def parse_record(data: dict, path: str) -> Record:
         raise RecordError(f"{path}: metrics.mIoU is not a number ({miou!r})") from None
     run = data.get('run') if isinstance(data.get('run'), dict) else {}
     backbone = _backbone_slug(arch, pretrained, run.get('backbone'))
-    preset = _preset_for(last_block, (run.get('preset'), data.get('method')))
-    return Record(path, data, str(bench), arch, pretrained, last_block, backbone, preset, miou)
+    hints = (run.get('preset'), data.get('method'))
+    preset = _preset_for(last_block, hints) if last_block is not None else next(
+        (h for h in hints if h), None)
+    return Record(path, data, str(bench), arch, pretrained, last_block, backbone, preset, miou, method_key)
 
 
 def _expand(path: str) -> Tuple[List[str], bool]:
@@ -192,6 +208,14 @@ def load_records(paths: Iterable[str], warn: Callable[[str], None] = warn_stderr
                     skipped += 1
                     continue
                 raise RecordError(f'{f}: not a run record (no record_version)')
+            try:
+                data = upgrade_record(data, f)
+            except RecordVersionError as e:
+                raise RecordError(str(e)) from None
+            if data.get('kind', 'evaluation') != 'evaluation':
+                warn(f"{f}: {data.get('kind')} record, not an evaluation, skipped")
+                skipped += 1
+                continue
             if data.get('complete') is not True:
                 warn(f'{f}: partial record (complete={data.get("complete")!r}), skipped')
                 skipped += 1
