@@ -20,6 +20,13 @@ Schema (``RECORD_VERSION`` 2)::
     timing{wall_s, images_per_s, world_size, device, torch_threads},
     versions{...}, git_commit, run{...} (runner matrix entry, optional)
 
+An analysis record (``kind='analysis'``, ``tools/analyze_decomposition.py``)
+has the same ``config``, ``model``, ``versions`` and ``git_commit``;
+``dataset`` adds ``ignore_index``; instead of ``protocol`` and ``metrics`` it
+has ``analysis{modes, sources, notes, num_images, images, norms, entropy,
+miou, iou_per_class}`` (``miou`` and ``iou_per_class`` unless skipped) and
+``timing{wall_s, device, torch_threads}``.
+
 Version 1 records (before methods were registered components) have no ``kind``
 and no ``model.method``; ``upgrade_record`` converts them on read.
 """
@@ -121,24 +128,7 @@ def build_record(cfg, config_path: str, cfg_options: dict, model, dataset, metri
     voc = model.vocabulary
     tc = dict(model.test_cfg)
     n = len(dataset)
-    method = model.method.describe() if getattr(model, 'method', None) is not None else None
-    last_block = None
-    if method is not None and method.get('type') == 'LastBlock':
-        last_block = dict(attn=method['attn'], residual=method['residual'], ffn=method['ffn'])
-    elif method is None:
-        enc = model.encoder
-        last_block = dict(attn=enc.attn_mode, residual=enc.residual, ffn=enc.ffn)
-        method = dict(type='LastBlock', **last_block)
-    model_info = dict(arch=model.arch, pretrained=model.pretrained, precision=model.precision,
-                      method=method, last_block=last_block,
-                      vocabulary=dict(name=voc.name, digest=voc.digest(), num_classes=voc.num_classes,
-                                      num_queries=len(voc.queries)),
-                      templates=dict(name=model.template_spec, count=len(model.templates)),
-                      logit_scale=model.logit_scale, prob_thd=model.prob_thd, test_cfg=tc)
-    for extra in ('area_thd', 'postprocess'):
-        if hasattr(model, extra):
-            value = getattr(model, extra)
-            model_info[extra] = value.describe() if hasattr(value, 'describe') else value
+    model_info = describe_model(model)
     record = dict(
         record_version=RECORD_VERSION,
         kind='evaluation',
@@ -168,6 +158,60 @@ def build_record(cfg, config_path: str, cfg_options: dict, model, dataset, metri
         record['run'] = dict(run_info)
         record['method'] = record['method'] or record['run'].get('preset')
     return record
+
+
+def describe_model(model) -> dict:
+    """The record's ``model`` section: weights, precision, method, vocabulary, templates, scoring."""
+    voc = model.vocabulary
+    method = model.method.describe() if getattr(model, 'method', None) is not None else None
+    last_block = None
+    if method is not None and method.get('type') == 'LastBlock':
+        last_block = dict(attn=method['attn'], residual=method['residual'], ffn=method['ffn'])
+    elif method is None:
+        enc = model.encoder
+        last_block = dict(attn=enc.attn_mode, residual=enc.residual, ffn=enc.ffn)
+        method = dict(type='LastBlock', **last_block)
+    model_info = dict(arch=model.arch, pretrained=model.pretrained, precision=model.precision,
+                      method=method, last_block=last_block,
+                      vocabulary=dict(name=voc.name, digest=voc.digest(), num_classes=voc.num_classes,
+                                      num_queries=len(voc.queries)),
+                      templates=dict(name=model.template_spec, count=len(model.templates)),
+                      logit_scale=model.logit_scale, prob_thd=model.prob_thd, test_cfg=dict(model.test_cfg))
+    for extra in ('area_thd', 'postprocess'):
+        if hasattr(model, extra):
+            value = getattr(model, extra)
+            model_info[extra] = value.describe() if hasattr(value, 'describe') else value
+    return model_info
+
+
+def build_analysis_record(cfg, config_path: str, cfg_options: dict, model, dataset, analysis: dict,
+                          ignore_index: int = 255, wall_s: Optional[float] = None) -> dict:
+    """The record of one decomposition analysis (``kind='analysis'``; the tables skip it).
+
+    Same ``config``, ``model``, ``versions`` and ``git_commit`` sections as an
+    evaluation record; the figures go under ``analysis`` (modes, sources,
+    images, norms, entropy and, unless skipped, per-component mIoU).
+    """
+    import torch
+
+    from .apis.config import relative_to_root
+    return dict(
+        record_version=RECORD_VERSION,
+        kind='analysis',
+        complete=True,
+        created=now_iso(),
+        benchmark=cfg.get('benchmark'),
+        method=cfg.get('method'),
+        config=dict(path=relative_to_root(config_path), cfg_options=cfg_options, resolved=cfg.pretty_text),
+        model=describe_model(model),
+        dataset=dict(type=type(dataset).__name__, data_root=cfg.test_dataloader.dataset.get('data_root'),
+                     num_images=len(dataset), classes=list(dataset.metainfo['classes']),
+                     ignore_index=ignore_index),
+        analysis=analysis,
+        timing=dict(wall_s=wall_s, device=str(model.query_to_class.device), torch_threads=torch.get_num_threads()),
+        versions=library_versions(),
+        git_commit=git_commit(),
+    )
 
 
 def git_commit(root: Optional[str] = None) -> Optional[str]:

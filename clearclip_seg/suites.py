@@ -8,17 +8,21 @@ A run is a name, a config path and a list of ``--cfg-options`` items. Suites:
   on all eight.
 * ``ablation``: attention {qk, qq, kk, vv, qq+kk} x residual x FFN with
   ViT-B/16 on the five benchmarks without background.
-* ``backbones``: vanilla CLIP and ClearCLIP for the OpenCLIP and MetaCLIP
-  backbones on the five benchmarks without background.
+* ``backbones``: vanilla CLIP and ClearCLIP for every backbone family of
+  ``protocol/backbones.py`` besides OpenAI's (OpenCLIP, MetaCLIP, DFN,
+  MetaCLIP 2, SigLIP, SigLIP2, EVA02, PE-Core) on all eight benchmarks.
 """
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from .protocol.backbones import BACKBONE_TABLE
 from .protocol.benchmarks import BENCHMARKS, PAPER_ORDER
 from .protocol.constants import config_path
 from .protocol.presets import BASELINE_PRESETS, PRESETS, ablation_grid
 
+# the backbones suite: every table row besides OpenAI's (those are the main suite), table order
+COMPARED_BACKBONES = tuple(b.slug for b in BACKBONE_TABLE if b.family != 'OpenAI CLIP')
 NO_BACKGROUND = tuple(k for k in PAPER_ORDER if not BENCHMARKS[k].background)
 
 
@@ -74,8 +78,7 @@ def suite_runs(suite: str, benchmarks: Optional[Sequence[str]] = None) -> List[R
     if suite == 'ablation':
         return ablation_runs(pick(NO_BACKGROUND))
     if suite == 'backbones':
-        return preset_runs(['clip', 'clearclip'], ['openclip-vit-b16', 'openclip-vit-l14', 'metaclip-vit-b16',
-                                                   'metaclip-vit-l14'], pick(NO_BACKGROUND))
+        return preset_runs(['clip', 'clearclip'], list(COMPARED_BACKBONES), pick(PAPER_ORDER))
     raise KeyError(f"unknown suite '{suite}': expected one of {list(SUITES)}")
 
 

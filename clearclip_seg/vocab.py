@@ -56,12 +56,39 @@ def resolve_vocabulary_path(name_or_path: str) -> str:
         f"the shipped names {list_vocabularies()}")
 
 
-def parse_vocabulary(lines: Sequence[str], name: str = '<inline>') -> Vocabulary:
-    """Parse vocabulary lines (one class per line, commas separate synonyms)."""
+# How a vocabulary file is read, by the end of its name (default: ',' and no repeated names).
+# ProxyCLIP's class files, shipped verbatim as 'proxyclip/<benchmark>.semicolon.txt', split
+# synonyms on '; ', and their COCO-Object background list repeats 'bed', which is also a class:
+# the official code scores both queries, so a reproduction keeps the repeat.
+#
+# The SCLIP family's files (SCLIP, NACLIP, ResCLIP, SC-CLIP share them byte for byte) are shipped
+# verbatim where they differ from ClearCLIP's; the official code splits them on ', ':
+#   voc21_bg26.txt        26 background names on line 0, person (7) and tv (5) synonyms: 21 / 56
+#   voc20_synonyms.txt    person (7) and tv (5) synonyms: 20 classes / 30 queries
+#   coco_object_bg26.txt  26 background names, person (8, with 'body'): 81 / 113; its background
+#                         list repeats 'bed', also a class (both queries are scored, as officially)
+# Their other five files equal ClearCLIP's (context60, context59, coco_stuff164k, cityscapes, ade20k).
+VOCAB_FORMATS = {'.semicolon.txt': dict(sep='; ', repeats=True),
+                 '_bg26.txt': dict(sep=', ', repeats=True),
+                 '_synonyms.txt': dict(sep=', ', repeats=True)}
+
+
+def vocabulary_format(path: str) -> dict:
+    """``parse_vocabulary`` keywords for a vocabulary file, from its name."""
+    return next((dict(fmt) for suffix, fmt in VOCAB_FORMATS.items() if path.endswith(suffix)), {})
+
+
+def parse_vocabulary(lines: Sequence[str], name: str = '<inline>', sep: str = ',',
+                     repeats: bool = False) -> Vocabulary:
+    """Parse vocabulary lines (one class per line, ``sep`` separates synonyms).
+
+    ``repeats`` accepts a name on two lines (only for verbatim copies of
+    official files that have them, see ``VOCAB_FORMATS``).
+    """
     classes, queries, query_to_class = [], [], []
     first_line = {}  # normalised query -> line number of the class that has it
     for number, line in enumerate(lines, 1):
-        synonyms = [s.strip() for s in line.split(',')]
+        synonyms = [s.strip() for s in line.split(sep)]
         synonyms = [s for s in synonyms if s]
         if not synonyms:
             continue
@@ -69,7 +96,7 @@ def parse_vocabulary(lines: Sequence[str], name: str = '<inline>') -> Vocabulary
             # CLIP's tokenizer lowercases and collapses whitespace: 'Cat' and 'cat' embed the same
             norm = ' '.join(s.split()).lower()
             other = first_line.setdefault(norm, number)
-            if other != number:
+            if other != number and not repeats:
                 where = 'entries' if name == '<inline>' else 'lines'
                 raise ValueError(
                     f"vocabulary '{name}' has '{s}' on {where} {other} and {number}: two classes with the "
@@ -89,7 +116,7 @@ def load_vocabulary(name_or_path: Union[str, Sequence[str]]) -> Vocabulary:
         return parse_vocabulary(list(name_or_path))
     path = resolve_vocabulary_path(name_or_path)
     with open(path, encoding='utf-8') as f:
-        return parse_vocabulary(f.read().splitlines(), name=name_or_path)
+        return parse_vocabulary(f.read().splitlines(), name=name_or_path, **vocabulary_format(path))
 
 
 def _openai_imagenet() -> List[Callable[[str], str]]:

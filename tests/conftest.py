@@ -1,15 +1,11 @@
-"""Shared fixtures: a tiny random CLIP from a JSON file, synthetic datasets."""
-import os
-import sys
+"""Shared fixtures: a tiny random CLIP from a JSON file, an isolated text cache.
 
+Plain helpers (paths, overrides, synthetic data, the independent mIoU) are in
+``helpers.py``; test modules import them from there, never from each other.
+"""
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-TINY_ARCH = os.path.join(ROOT, 'tests', 'assets', 'clearclip-tiny-vit.json')
-TINY_NAME = 'clearclip-tiny-vit'
+from helpers import TINY_ARCH
 
 
 @pytest.fixture(autouse=True)
@@ -31,9 +27,3 @@ def tiny_clip():
     from clearclip_seg.models.clip_loader import create_clip
     torch.manual_seed(0)
     return create_clip(None, arch_file=TINY_ARCH)
-
-
-def make_voc2012(root, sizes=((60, 90), (300, 200), (500, 470), (40, 40)), seed=0):
-    """A synthetic VOC2012-layout dataset; returns the image ids."""
-    from clearclip_seg.synthetic import write_benchmark
-    return write_benchmark('voc21', str(root), sizes=sizes, seed=seed)

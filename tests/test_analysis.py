@@ -1,22 +1,15 @@
-"""The decomposition analysis: components, entropy, per-component logits, the tool's JSON."""
-import importlib.util
+"""The decomposition analysis: components, entropy, per-component logits, the analysis record."""
 import json
 import os
-import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from conftest import ROOT, TINY_ARCH, TINY_NAME, make_voc2012
+from helpers import ROOT, TINY_NAME, make_voc2012, tiny_cfg_options, tiny_segmentor
 
-CONFIG = os.path.join('configs', 'clearclip', 'clearclip_vit-b16_voc21.py')
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'_tool_{name}', os.path.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+CONFIG = os.path.join(ROOT, 'configs', 'clearclip', 'clearclip_vit-b16_voc21.py')
 
 
 @pytest.fixture
@@ -27,50 +20,46 @@ def images():
 
 @pytest.mark.parametrize('mode', ['qk', 'qq', 'kk', 'vv', 'qq+kk', 'identity'])
 def test_res_plus_attn_is_block_output_with_residual_and_no_ffn(tiny_clip, images, mode):
-    from clearclip_seg.analysis import decompose_last_block
     from clearclip_seg.models.encoder import DenseCLIPEncoder
     model, _ = tiny_clip
     enc = DenseCLIPEncoder(model.visual, attn=mode, residual=True, ffn=False, fused_attn=False)
     with torch.no_grad():
-        parts = decompose_last_block(enc, images)
-        own = enc.decompose(images)
+        parts = enc.decompose(images)
+        block_output = enc.last_block(parts['x_res'])
     # residual on, FFN off: the block's own output is exactly X_res + X_attn
-    torch.testing.assert_close(parts['x_res+x_attn'], own['output'], rtol=0, atol=1e-6)
-    torch.testing.assert_close(parts['x_res'] + parts['x_attn'], own['output'], rtol=0, atol=1e-6)
-    torch.testing.assert_close(parts['x_res'], own['x_res'])
-    torch.testing.assert_close(parts['x_attn'], own['x_attn'], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(parts['x_res+x_attn'], block_output, rtol=0, atol=1e-6)
+    torch.testing.assert_close(parts['x_res'] + parts['x_attn'], parts['output'], rtol=0, atol=0)
     assert parts['grid'] == (3, 4)
 
 
 def test_ffn_on_adds_the_ffn_term_to_the_sum(tiny_clip, images):
     """FFN on: output = X_res + X_attn + ls_2(mlp(ln_2(X_res + X_attn))); for qk this is open_clip's block."""
-    from clearclip_seg.analysis import decompose_last_block
     from clearclip_seg.models.encoder import DenseCLIPEncoder
     model, _ = tiny_clip
     enc = DenseCLIPEncoder(model.visual, attn='qk', residual=True, ffn=True, fused_attn=False)
     with torch.no_grad():
-        parts = decompose_last_block(enc, images)
+        parts = enc.decompose(images)
         output = enc.last_block(parts['x_res'])
         native = model.visual.transformer.resblocks[-1](parts['x_res'])
     assert (output - parts['x_res+x_attn']).abs().max() > 1e-3  # the FFN term is not negligible here
     torch.testing.assert_close(parts['x_res+x_attn'] + parts['ffn'], output, rtol=0, atol=1e-5)
     torch.testing.assert_close(output, native, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(parts['output'], native, rtol=1e-5, atol=1e-5)
 
 
 def test_decompose_does_not_change_the_encoder(tiny_clip, images):
-    from clearclip_seg.analysis import decompose_last_block, last_block_settings
     from clearclip_seg.models.encoder import DenseCLIPEncoder
     model, _ = tiny_clip
     enc = DenseCLIPEncoder(model.visual)
-    decompose_last_block(enc, images, mode='kk')
+    with torch.no_grad():
+        kk = enc.decompose(images, mode='kk')
+        own = enc.decompose(images)
+        ref = DenseCLIPEncoder(model.visual, attn='kk').decompose(images)
     assert (enc.attn_mode, enc.residual, enc.ffn) == ('qq', False, False)
-    with pytest.raises(RuntimeError):
-        with last_block_settings(enc, attn='vv', residual=True, ffn=True):
-            assert (enc.attn_mode, enc.residual, enc.ffn) == ('vv', True, True)
-            raise RuntimeError
-    assert (enc.attn_mode, enc.residual, enc.ffn) == ('qq', False, False)
+    assert torch.equal(kk['x_attn'], ref['x_attn']) and not torch.equal(kk['x_attn'], own['x_attn'])
+    assert torch.equal(own['output'], own['x_attn'])  # ClearCLIP: no residual, no FFN
     with pytest.raises(ValueError, match='unknown attention mode'):
-        decompose_last_block(enc, images, mode='qv')
+        enc.decompose(images, mode='qv')
 
 
 def test_parse_modes():
@@ -110,7 +99,7 @@ def test_attention_map_float64_matches_encoder_map(tiny_clip, images):
     for mode in ('qk', 'qq+kk', 'identity'):
         enc = DenseCLIPEncoder(model.visual, attn=mode)
         with torch.no_grad():
-            own = enc.decompose(images)
+            own = enc.decompose(images, attn_map=True)
             amap = attention_map_float64(enc, own['x_res'], mode)
         assert amap.dtype == torch.float64
         torch.testing.assert_close(amap.float(), own['attn_map'], rtol=1e-4, atol=1e-5)
@@ -118,8 +107,9 @@ def test_attention_map_float64_matches_encoder_map(tiny_clip, images):
 
 
 def test_window_statistics(tiny_clip):
-    from clearclip_seg.analysis import iter_windows, window_statistics
+    from clearclip_seg.analysis import window_statistics
     from clearclip_seg.models.encoder import DenseCLIPEncoder
+    from clearclip_seg.models.slide import iter_windows
     model, _ = tiny_clip
     enc = DenseCLIPEncoder(model.visual)
     image = torch.randn(3, 40, 70)
@@ -132,17 +122,8 @@ def test_window_statistics(tiny_clip):
     assert stats['qk']['x_attn_norm'] > 0
 
 
-def tiny_segmentor(**kw):
-    from clearclip_seg.models.segmentor import ClearCLIPSegmentor
-    torch.manual_seed(0)
-    return ClearCLIPSegmentor(clip=dict(arch=TINY_NAME, arch_file=TINY_ARCH, pretrained=None),
-                              vocabulary=['sky', 'grass', 'tree, bush'], templates='a_photo_of',
-                              text_cache=False, test_cfg=dict(crop_size=(64, 64), stride=(32, 32)),
-                              **kw).eval()
-
-
 def test_component_logits_reuse_the_segmentor_scoring():
-    from clearclip_seg.analysis import component_query_logits, last_block_settings
+    from clearclip_seg.analysis import component_query_logits
     seg = tiny_segmentor()
     imgs = [torch.randn(3, 70, 100), torch.randn(3, 50, 40)]
     comp = component_query_logits(seg, imgs, 'qq')
@@ -151,18 +132,17 @@ def test_component_logits_reuse_the_segmentor_scoring():
     for a, b in zip(comp['x_attn'], seg.query_logits(imgs)):
         assert a.shape == (4, *b.shape[1:])
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    # residual on, FFN off: X_res + X_attn
+    # residual on, FFN off: X_res + X_attn (the same weights, built with that last block)
     comp = component_query_logits(seg, imgs, 'qk', sources=('x_res+x_attn',))
-    with last_block_settings(seg.encoder, attn='qk', residual=True, ffn=False):
-        ref = seg.query_logits(imgs)
+    ref = tiny_segmentor(last_block=dict(attn='qk', residual=True, ffn=False)).query_logits(imgs)
     for a, b in zip(comp['x_res+x_attn'], ref):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     assert (seg.encoder.attn_mode, seg.encoder.residual) == ('qq', False)
 
 
 def test_last_block_input_cache_reuses_windows_exactly():
-    from clearclip_seg.analysis import (LastBlockInputCache, component_query_logits, iter_windows,
-                                        window_statistics)
+    from clearclip_seg.analysis import LastBlockInputCache, component_query_logits, window_statistics
+    from clearclip_seg.models.slide import iter_windows
     seg = tiny_segmentor()
     img = torch.randn(3, 70, 100)
     cache = LastBlockInputCache(seg.encoder)
@@ -188,38 +168,25 @@ def test_miou_from_areas():
     assert miou_from_areas([0, 0], [0, 0], [0, 0], [0, 0])['mIoU'] is None
 
 
-def benchmark_config(tmp_path):
-    """The generated VOC21 ClearCLIP config (written to a scratch tree if not generated yet)."""
-    path = os.path.join(ROOT, CONFIG)
-    if os.path.isfile(path):
-        return path
-    make_configs = load_tool('make_configs')
-    files = make_configs.expected_files()
-    tree = tmp_path / 'cfgtree'
-    shutil.copytree(os.path.join(ROOT, 'configs', '_base_'), tree / 'configs' / '_base_')
-    for rel in (os.path.join('configs', '_base_', 'datasets', 'voc21.py'), CONFIG):
-        os.makedirs(os.path.dirname(tree / rel), exist_ok=True)
-        (tree / rel).write_text(files[rel])
-    return str(tree / CONFIG)
-
-
-def test_analyze_tool_json_and_plots(tmp_path, capsys):
+def test_analysis_record_and_plots(tmp_path):
+    from clearclip_seg.analysis import format_summary, plot_figures, run_analysis
     root = tmp_path / 'VOC2012'
     ids = make_voc2012(root, sizes=((40, 40), (30, 30), (20, 20)))  # one 448 x 448 window each
     out = tmp_path / 'out'
-    tool = load_tool('analyze_decomposition')
-    rc = tool.main([benchmark_config(tmp_path), '--num-images', '2', '--out', str(out), '--device', 'cpu',
-                    '--cfg-options', f'model.clip.arch_file={TINY_ARCH}', f'model.clip.arch={TINY_NAME}',
-                    'model.clip.pretrained=None', f'test_dataloader.dataset.data_root={root}',
-                    'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False',
-                    'model.templates=a_photo_of'])
-    assert rc == 0
-    res = json.loads((out / 'decomposition.json').read_text())
+    lines = []
+    rec, path = run_analysis(CONFIG, tiny_cfg_options(root, **{'model.templates': 'a_photo_of'}), num_images=2,
+                             device='cpu', out_dir=str(out), log=lines.append)
+    assert path == str(out / 'decomposition.json') and len(lines) == 2
+    assert json.loads((out / 'decomposition.json').read_text()) == json.loads(json.dumps(rec))
+    assert rec['kind'] == 'analysis' and rec['complete'] is True and rec['record_version'] == 2
+    assert rec['config']['path'] == os.path.relpath(CONFIG, ROOT)
+    assert rec['benchmark'] == 'voc21' and rec['dataset']['num_images'] == 3 and len(rec['dataset']['classes']) == 21
+    assert rec['model']['arch'] == TINY_NAME and rec['model']['pretrained'] is None
+    assert rec['model']['precision'] == 'fp32' and rec['model']['prob_thd'] == 0.5
+    res = rec['analysis']
     modes = ['qk', 'qq', 'kk', 'vv', 'qq+kk', 'identity']
     assert res['modes'] == modes
     assert res['num_images'] == 2 and res['images'] == [i + '.jpg' for i in ids[:2]]
-    assert res['benchmark'] == 'voc21' and res['dataset']['size'] == 3 and len(res['dataset']['classes']) == 21
-    assert res['model']['arch'] == TINY_NAME and res['model']['pretrained'] is None
     for m in modes:
         n = res['norms'][m]
         assert n['x_res'] > 0 and n['x_attn'] > 0 and len(n['per_image']['x_res']) == 2
@@ -233,6 +200,23 @@ def test_analyze_tool_json_and_plots(tmp_path, capsys):
         assert len(res['iou_per_class'][m]['x_attn']) == 21
     assert res['entropy']['identity']['mean'] == 0
     assert res['entropy']['qk']['mean'] > 0
-    for name in ('norms.png', 'entropy.png', 'miou.png'):
-        assert (out / name).stat().st_size > 1000
-    assert 'qq+kk' in capsys.readouterr().out
+    paths = plot_figures(res, str(out), title='tiny', benchmark='voc21')
+    assert [os.path.basename(p) for p in paths] == ['norms.png', 'entropy.png', 'miou.png']
+    for p in paths:
+        assert os.path.getsize(p) > 1000
+    summary = format_summary(res).splitlines()
+    assert len(summary) == 7 and summary[5].startswith('qq+kk') and 'mIoU sum' in summary[0]
+
+
+def test_analyze_tool_smoke(tmp_path):
+    root = tmp_path / 'VOC2012'
+    make_voc2012(root, sizes=((20, 20),))
+    out = tmp_path / 'out'
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'analyze_decomposition.py'), CONFIG,
+                           '--num-images', '1', '--modes', 'qk,identity', '--skip-miou', '--out', str(out),
+                           '--device', 'cpu', '--cfg-options', *[f'{k}={v}' for k, v in tiny_cfg_options(
+                               root, **{'model.templates': 'a_photo_of'}).items()]],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'identity' in proc.stdout and f"written: {out / 'decomposition.json'}" in proc.stdout
+    assert sorted(os.listdir(out)) == ['decomposition.json', 'entropy.png', 'norms.png']

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, TINY_ARCH, make_voc2012
+from helpers import ROOT, TINY_ARCH, make_voc2012
 
 TINY = [f'model.clip.arch_file={TINY_ARCH}', 'model.clip.arch=clearclip-tiny-vit', 'model.clip.pretrained=None',
         'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False']

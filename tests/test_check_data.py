@@ -1,19 +1,19 @@
-"""Tests of tools/check_data.py on small synthetic datasets in the real layouts.
+"""Data checks (``clearclip_seg.data_check``) on small synthetic datasets in the real layouts;
+``tools/check_data.py`` once as a subprocess.
 
 CPU only, no network, no mmseg.
 """
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / 'tools'))
+from clearclip_seg import data_check as C
+from clearclip_seg.protocol.benchmarks import get_benchmark
 
-import check_data as C  # noqa: E402
-from _bench_table import get_benchmark  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 H, W = 6, 8
 
@@ -148,28 +148,32 @@ def test_cityscapes_nested_layout(tmp_path):
     assert 'expected 500' in C.check_benchmark('cityscapes', root)[0]
 
 
-def test_cli_verdicts_and_exit_codes(tmp_path, capsys):
+def test_cli_verdicts_and_exit_codes(tmp_path):
+    def check(*argv):
+        return subprocess.run([sys.executable, str(REPO / 'tools' / 'check_data.py'), *argv, '--nproc', '1'],
+                              capture_output=True, text=True, timeout=120)
     good = make_voc(tmp_path / 'good')
     bad = make_voc(tmp_path / 'bad')
     (bad / 'SegmentationClass' / '2007_000033.png').unlink()
-    assert C.main(['voc21', '--data-root-override', f'voc21={good}', '--expected-count', '3']) == 0
-    out = capsys.readouterr().out
-    assert out.strip().splitlines()[-1].startswith('voc21: OK (3 images')
-    assert C.main(['voc21', 'voc20', '--data-root-override', f'voc21={good}',
-                   '--data-root-override', f'voc20={bad}', '--expected-count', '3']) == 1
-    out = capsys.readouterr().out
-    assert 'voc21: OK' in out and 'voc20: FAILED (1 problem)' in out and '2007_000033.png' in out
+    proc = check('voc21', '--data-root-override', f'voc21={good}', '--expected-count', '3')
+    assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1].startswith('voc21: OK (3 images')
+    proc = check('voc21', 'voc20', '--data-root-override', f'voc21={good}', '--data-root-override', f'voc20={bad}',
+                 '--expected-count', '3')
+    assert proc.returncode == 1
+    assert 'voc21: OK' in proc.stdout and 'voc20: FAILED (1 problem)' in proc.stdout
+    assert '2007_000033.png' in proc.stdout
     # --data-root: the benchmark roots go under it, as under data/
     data = tmp_path / 'data'
     make_coco_object(data / 'coco_stuff164k')
-    assert C.main(['coco_object', '--data-root', str(data), '--expected-count', '3']) == 0
-    assert C.main(['nonsense']) == 2
-    with pytest.raises(SystemExit):
-        C.main(['voc21', '--data-root-override', 'voc21'])
+    assert check('coco_object', '--data-root', str(data), '--expected-count', '3').returncode == 0
+    proc = check('nonsense')
+    assert proc.returncode == 2 and proc.stderr.startswith('error: unknown benchmark(s) nonsense')
+    proc = check('voc21', '--data-root-override', 'voc21')
+    assert proc.returncode != 0 and "expected KEY=PATH" in proc.stderr
 
 
 def test_data_readme_matches_the_table():
-    from _bench_table import BENCHMARKS
+    from clearclip_seg.protocol.benchmarks import BENCHMARKS
     text = (REPO / 'data' / 'README.md').read_text()
     for b in BENCHMARKS.values():
         for piece in (b.data_root, b.img_dir, b.ann_dir, b.seg_map_suffix, str(b.num_images), b.prepare):

@@ -1,30 +1,21 @@
-"""tools/collect_results.py: tables from synthetic run records (CPU, no mmseg)."""
+"""Result tables from synthetic run records (clearclip_seg.tables; the CLI once, as a subprocess). CPU, no mmseg."""
 import ast
 import csv
-import importlib.util
 import io
 import json
 import os
+import subprocess
 import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _load_tool():
-    name = 'collect_results_under_test'
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'tools', 'collect_results.py'))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-cr = _load_tool()
-atomic_write_json = cr._light('records').atomic_write_json
+from clearclip_seg.protocol import published
+from clearclip_seg.protocol.benchmarks import BACKBONES
+from clearclip_seg.protocol.presets import PRESETS
+from clearclip_seg.records import atomic_write_json
+from clearclip_seg.tables import (RecordError, build_main_table, build_per_class_tables, load_records, to_csv,
+                                  to_latex, to_markdown, write_outputs)
+from helpers import ROOT
 
 CLASSES = {
     'voc21': ['background', 'aeroplane', 'bicycle'],
@@ -88,10 +79,10 @@ def record_dir(tmp_path):
 @pytest.fixture()
 def table(record_dir):
     warnings = []
-    recs = cr.load_records([str(record_dir)], warn=warnings.append)
+    recs = load_records([str(record_dir)], warn=warnings.append)
     assert len(recs) == 6
     assert any('partial' in w and 'complete=False' in w for w in warnings), warnings
-    return cr.build_main_table(recs, warn=warnings.append)
+    return build_main_table(recs, warn=warnings.append)
 
 
 def test_rows_columns_and_average(table):
@@ -108,7 +99,7 @@ def test_rows_columns_and_average(table):
 
 
 def test_markdown(table):
-    md = cr.to_markdown(table)
+    md = to_markdown(table)
     for s in ('| ClearCLIP | CLIP ViT-B/16 (OpenAI) | 52.34 (51.8\u2020, +0.54) | 80.12 (80.9, -0.78) '
               '| 17.50 (16.7, +0.80) | 49.99 (49.80, +0.19) |',
               '| vanilla CLIP | CLIP ViT-B/16 (OpenAI) | 17.01 (16.2, +0.81) | 40.55 (41.8, -1.25) '
@@ -120,7 +111,7 @@ def test_markdown(table):
 
 
 def test_protocol_card(table):
-    md = cr.to_markdown(table)
+    md = to_markdown(table)
     assert '**Protocol** (from the records):' in md
     for s in ('- resize: 2048x448', '- mode: slide', '- logit scale: 50', '- templates: openai_imagenet (80)',
               '- precision: fp16', '| crop/stride | 448/224 | 448/224 | 448/224 |', 'digestvoc21', 'digestade20k',
@@ -129,8 +120,8 @@ def test_protocol_card(table):
     prob_row = next(line for line in md.splitlines() if line.startswith('| prob_thd |'))
     assert '0.5' in prob_row and '0.2' in prob_row and 'vanilla CLIP' in prob_row
     assert 'records disagree' not in md.lower() and 'Off the published protocol' not in md
-    assert 'Protocol (from the records)' in cr.to_latex(table)
-    header = next(csv.reader(io.StringIO(cr.to_csv(table))))
+    assert 'Protocol (from the records)' in to_latex(table)
+    header = next(csv.reader(io.StringIO(to_csv(table))))
     assert {'resize', 'precision', 'voc21_prob_thd', 'voc21_vocab_digest'} <= set(header)
 
 
@@ -139,15 +130,15 @@ def test_protocol_disagreement_and_deviation(record_dir):
     atomic_write_json(rec, str(record_dir / 'vanilla_ade20k' / 'record.json'))
     rec = make_record('clear', 'voc21', 52.34, [81.25, 40.5, None], prob_thd=0.3)
     atomic_write_json(rec, str(record_dir / 'clear_voc21' / 'record.json'))
-    t = cr.build_main_table(cr.load_records([str(record_dir)], warn=lambda m: None))
-    md = cr.to_markdown(t)
+    t = build_main_table(load_records([str(record_dir)], warn=lambda m: None))
+    md = to_markdown(t)
     assert 'vanilla CLIP \u00b7 CLIP ViT-B/16 (OpenAI), precision: fp16 (voc21, voc20); fp32 (ade20k)' in md
     assert 'prob_thd 0.3 (published: 0.5)' in md
     assert '52.34* (51.8\u2020, +0.54)' in md
 
 
 def test_csv(table):
-    rows = list(csv.DictReader(io.StringIO(cr.to_csv(table))))
+    rows = list(csv.DictReader(io.StringIO(to_csv(table))))
     assert [r['method'] for r in rows] == ['ClearCLIP', 'vanilla CLIP']
     clear, vanilla = rows
     assert (clear['voc21'], clear['voc21_published'], clear['voc21_diff'], clear['voc21_quoted']) == \
@@ -163,7 +154,7 @@ def test_csv(table):
 
 
 def test_latex(table):
-    tex = cr.to_latex(table)
+    tex = to_latex(table)
     assert '\\toprule' in tex and '\\bottomrule' in tex
     assert 'ClearCLIP & CLIP ViT-B/16 (OpenAI) & 52.34\\,{\\scriptsize(51.8$^\\dagger$, +0.54)}' in tex
     assert '49.99\\,{\\scriptsize(49.80, +0.19)}' in tex
@@ -173,30 +164,30 @@ def test_latex(table):
 
 def test_one_decimal(table):
     table.decimals = 1
-    md = cr.to_markdown(table)
+    md = to_markdown(table)
     assert '| 52.3 (51.8\u2020, +0.5) | 80.1 (80.9, -0.8) | 17.5 (16.7, +0.8) | 50.0 (49.8, +0.2) |' in md
 
 
 def test_per_class(table):
-    tables = cr.build_per_class_tables(table)
+    tables = build_per_class_tables(table)
     assert [t.benchmark for t in tables] == ['voc21', 'voc20', 'ade20k']
     voc21 = tables[0]
     assert voc21.classes == CLASSES['voc21']
-    md = cr.to_markdown(voc21)
+    md = to_markdown(voc21)
     assert '| background | 81.25 | 20.00 |' in md
     assert '| aeroplane | 40.50 | 14.02 |' in md
     assert '| bicycle | - | 17.01 |' in md
     assert '**Protocol**' in md
-    rows = list(csv.reader(io.StringIO(cr.to_csv(tables[2]))))
+    rows = list(csv.reader(io.StringIO(to_csv(tables[2]))))
     assert rows[1] == ['wall', '30.11', '3.00'] and rows[4] == ['mIoU', '17.50', '2.25']
     assert ['protocol.prob_thd', '0', '0'] in rows
-    full = cr.to_markdown(table, tables)
+    full = to_markdown(table, tables)
     assert '### Per-class IoU: ADE20K (%)' in full and '| sky | 10.39 | 2.25 |' in full
 
 
 def test_group_by(record_dir):
-    t = cr.build_main_table(cr.load_records([str(record_dir)], warn=lambda m: None), group_by='preset')
-    md = cr.to_markdown(t)
+    t = build_main_table(load_records([str(record_dir)], warn=lambda m: None), group_by='preset')
+    md = to_markdown(t)
     assert '### preset: ClearCLIP' in md and '### preset: vanilla CLIP' in md
 
 
@@ -204,49 +195,56 @@ def test_custom_last_block_has_no_published(tmp_path):
     rec = make_record('clear', 'voc21', 40.0, [1.0, 2.0, 3.0])
     rec['model']['last_block'] = dict(attn='vv', residual=True, ffn=False)
     atomic_write_json(rec, str(tmp_path / 'r.json'))
-    t = cr.build_main_table(cr.load_records([str(tmp_path / 'r.json')]))
+    t = build_main_table(load_records([str(tmp_path / 'r.json')]))
     (row,) = t.rows
     assert row.preset is None and not row.published
-    assert '| attn=vv, residual on, FFN off | CLIP ViT-B/16 (OpenAI) | 40.00 | 40.00 |' in cr.to_markdown(t)
+    assert '| attn=vv, residual on, FFN off | CLIP ViT-B/16 (OpenAI) | 40.00 | 40.00 |' in to_markdown(t)
 
 
-def test_png_and_cli(record_dir, tmp_path, capsys):
+def test_png_and_files(record_dir, tmp_path):
     out = tmp_path / 'out'
-    assert cr.main([str(record_dir), '--out', str(out), '--per-class']) == 0
+    table = build_main_table(load_records([str(record_dir)], warn=lambda m: None))
+    write_outputs(table, str(out), ['md', 'csv', 'tex', 'png'], build_per_class_tables(table))
     png = out / 'results.png'
     assert png.is_file() and png.stat().st_size > 1000
     assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     for name in ('results.md', 'results.csv', 'results.tex', 'per_class_voc21.csv', 'per_class_ade20k.csv'):
         assert (out / name).is_file(), name
     assert '52.34' in (out / 'results.md').read_text()
-    err = capsys.readouterr().err
-    assert 'partial' in err and 'partial/record.json' in err
-    assert cr.main([str(record_dir)]) == 0
-    assert '49.99 (49.80, +0.19)' in capsys.readouterr().out
 
 
-def test_bad_input(tmp_path, capsys):
-    empty = tmp_path / 'empty'
-    empty.mkdir()
-    with pytest.raises(cr.RecordError, match='empty'):
-        cr.load_records([str(empty)])
+def test_cli_prints_tables_and_fails_in_one_line(record_dir, tmp_path):
+    tool = os.path.join(ROOT, 'tools', 'collect_results.py')
+    proc = subprocess.run([sys.executable, tool, str(record_dir)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert '49.99 (49.80, +0.19)' in proc.stdout
+    assert 'partial' in proc.stderr and 'partial/record.json' in proc.stderr
     bad = tmp_path / 'bad.json'
     bad.write_text('{"record_version": 1, "complete": tr')
-    with pytest.raises(cr.RecordError, match='bad.json: malformed JSON'):
-        cr.load_records([str(bad)])
-    assert cr.main([str(bad)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith('error: ') and 'bad.json' in err and '\n' not in err
+    proc = subprocess.run([sys.executable, tool, str(bad)], capture_output=True, text=True, cwd=ROOT)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and err.startswith('error: ') and 'bad.json' in err and '\n' not in err
+
+
+def test_bad_input(tmp_path):
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    with pytest.raises(RecordError, match='empty'):
+        load_records([str(empty)])
+    bad = tmp_path / 'bad.json'
+    bad.write_text('{"record_version": 1, "complete": tr')
+    with pytest.raises(RecordError, match='bad.json: malformed JSON'):
+        load_records([str(bad)])
     only_partial = tmp_path / 'p.json'
     only_partial.write_text(json.dumps(make_record('clear', 'voc21', 1.0, [1.0, 1.0, 1.0], complete=False)))
-    with pytest.raises(cr.RecordError, match='no complete records'):
-        cr.load_records([str(only_partial)], warn=lambda m: None)
-    with pytest.raises(cr.RecordError, match='no such file'):
-        cr.load_records([str(tmp_path / 'missing')])
+    with pytest.raises(RecordError, match='no complete records'):
+        load_records([str(only_partial)], warn=lambda m: None)
+    with pytest.raises(RecordError, match='no such file'):
+        load_records([str(tmp_path / 'missing')])
 
 
 def test_published_module_is_light():
-    pub = cr._published
+    pub = published
     assert pub.published_miou('vit-b16', 'clearclip', 'voc21') == 51.8
     assert pub.published_miou('vit-l14', 'clip', 'voc21') is None
     assert pub.published_miou('vit-b16', 'maskclip', 'voc20') == 74.9
@@ -254,8 +252,8 @@ def test_published_module_is_light():
     assert pub.published_miou('vit-b16', 'sclip-style', 'ade20k') == 14.6
     assert pub.published_miou('vit-b16', 'sclip-style-nores', 'ade20k') == 17.0
     assert pub.published_miou('openclip-vit-b16', 'clearclip', 'ade20k') == 18.9
-    assert set(k for k, _ in pub.PUBLISHED) <= set(cr.BACKBONES)
-    assert set(p for _, p in pub.PUBLISHED) <= set(cr.PRESETS)
+    assert set(k for k, _ in pub.PUBLISHED) <= set(BACKBONES)
+    assert set(p for _, p in pub.PUBLISHED) <= set(PRESETS)
     with open(os.path.join(ROOT, 'clearclip_seg', 'protocol', 'published.py')) as f:
         tree = ast.parse(f.read())
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}

@@ -1,31 +1,23 @@
 """Configs and vocabularies: generated files up to date, protocol values exact,
 every benchmark's ViT-B/16 config runs end to end with a tiny architecture."""
 import glob
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from mmengine.config import Config
-from PIL import Image
 
+from clearclip_seg.apis import evaluate
+from clearclip_seg.protocol.backbones import backbone_mean_std
 from clearclip_seg.protocol.benchmarks import BACKBONES, BENCHMARKS
 from clearclip_seg.protocol.presets import PRESETS
 from clearclip_seg.synthetic import write_benchmark
 from clearclip_seg.vocab import load_vocabulary
-from conftest import ROOT, TINY_ARCH
-from test_tools_test import tiny_options
+from helpers import ROOT, TINY_ARCH, TINY_PROXY_VFM, confusion_miou, tiny_cfg_options
 
-def test_tool():
-    spec = importlib.util.spec_from_file_location('clearclip_test_tool', os.path.join(ROOT, 'tools', 'test.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
+TINY12_ARCH = os.path.join(ROOT, 'tests', 'assets', 'tiny12oa.json')
 REFERENCE = os.path.join(os.path.dirname(ROOT), 'shared', 'reference', 'class_names')
 REFERENCE_FILES = {'voc21': 'cls_voc21.txt', 'voc20': 'cls_voc20.txt', 'context60': 'cls_context60.txt',
                    'context59': 'cls_context59.txt', 'coco_object': 'cls_coco_object.txt',
@@ -41,7 +33,8 @@ def test_generated_configs_are_up_to_date():
 
 def test_every_leaf_config_has_the_protocol_values():
     leaves = sorted(glob.glob(os.path.join(ROOT, 'configs', '*', '*.py')))
-    leaves = [p for p in leaves if '_base_' not in p]
+    # last-block presets here; the methods' own protocol cards: tests/test_method_configs.py
+    leaves = [p for p in leaves if '_base_' not in p and os.path.basename(os.path.dirname(p)) in PRESETS]
     assert len(leaves) == sum(len(p.backbones) for p in PRESETS.values()) * len(BENCHMARKS)
     for path in leaves:
         cfg = Config.fromfile(path)
@@ -61,8 +54,11 @@ def test_every_leaf_config_has_the_protocol_values():
         assert tuple(resize.scale) == (2048, 448) and resize.keep_ratio
         names = [t.type for t in ds.pipeline]
         assert names.index('Resize') < names.index('LoadAnnotations')  # labels stay at original size
-        assert m.data_preprocessor.mean == [122.771, 116.746, 104.094]
-        assert m.data_preprocessor.std == [68.501, 66.632, 70.323] and m.data_preprocessor.bgr_to_rgb
+        # the backbone's own mean/std (open_clip's config; the paper's CLIP statistics for its rows)
+        mean, std = backbone_mean_std(cfg.backbone)
+        assert m.data_preprocessor.mean == pytest.approx([c * 255 for c in mean], abs=1e-3), path
+        assert m.data_preprocessor.std == pytest.approx([c * 255 for c in std], abs=1e-3), path
+        assert m.data_preprocessor.bgr_to_rgb
 
 
 @pytest.mark.parametrize('key', list(BENCHMARKS))
@@ -79,22 +75,10 @@ def test_vocabulary_matches_reference(key):
 
 
 def _independent_miou(b, root, ids, preds, num_classes):
-    conf = np.zeros((num_classes, num_classes), np.int64)
-    for i in ids:
-        gt = np.array(Image.open(os.path.join(root, b.ann_dir, i + b.seg_map_suffix))).astype(np.int64)
-        name = os.path.basename(i) + b.img_suffix
-        pred = np.array(Image.open(os.path.join(preds, os.path.splitext(name)[0] + '.png'))).astype(np.int64)
-        if b.reduce_zero_label:
-            gt = np.where(gt == 0, 255, gt - 1)
-            gt[gt == 254] = 255
-            pred = pred - 1  # mmseg saves reduced predictions + 1
-        valid = gt != 255
-        conf += np.bincount(gt[valid] * num_classes + pred[valid], minlength=num_classes ** 2).reshape(
-            num_classes, num_classes)
-    inter = np.diag(conf).astype(float)
-    with np.errstate(invalid='ignore', divide='ignore'):
-        iou = inter / (conf.sum(0) + conf.sum(1) - inter)
-    return np.nanmean(iou) * 100
+    """``confusion_miou`` over the saved predictions of a benchmark's synthetic images."""
+    pairs = [(os.path.join(preds, os.path.splitext(os.path.basename(i) + b.img_suffix)[0] + '.png'),
+              os.path.join(root, b.ann_dir, i + b.seg_map_suffix)) for i in ids]
+    return confusion_miou(pairs, num_classes, b.reduce_zero_label)[0]
 
 
 @pytest.mark.parametrize('key', list(BENCHMARKS))
@@ -104,10 +88,10 @@ def test_benchmark_config_end_to_end(tmp_path, key):
     ids = write_benchmark(key, str(root), sizes=((50, 70), (90, 40)), seed=1)
     preds = tmp_path / 'preds'
     config = os.path.join(ROOT, f'configs/clearclip/clearclip_vit-b16_{key}.py')
-    # in-process (the subprocess path is covered by test_tools_test.py): saves the imports
-    test_tool().main([config, '--work-dir', str(tmp_path / 'w'),
-                      *tiny_options(root, f'test_evaluator.output_dir={preds}', 'model.templates=a_photo_of')])
-    rec = json.loads((tmp_path / 'w' / 'record.json').read_text())
+    # in-process through the API (the command line is covered by test_tools_test.py)
+    rec = evaluate(config, tiny_cfg_options(root, **{'test_evaluator.output_dir': str(preds),
+                                                     'model.templates': 'a_photo_of'}), work_dir=str(tmp_path / 'w'))
+    assert json.loads((tmp_path / 'w' / 'record.json').read_text())['metrics'] == rec['metrics']
     assert rec['benchmark'] == key and rec['dataset']['num_images'] == len(ids)
     assert len(rec['dataset']['classes']) == b.num_classes
     assert rec['model']['prob_thd'] == b.prob_thd
@@ -134,7 +118,12 @@ def test_every_config_builds_model_and_dataset(synthetic_roots):
     built = {}  # with the tiny arch swapped in, backbones differ only in names: build each distinct config once
     for path in leaves:
         cfg = Config.fromfile(path)
-        cfg.model.clip.update(arch='clearclip-tiny-vit', arch_file=TINY_ARCH, pretrained=None)
+        if cfg.model.get('method') is None:
+            cfg.model.clip.update(arch='clearclip-tiny-vit', arch_file=TINY_ARCH, pretrained=None)
+        else:  # methods may read intermediate blocks (ResCLIP's 5..8, GEM's last 4...): a 12-block tower
+            cfg.model.clip.update(arch='tiny12oa', arch_file=TINY12_ARCH, pretrained=None)
+            if cfg.model.method.type == 'ProxyCLIP':  # and a tiny proxy model instead of a download
+                cfg.model.method.update(TINY_PROXY_VFM)
         cfg.test_dataloader.dataset.data_root = synthetic_roots[cfg.benchmark]
         key = repr((cfg.model.to_dict(), cfg.test_dataloader.dataset.to_dict()))
         if key not in built:
@@ -142,4 +131,7 @@ def test_every_config_builds_model_and_dataset(synthetic_roots):
         model, dataset = built[key]
         assert len(dataset) == 1, path
         assert model.num_classes == len(dataset.metainfo['classes']) == BENCHMARKS[cfg.benchmark].num_classes
-        assert model.encoder.attn_mode == cfg.model.last_block.attn
+        if cfg.model.last_block is not None:
+            assert model.encoder.attn_mode == cfg.model.last_block.attn
+        else:
+            assert model.method.method_name == cfg.model.method.type, path

@@ -1,18 +1,14 @@
-"""tools/demo.py with the tiny random CLIP: overlays, panels, bad files skipped by name."""
-import importlib.util
+"""The demo (``clearclip_seg.demo``) with the tiny random CLIP: overlays, panels, bad files skipped by name;
+``tools/demo.py`` once as a subprocess."""
 import os
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from conftest import ROOT, TINY_ARCH
-
-
-def load_demo():
-    spec = importlib.util.spec_from_file_location('_tool_demo', os.path.join(ROOT, 'tools', 'demo.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import ROOT, TINY_ARCH
 
 
 def write_inputs(folder):
@@ -27,47 +23,69 @@ def write_inputs(folder):
         f.write('x')
 
 
-def test_demo_two_presets_skips_bad_files(tmp_path, capsys):
+@pytest.fixture(scope='module')
+def models():
+    from clearclip_seg.demo import build_models
+    return build_models(['clearclip', 'clip'], ['sky', 'grass', 'tree'], device='cpu', log=lambda m: None,
+                        arch_file=TINY_ARCH, templates='a_photo_of')
+
+
+def test_demo_draws_the_predictions_and_skips_bad_files(models, tmp_path):
+    from clearclip_seg.apis import inference_segmentor, load_image
+    from clearclip_seg.demo import collect_images, segment_images
+    from clearclip_seg.protocol.constants import RESIZE
+    from clearclip_seg.visualization import make_palette, overlay
+    assert {p: m.precision for p, m in models.items()} == {'clearclip': 'fp32', 'clip': 'fp32'}  # auto on a CPU
+    assert (models['clip'].encoder.attn_mode, models['clip'].encoder.residual) == ('qk', True)
     inputs = tmp_path / 'in'
     write_inputs(inputs)
+    paths, problems = collect_images([str(inputs)])
+    assert [os.path.basename(p) for p in paths] == ['a_street.png', 'b_field.jpg', 'c_broken.jpg', 'd_empty.png']
+    assert problems == []
     out = tmp_path / 'out'
-    demo = load_demo()
-    rc = demo.main([str(inputs), '--vocab', 'sky, grass , tree', '--preset', 'clearclip', 'clip',
-                    '--arch-file', TINY_ARCH, '--templates', 'a_photo_of', '--device', 'cpu',
-                    '--out', str(out)])
-    stdout = capsys.readouterr().out
-    assert rc == 0, stdout
+    out.mkdir()
+    lines = []
+    assert segment_images(models, paths, str(out), log=lines.append) == (2, 2)
     expected = {f'{stem}_{kind}.png' for stem in ('a_street', 'b_field') for kind in ('clearclip', 'clip', 'panel')}
     assert set(os.listdir(out)) == expected
-    # overlays keep the original image (predictions at the original size) with a legend below
-    for stem, (h, w) in (('a_street', (40, 56)), ('b_field', (64, 48))):
+    palette = make_palette(3)
+    for stem, ext, (h, w) in (('a_street', 'png', (40, 56)), ('b_field', 'jpg', (64, 48))):
+        # the overlay is the image with the prediction at its original size blended in, a legend below
+        labels = inference_segmentor(models['clearclip'], str(inputs / f'{stem}.{ext}'), scale=RESIZE).labels
+        rgb = np.ascontiguousarray(load_image(str(inputs / f'{stem}.{ext}'))[..., ::-1])
         over = np.asarray(Image.open(out / f'{stem}_clearclip.png'))
         assert over.shape[1] == w and over.shape[0] > h and over.shape[2] == 3
+        assert np.array_equal(over[:h], overlay(rgb, labels, palette, 0.5))
         panel = np.asarray(Image.open(out / f'{stem}_panel.png'))
         assert panel.shape[1] >= 3 * w  # image | clearclip | clip
-    lines = stdout.splitlines()
     for bad in ('c_broken.jpg', 'd_empty.png'):
         hits = [ln for ln in lines if bad in ln]
-        assert len(hits) == 1 and hits[0].startswith('skipped'), stdout
-    assert 'notes.txt' not in stdout
-    assert '2 image(s) segmented, 2 skipped' in stdout
-    assert 'vocabulary: 3 classes (sky, grass, tree)' in stdout
+        assert len(hits) == 1 and hits[0].startswith(f'skipped {bad}: '), lines
+    assert 'empty file' in [ln for ln in lines if 'd_empty.png' in ln][0]
+    assert segment_images(models, paths[2:], str(out), log=lambda m: None) == (0, 2)  # the CLI then exits 1
 
 
-def test_demo_exit_code_when_nothing_succeeds(tmp_path, capsys):
-    bad = tmp_path / 'bad.png'
-    bad.write_bytes(b'')
-    demo = load_demo()
-    rc = demo.main([str(bad), str(tmp_path / 'missing.jpg'), '--vocab', 'cat, dog', '--arch-file', TINY_ARCH,
-                    '--templates', 'a_photo_of', '--device', 'cpu', '--out', str(tmp_path / 'out')])
-    stdout = capsys.readouterr().out
-    assert rc == 1
-    assert 'skipped bad.png: empty file' in stdout and 'missing.jpg' in stdout
+def test_demo_command_line(tmp_path):
+    inputs = tmp_path / 'in'
+    write_inputs(inputs)
+
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'demo.py'), str(inputs / 'a_street.png'),
+                           str(inputs / 'd_empty.png'), str(tmp_path / 'missing.jpg'), '--vocab', 'sky, grass , tree',
+                           '--preset', 'clearclip,clip', '--out', str(tmp_path / 'out'), '--arch-file', TINY_ARCH,
+                           '--templates', 'a_photo_of', '--device', 'cpu'],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'vocabulary: 3 classes (sky, grass, tree)' in proc.stdout
+    assert '1 image(s) segmented, 2 skipped' in proc.stdout and 'missing.jpg: no such file or folder' in proc.stdout
+    assert sorted(os.listdir(tmp_path / 'out')) == ['a_street_clearclip.png', 'a_street_clip.png',
+                                                    'a_street_panel.png']
 
 
 def test_demo_helpers():
-    demo = load_demo()
-    assert demo.parse_class_list(' cat,dog , ,grass ') == ['cat', 'dog', 'grass']
-    assert demo.parse_presets(['clearclip,clip', 'sclip-style', 'clip']) == ['clearclip', 'clip', 'sclip-style']
+    from clearclip_seg.demo import output_stem, parse_class_list, parse_presets
+    assert parse_class_list(' cat,dog , ,grass ') == ['cat', 'dog', 'grass']
+    assert parse_presets(['clearclip,clip', 'sclip-style', 'clip']) == ['clearclip', 'clip', 'sclip-style']
+    with pytest.raises(ValueError, match="unknown preset 'x.jpg'.*image paths go before --preset"):
+        parse_presets(['x.jpg'])
     used = {}
-    assert [demo.output_stem(p, used) for p in ('a/x.jpg', 'b/x.png', 'y.jpg')] == ['x', 'x_2', 'y']
+    assert [output_stem(p, used) for p in ('a/x.jpg', 'b/x.png', 'y.jpg')] == ['x', 'x_2', 'y']

@@ -145,7 +145,7 @@ def test_non_square_crop_and_identity_skips_qk(tiny_clip, monkeypatch):
 
 def test_decompose_reconstructs_block_output(tiny_clip):
     enc = DenseCLIPEncoder(tiny_clip[0].visual, attn='qq', residual=True, ffn=False)
-    parts = enc.decompose(_images(n=1))
+    parts = enc.decompose(_images(n=1), attn_map=True)
     torch.testing.assert_close(parts['x_res'] + parts['x_attn'], parts['output'])
     n = parts['x_res'].shape[1]
     assert parts['attn_map'].shape[-2:] == (n, n)

@@ -1,9 +1,12 @@
-"""Tests of tools/prepare_data.py: label conversions, atomic writes, re-run skipping.
+"""Data preparation (``clearclip_seg.data_prep``): label conversions, atomic writes, re-run skipping;
+``tools/prepare_data.py`` once as a subprocess.
 
 CPU only, no network, no mmseg.
 """
 import io
 import json
+import os
+import subprocess
 import sys
 import tarfile
 import zipfile
@@ -13,11 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / 'tools'))
-
-import prepare_data as P  # noqa: E402
-from _bench_table import read_vocabulary  # noqa: E402
+from clearclip_seg import data_prep as P
+from helpers import ROOT
+from helpers import vocabulary_lines as read_vocabulary
 
 
 def _png(path: Path, array) -> None:
@@ -126,7 +127,7 @@ def test_atomic_save_png_leaves_nothing_on_failure(tmp_path, monkeypatch):
 
     def boom(src, dst_):
         raise OSError('disk full')
-    monkeypatch.setattr(P.os, 'replace', boom)
+    monkeypatch.setattr(os, 'replace', boom)
     with pytest.raises(OSError):
         P.atomic_save_png(np.zeros((2, 2), np.uint8), tmp_path / 'y.png')
     assert not (tmp_path / 'y.png').exists()
@@ -239,19 +240,22 @@ def test_verify_archive_records_and_checks(tmp_path):
         P.verify_archive(f, ('md5', '0' * 32))
 
 
-def test_main_coco_object_on_a_folder(tmp_path, capsys):
+def test_main_coco_object_on_a_folder(tmp_path):
+    def prepare(*argv):
+        return subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'prepare_data.py'), *argv],
+                              capture_output=True, text=True, cwd=str(tmp_path), timeout=120)
+
     ann = tmp_path / 'masks'
     _png(ann / '000000000005_labelTrainIds.png', [[3, 170]])
     argv = ['coco_object', '--ann-dir', str(ann), '--data-root', str(tmp_path / 'data'), '--nproc', '1',
             '--no-download']
-    assert P.main(argv) == 0
+    assert prepare(*argv).returncode == 0
     np.testing.assert_array_equal(_read(ann / '000000000005_instanceTrainIds.png'), [[4, 0]])
-    assert P.main(argv) == 0
-    assert '0 written, 1 already there' in capsys.readouterr().out
+    proc = prepare(*argv)
+    assert proc.returncode == 0 and '0 written, 1 already there' in proc.stdout
     # a step whose archive is missing fails with exit code 1 and a one-line error
-    assert P.main(['ade20k', '--data-root', str(tmp_path / 'data'), '--no-download']) == 1
-    err = capsys.readouterr().err
-    assert 'ADEChallengeData2016.zip not found' in err
+    proc = prepare('ade20k', '--data-root', str(tmp_path / 'data'), '--no-download')
+    assert proc.returncode == 1 and 'ADEChallengeData2016.zip not found' in proc.stderr
 
 
 def test_context_step_with_a_stub_detail_api(tmp_path, monkeypatch):
@@ -286,7 +290,7 @@ def test_context_step_with_a_stub_detail_api(tmp_path, monkeypatch):
     np.testing.assert_array_equal(_read(root / 'SegmentationClassContext' / '2008_000007.png'),
                                   [[0, 1, 59], [person, 0, 0]])
     assert not (root / 'SegmentationClassContext' / '2008_000002.png').exists()  # train: only with --with-train
-    from check_data import check_benchmark
+    from clearclip_seg.data_check import check_benchmark
     assert check_benchmark('context60', root, expected_count=2) == []
     # a re-run finds everything done and does not load the annotations again
     assert P.prepare_context(opts) == ['context60'] and calls == ['trainval']

@@ -2,7 +2,8 @@
 import torch
 import torch.nn.functional as F
 
-from clearclip_seg.models.slide import patch_padding, slide_inference, whole_inference, window_boxes
+from clearclip_seg.models.slide import (iter_windows, padded_window_shapes, patch_padding, slide_inference,
+                                       whole_inference, window_boxes)
 
 
 def test_window_boxes_by_hand():
@@ -90,3 +91,23 @@ def test_whole_inference_pads_and_cuts_back():
     out = whole_inference([img], lambda x: x, patch=4)[0]   # identity "encoder"
     # 6x10 -> padded 8x12 (top 1, left 1); identity upsampling returns the input
     torch.testing.assert_close(out, img)
+
+
+def test_iter_windows_are_what_slide_inference_encodes():
+    """The padded windows written once: analysis and speed figures see exactly the encoder's inputs."""
+    img = torch.randn(3, 40, 70)
+    seen = []
+
+    def encode(x):
+        seen.append(x.clone())
+        return F.avg_pool2d(x, 16)
+    slide_inference([img], encode, 3, 48, 32, 16, max_windows=1)
+    windows = list(iter_windows(img, 48, 32, 16))
+    assert len(windows) == len(seen) == 2
+    for w, s in zip(windows, seen):
+        assert torch.equal(w, s)
+    # 40 x 48 windows: 8 rows of zero padding, 4 on top and 4 below
+    assert [tuple(w.shape) for w in windows] == [(1, 3, 48, 48)] * 2
+    assert windows[0][..., :4, :].abs().sum() == 0 and torch.equal(windows[0][0, :, 4:44], img[:, :, :48])
+    assert padded_window_shapes([(40, 70), (64, 64), (30, 50)], 48, 32, 16) == \
+        [(48, 48), (48, 48), (48, 48), (48, 48), (48, 48), (48, 48), (32, 48), (32, 48)]

@@ -1,5 +1,4 @@
 """Speed paths: batched windows == one window at a time; bf16 on CPU; FLOP counter; the speed tool runs."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -8,19 +7,11 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, TINY_ARCH
+from clearclip_seg import perf as bs
+from clearclip_seg.models.slide import padded_window_shapes
+from helpers import ROOT, TINY_ARCH
 
 TOOL = os.path.join(ROOT, 'tools', 'benchmark_speed.py')
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location('benchmark_speed', TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bs = _load_tool()
 
 # Sizes chosen to give several window shapes with crop 64 / stride 32 and patch 16:
 # 70x100 -> 2x3 windows of 64x64; 40x130 -> 4 windows of 40x64 (padded to 48x64);
@@ -57,7 +48,7 @@ def test_windows_have_several_shapes():
     from clearclip_seg.models.slide import window_boxes
     shapes = {(b[1] - b[0], b[3] - b[2]) for h, w in SIZES for b in window_boxes(h, w, 64, 32)}
     assert shapes == {(64, 64), (40, 64), (30, 50)}
-    padded = bs.window_shapes(SIZES, 64, 32, (16, 16))
+    padded = padded_window_shapes(SIZES, 64, 32, (16, 16))
     assert len(padded) == 6 + 4 + 1 + 1
     assert set(padded) == {(64, 64), (48, 64), (32, 64)}
 
@@ -89,7 +80,7 @@ def test_measure_path_reports_and_restores(seg_fp32, images, plain_logits):
     assert r['images_per_s'] > 0 and r['windows_per_s'] == pytest.approx(r['images_per_s'] * 3)
     assert r['memory']['peak_mib'] > 0
     assert r['encoder_gflop'] == pytest.approx(
-        bs.windows_flops(seg_fp32.encoder, bs.window_shapes(SIZES, 64, 32, (16, 16))) / 1e9)
+        bs.windows_flops(seg_fp32.encoder, padded_window_shapes(SIZES, 64, 32, (16, 16))) / 1e9)
     assert bs.agreement(seg_fp32, r['logits'], plain_logits)['argmax_agreement'] == 1.0
 
 
@@ -172,6 +163,18 @@ def test_protocol_resize_and_sizes():
     assert bs.protocol_resize(1024, 2048) == (448, 896)
     assert bs.protocol_resize(100, 2000) == (102, 2048)  # the long side caps it
     assert bs.parse_size('448x597') == (448, 597)
+    with pytest.raises(ValueError, match='expected HxW'):
+        bs.parse_size('448')
+
+
+def test_protocol_values_come_from_the_protocol_tables(monkeypatch):
+    from clearclip_seg.protocol import constants
+    assert bs.benchmark_slide('voc21') == (448, 224, 0.5)
+    assert bs.benchmark_slide('cityscapes') == (224, 224, 0.0)
+    assert bs.benchmark_slide('my_classes.txt') == (constants.SLIDE_CROP, constants.SLIDE_STRIDE, 0.0)
+    monkeypatch.setattr(constants, 'RESIZE', (1024, 224))  # one value changed: the tool follows
+    assert bs.protocol_resize(375, 500) == (224, 299)
+    assert bs.voc_sizes()[0] == (224, 299)
 
 
 def test_text_classifier_timing_cold_then_cached(seg_fp32, tmp_path):
@@ -189,10 +192,9 @@ def test_encoder_only_batches(seg_fp32):
 
 def test_tool_smoke_baseline(tmp_path):
     out = tmp_path / 'figures.json'
-    env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run([sys.executable, TOOL, '--arch-file', TINY_ARCH, '--num-images', '1', '--baseline',
                            '--text-templates', 'a_photo_of', '--matmul-size', '256', '--json', str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+                          cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'speed ratio batched/plain:' in proc.stdout, proc.stdout
     assert 'argmax agreement 100.0000 %' in proc.stdout, proc.stdout

@@ -1,4 +1,4 @@
-"""tools/test.py end to end on a synthetic VOC2012-layout dataset."""
+"""tools/test.py: the command line once end to end (a subprocess); the rest through ``clearclip_seg.apis.evaluate``."""
 import json
 import os
 import subprocess
@@ -8,16 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, TINY_ARCH, make_voc2012
+from clearclip_seg.apis import ConfigError, evaluate
+from helpers import ROOT, confusion_miou, make_voc2012, tiny_cfg_options, tiny_options
 
 CONFIG = 'configs/clearclip/clearclip_vit-b16_voc21.py'
-
-
-def tiny_options(data_root, *extra):
-    return ['--cfg-options', f'test_dataloader.dataset.data_root={data_root}',
-            f'model.clip.arch_file={TINY_ARCH}', 'model.clip.arch=clearclip-tiny-vit',
-            'model.clip.pretrained=None', 'test_dataloader.num_workers=0',
-            'test_dataloader.persistent_workers=False', *extra]
 
 
 def run_tool(args, env=None, check=True):
@@ -29,40 +23,25 @@ def run_tool(args, env=None, check=True):
     return proc
 
 
-def confusion_miou(pred_dir, gt_dir, ids, num_classes, reduce_zero_label=False):
-    """Independent mIoU: a numpy confusion matrix over all images."""
-    conf = np.zeros((num_classes, num_classes), np.int64)
-    for i in ids:
-        gt = np.array(Image.open(os.path.join(gt_dir, i + '.png'))).astype(np.int64)
-        pred = np.array(Image.open(os.path.join(pred_dir, i + '.png'))).astype(np.int64)
-        if reduce_zero_label:  # mmseg saves reduced predictions + 1
-            gt = np.where(gt == 0, 255, gt - 1)
-            gt[gt == 254] = 255
-            pred = pred - 1
-        valid = gt != 255
-        conf += np.bincount(gt[valid] * num_classes + pred[valid],
-                            minlength=num_classes ** 2).reshape(num_classes, num_classes)
-    inter = np.diag(conf).astype(float)
-    union = conf.sum(0) + conf.sum(1) - inter
-    with np.errstate(invalid='ignore', divide='ignore'):
-        iou = inter / union
-    return np.nanmean(iou) * 100, iou * 100, inter.sum() / conf.sum() * 100
-
-
-@pytest.mark.parametrize('config,key,ncls,rzl', [
-    (CONFIG, 'voc21', 21, False),
-    ('configs/clearclip/clearclip_vit-b16_voc20.py', 'voc20', 20, True),
+@pytest.mark.parametrize('config,key,ncls,rzl,via', [
+    (CONFIG, 'voc21', 21, False, 'command line'),
+    ('configs/clearclip/clearclip_vit-b16_voc20.py', 'voc20', 20, True, 'api'),
 ])
-def test_voc_end_to_end_miou_and_record(tmp_path, config, key, ncls, rzl):
+def test_voc_end_to_end_miou_and_record(tmp_path, config, key, ncls, rzl, via):
     root = tmp_path / 'VOC2012'
     ids = make_voc2012(str(root))
     preds = tmp_path / 'preds'
     record_path = tmp_path / 'work' / 'record.json'
-    proc = run_tool([config, '--work-dir', str(tmp_path / 'work'),
-                     *tiny_options(root, f'test_evaluator.output_dir={preds}')])
-    assert 'mIoU' in proc.stdout and f'record: {record_path}' in proc.stdout
+    if via == 'command line':
+        proc = run_tool([config, '--work-dir', str(tmp_path / 'work'),
+                         *tiny_options(root, f'test_evaluator.output_dir={preds}')])
+        assert 'mIoU' in proc.stdout and f'record: {record_path}' in proc.stdout
+    else:
+        evaluate(os.path.join(ROOT, config), tiny_cfg_options(root, **{'test_evaluator.output_dir': str(preds)}),
+                 work_dir=str(tmp_path / 'work'))
     rec = json.loads(record_path.read_text())
-    miou, iou, aacc = confusion_miou(str(preds), str(root / 'SegmentationClass'), ids, ncls, rzl)
+    miou, iou, aacc = confusion_miou([(preds / f'{i}.png', root / 'SegmentationClass' / f'{i}.png') for i in ids],
+                                     ncls, rzl)
     assert rec['complete'] is True
     assert rec['benchmark'] == key
     assert rec['dataset']['num_images'] == len(ids)
@@ -87,15 +66,15 @@ def test_voc_end_to_end_miou_and_record(tmp_path, config, key, ncls, rzl):
 
 
 def test_missing_data_root_and_vocab_mismatch(tmp_path):
-    proc = run_tool([CONFIG, '--work-dir', str(tmp_path / 'w'), *tiny_options(tmp_path / 'nowhere')], check=False)
-    assert proc.returncode == 2
-    assert 'python tools/prepare_data.py voc' in proc.stderr and 'nowhere' in proc.stderr
+    config = os.path.join(ROOT, CONFIG)
+    with pytest.raises(ConfigError) as err:
+        evaluate(config, tiny_cfg_options(tmp_path / 'nowhere'), work_dir=str(tmp_path / 'w'))
+    assert 'python tools/prepare_data.py voc' in str(err.value) and 'nowhere' in str(err.value)
     root = tmp_path / 'VOC2012'
     make_voc2012(str(root), sizes=((40, 40),))
-    proc = run_tool([CONFIG, '--work-dir', str(tmp_path / 'w'), *tiny_options(root, 'model.vocabulary=voc20')],
-                    check=False)
-    assert proc.returncode == 2
-    assert "vocabulary 'voc20' (model.vocabulary) has 20 classes but dataset PascalVOCDataset has 21" in proc.stderr
+    with pytest.raises(ConfigError, match="vocabulary 'voc20' \\(model.vocabulary\\) has 20 classes but dataset "
+                                          'PascalVOCDataset has 21'):
+        evaluate(config, tiny_cfg_options(root, **{'model.vocabulary': 'voc20'}), work_dir=str(tmp_path / 'w'))
 
 
 def test_show_dir_panels_are_the_scored_predictions(tmp_path):
@@ -103,8 +82,9 @@ def test_show_dir_panels_are_the_scored_predictions(tmp_path):
     root = tmp_path / 'VOC2012'
     ids = make_voc2012(str(root), sizes=((60, 90), (50, 40), (40, 40)))
     preds, show = tmp_path / 'preds', tmp_path / 'show'
-    run_tool([CONFIG, '--work-dir', str(tmp_path / 'w'), '--show-dir', str(show), '--show-n', '2',
-              *tiny_options(root, f'test_evaluator.output_dir={preds}', 'model.prob_thd=0.0')])
+    evaluate(os.path.join(ROOT, CONFIG), tiny_cfg_options(root, **{'test_evaluator.output_dir': str(preds),
+                                                                   'model.prob_thd': 0.0}),
+             work_dir=str(tmp_path / 'w'), show_dir=str(show), show_n=2)
     saved = sorted(os.listdir(show))
     assert saved == sorted(i + '.png' for i in ids[:2])
     palette = make_palette(21)

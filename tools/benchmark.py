@@ -1,166 +1,80 @@
 #!/usr/bin/env python
 """Run a matrix of evaluations (benchmarks x presets/backbones x overrides).
 
-Each run is ``tools/test.py`` in its own process and writes one JSON record
-to ``OUT/SUITE/RUN/record.json``. Runs whose complete record exists are
-skipped, so an interrupted sweep resumes where it stopped; records are
-written atomically, so a killed run never leaves a partial one.
+Each work unit (a shared pass of several runs, or one run through
+``tools/test.py``) runs in its own process (and process group), and each run
+writes one JSON record to ``OUT/SUITE/RUN/record.json``. A run whose complete
+record exists *and was made with the same settings* is skipped, so an
+interrupted sweep resumes where it stopped; a record made with other settings
+(overrides, data root, architecture...) stops the sweep with one line naming
+the difference, unless ``--force``. Records are written atomically, so a killed
+run never leaves a partial one; SIGINT/SIGTERM end the current run's processes
+too; a second runner on the same results folder refuses to start.
 
     python tools/benchmark.py --suite main                  # the paper's main table
     python tools/benchmark.py --suite ablation              # attention x residual x FFN
     python tools/benchmark.py --suite backbones             # OpenCLIP / MetaCLIP
     python tools/benchmark.py --matrix my_runs.json         # [{"name", "config", "cfg_options"}]
-    python tools/benchmark.py --suite main --gpus 8         # torchrun per run
-    python tools/benchmark.py --suite main --dry-run        # list the runs
+    python tools/benchmark.py --suite main --gpus 8         # 8 workers, one GPU each, whole work units
+    python tools/benchmark.py --configs C.py --gpus 8       # one run: torchrun over 8 GPUs (--parallel data)
+    python tools/benchmark.py --suite ablation --slurm --partition gpu --time 120   # a Slurm job array
+    python tools/benchmark.py --suite main --dry-run        # the runs (done / to do / stale), the shared
+                                                            # passes they group into and their cost
+    python tools/benchmark.py --suite main --no-share       # one tools/test.py process per run
+
+Runs that share backbone, weights, precision, resize, windows and image set are
+evaluated in one shared pass (blocks 0..L-2 once per window, then each run's
+last block, scoring, metric and record); records are identical to separate runs.
 
 Then: ``python tools/collect_results.py results/`` builds the tables.
 """
 import argparse
-import json
-import os
 import os.path as osp
-import re
-import subprocess
 import sys
-import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-PROGRESS = re.compile(r'Iter\(test\)\s*\[\s*(\d+)\s*/\s*(\d+)\]')
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Run a matrix of ClearCLIP-Seg evaluations, resumably.')
     p.add_argument('--suite', action='append', default=[], help='main | baselines | ablation | backbones')
-    p.add_argument('--matrix', help='JSON file: a list of {"name", "config", "cfg_options": [...]}')
+    p.add_argument('--matrix', help='JSON file: a list of {"name", "config", "cfg_options": [...], "benchmark"}')
     p.add_argument('--configs', nargs='+', default=[], help='config files to run as they are')
     p.add_argument('--benchmarks', help='comma-separated benchmark keys to keep (default: the suite\'s)')
     p.add_argument('--cfg-options', nargs='+', default=[], help='overrides added to every run')
     p.add_argument('--data-root', action='append', default=[], metavar='KEY=PATH',
-                   help='data root for one benchmark, e.g. voc21=/data/VOC2012')
+                   help='data root for one benchmark, e.g. voc21=/data/VOC2012 (relative to the current directory)')
     p.add_argument('--out', default='results', help='results folder (default: results/)')
-    p.add_argument('--gpus', type=int, default=1, help='processes per run (torchrun) when > 1')
-    p.add_argument('--dry-run', action='store_true', help='list the runs and whether they are done')
+    p.add_argument('--gpus', type=int, default=1,
+                   help='GPUs to use (on a CPU: worker processes); how, see --parallel')
+    p.add_argument('--parallel', choices=('auto', 'runs', 'data'), default='auto',
+                   help='runs: N workers each take whole work units (shared passes or runs), one GPU each: pays '
+                        'for suites; data: one run at a time over N processes (torchrun), no shared passes: pays '
+                        'for a single big run; auto (default): data for a single run, else runs')
+    p.add_argument('--no-share', action='store_true',
+                   help='one tools/test.py process per run (no shared passes)')
+    s = p.add_argument_group('Slurm (through submitit)')
+    s.add_argument('--slurm', action='store_true', help='submit the work units as a Slurm job array and wait')
+    s.add_argument('--partition', default=None, help='Slurm partition')
+    s.add_argument('--time', type=int, default=240, help='time limit per job, minutes (default 240)')
+    s.add_argument('--gpus-per-job', type=int, default=1, help='GPUs per job (default 1)')
+    s.add_argument('--cpus-per-job', type=int, default=None, help='CPUs per job')
+    s.add_argument('--array-parallelism', type=int, default=None, help='jobs of the array running at once')
+    s.add_argument('--slurm-executor', choices=('slurm', 'local'), default='slurm',
+                   help='local: submitit\'s local executor runs the jobs on this machine (tests)')
+    p.add_argument('--dry-run', action='store_true', help='list the runs and whether they are done or stale')
     p.add_argument('--keep-going', action='store_true', help='continue after a failed run')
+    p.add_argument('--force', action='store_true',
+                   help='re-run runs whose record was made with other settings (replacing the record)')
     p.add_argument('--log-interval', type=int, default=10, help='per-run progress granularity (images)')
     return p.parse_args(argv)
 
 
-def collect_runs(args):
-    from clearclip_seg.suites import Run, suite_runs
-    keep = args.benchmarks.split(',') if args.benchmarks else None
-    groups = []
-    for s in args.suite:
-        groups.append((s, suite_runs(s, keep)))
-    if args.matrix:
-        try:
-            with open(args.matrix) as f:
-                items = json.load(f)
-            runs = [Run(i['name'], i['config'], list(i.get('cfg_options', [])), i.get('benchmark')) for i in items]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            sys.exit(f"error: matrix file '{args.matrix}' is not a JSON list of "
-                     f'{{"name", "config", "cfg_options"}} objects ({e})')
-        groups.append((osp.splitext(osp.basename(args.matrix))[0], runs))
-    if args.configs:
-        groups.append(('configs', [Run(osp.splitext(osp.basename(c))[0], c) for c in args.configs]))
-    if not groups:
-        sys.exit('error: nothing to run: give --suite, --matrix or --configs')
-    return [(suite, run) for suite, runs in groups for run in runs]
-
-
-def data_root_options(args):
-    roots = {}
-    for item in args.data_root:
-        if '=' not in item:
-            sys.exit(f"error: --data-root '{item}' is not KEY=PATH (e.g. voc21=/data/VOCdevkit/VOC2012)")
-        k, v = item.split('=', 1)
-        roots[k] = v
-    return roots
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
-def run_command(args, run, record_path, suite, extra):
-    test = osp.join(ROOT, 'tools', 'test.py')
-    if args.gpus > 1:
-        cmd = [sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={args.gpus}',
-               f'--master_port={free_port()}', test, run.config, '--launcher', 'pytorch']
-    else:
-        cmd = [sys.executable, test, run.config]
-    cmd += ['--work-dir', osp.dirname(record_path), '--record', record_path,
-            '--run-info', json.dumps(run.info(suite))]
-    opts = list(run.cfg_options) + extra + [f'default_hooks.logger.interval={args.log_interval}']
-    return cmd + ['--cfg-options', *opts]
-
-
 def main(argv=None):
-    args = parse_args(argv)
-    from tqdm import tqdm
-
-    from clearclip_seg.records import load_record
-    runs = collect_runs(args)
-    roots = data_root_options(args)
-    todo = []
-    for suite, run in runs:
-        record = osp.join(args.out, suite, run.name, 'record.json')
-        done = load_record(record) is not None
-        todo.append((suite, run, record, done))
-    n_done = sum(d for *_, d in todo)
-    print(f'{len(todo)} runs, {n_done} already complete, {len(todo) - n_done} to go -> {args.out}/')
-    if args.dry_run:
-        for suite, run, record, done in todo:
-            print(f"  [{'done' if done else '    '}] {suite}/{run.name}: {run.config} {' '.join(run.cfg_options)}")
-        return 0
-    failures = []
-    bar = tqdm(total=len(todo), initial=n_done, desc='matrix', unit='run', position=0)
-    for suite, run, record, done in todo:
-        if done:
-            continue
-        extra = list(args.cfg_options)
-        if run.benchmark in roots:
-            extra.append(f'test_dataloader.dataset.data_root={roots[run.benchmark]}')
-        cmd = run_command(args, run, record, suite, extra)
-        os.makedirs(osp.dirname(record), exist_ok=True)
-        log_path = osp.join(osp.dirname(record), 'log.txt')
-        bar.set_postfix_str(run.name)
-        t0 = time.perf_counter()
-        inner = tqdm(total=0, desc=run.name[:40], unit='img', position=1, leave=False)
-        with open(log_path, 'w') as log:
-            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    bufsize=1)
-            for line in proc.stdout:
-                log.write(line)
-                m = PROGRESS.search(line)
-                if m:
-                    inner.total = int(m.group(2))
-                    inner.n = int(m.group(1))
-                    inner.refresh()
-                elif line.startswith('error:'):
-                    tqdm.write(f'  {run.name}: {line.strip()}')
-            rc = proc.wait()
-        inner.close()
-        if rc != 0 or load_record(record) is None:
-            failures.append(run.name)
-            tqdm.write(f'FAILED {suite}/{run.name} (exit {rc}); log: {log_path}')
-            if not args.keep_going:
-                break
-        else:
-            rec = load_record(record)
-            tqdm.write(f"{suite}/{run.name}: mIoU {rec['metrics']['mIoU']:.2f} "
-                       f'({time.perf_counter() - t0:.0f}s)')
-        bar.update(1)
-    bar.close()
-    if failures:
-        print(f'{len(failures)} run(s) failed: {", ".join(failures)}')
-        return 1
-    print(f'all {len(todo)} runs complete; tables: python tools/collect_results.py {args.out}')
-    return 0
+    from clearclip_seg.runner import run_sweep
+    return run_sweep(parse_args(argv))
 
 
 if __name__ == '__main__':

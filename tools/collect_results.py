@@ -25,61 +25,17 @@ requested formats are written there: ``results.md``, ``results.csv``,
 ``per_class_<benchmark>.csv`` (the Markdown and LaTeX files then hold the
 per-class tables too).
 
-The table building lives in ``clearclip_seg.tables`` (``load_records``,
-``build_main_table``, ``build_per_class_tables``, ``to_markdown``, ``to_csv``,
-``to_latex``, ``plot_main_table``, ``write_outputs``); this file is the command
-line over it and re-exports those names.
+The table building lives in ``clearclip_seg.tables``; this file is the command line
+over it.
 """
 import argparse
-import importlib
-import os
 import sys
-import types
 from typing import List
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from clearclip_seg.protocol import published as _published  # noqa: E402,F401  (kept: callers use cr._published)
-from clearclip_seg.protocol.benchmarks import BACKBONES, BENCHMARKS, PAPER_ORDER  # noqa: E402
-from clearclip_seg.protocol.presets import PRESETS  # noqa: E402
-from clearclip_seg.tables.build import (GROUP_BY, MainTable, PerClassTable, Row,  # noqa: E402
-                                        build_main_table, build_per_class_tables)
-from clearclip_seg.tables.formats import (OFF_PROTOCOL_MARK, PARTIAL_AVG_MARK, QUOTED_MARK,  # noqa: E402
-                                          card_markdown, fmt, fmt_diff, fmt_published, tex_escape,
-                                          to_csv, to_latex, to_markdown)
-from clearclip_seg.tables.labels import backbone_label, bench_title, method_label  # noqa: E402
-from clearclip_seg.tables.outputs import FORMATS, write_outputs  # noqa: E402
-from clearclip_seg.tables.plot import plot_main_table  # noqa: E402
-from clearclip_seg.tables.protocol import (BENCH_FIELDS, EXPECTED_LOGIT_SCALE,  # noqa: E402
-                                           EXPECTED_MODE, EXPECTED_PRECISION, EXPECTED_RESIZE,
-                                           EXPECTED_TEMPLATES, ROW_FIELDS, ProtocolCard,
-                                           build_protocol_card, protocol_deviations, record_protocol)
-from clearclip_seg.tables.records import Record, RecordError, load_records, parse_record  # noqa: E402
-
-
-__all__ = [
-    'BACKBONES', 'BENCHMARKS', 'BENCH_FIELDS', 'EXPECTED_LOGIT_SCALE', 'EXPECTED_MODE', 'EXPECTED_PRECISION',
-    'EXPECTED_RESIZE', 'EXPECTED_TEMPLATES', 'FORMATS', 'GROUP_BY', 'MainTable', 'OFF_PROTOCOL_MARK',
-    'PAPER_ORDER', 'PARTIAL_AVG_MARK', 'PRESETS', 'PerClassTable', 'ProtocolCard', 'QUOTED_MARK', 'ROW_FIELDS',
-    'Record', 'RecordError', 'Row', 'backbone_label', 'bench_title', 'build_main_table', 'build_per_class_tables',
-    'build_protocol_card', 'card_markdown', 'fmt', 'fmt_diff', 'fmt_published', 'load_records', 'main',
-    'method_label', 'parse_args', 'parse_record', 'plot_main_table', 'protocol_deviations', 'record_protocol',
-    'tex_escape', 'to_csv', 'to_latex', 'to_markdown', 'write_outputs',
-]
-
-
-def _light(name: str) -> types.ModuleType:
-    """A module of ``clearclip_seg`` by name (kept for callers of the old loader).
-
-    Args:
-        name: Module name inside ``clearclip_seg`` (e.g. ``'records'``).
-
-    Returns:
-        The imported module.
-    """
-    return importlib.import_module(f'clearclip_seg.{name}')
+from clearclip_seg.tables.build import GROUP_BY, build_main_table, build_per_class_tables
+from clearclip_seg.tables.formats import to_csv, to_latex, to_markdown
+from clearclip_seg.tables.outputs import FORMATS, write_outputs
+from clearclip_seg.tables.records import RecordError, load_records
 
 
 def _formats(s: str) -> List[str]:

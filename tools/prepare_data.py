@@ -6,17 +6,16 @@
 
 STEP is one of ``voc`` (voc21, voc20), ``context`` (context60, context59),
 ``coco_stuff164k``, ``coco_object``, ``cityscapes``, ``ade20k`` or ``all``. Where each
-tree goes is read from ``clearclip_seg/benchmarks.py`` (the single table of data roots,
-folders and suffixes); see ``data/README.md`` for the trees and the download sources.
+tree goes is read from ``clearclip_seg/protocol/benchmarks.py`` (the single table of data
+roots, folders and suffixes); see ``data/README.md`` for the trees and the download sources.
 
 Every step is safe to re-run: archives already downloaded (and verified) are reused,
 folders already extracted are skipped, label files already written are skipped, and
 nothing is ever left half-written (extraction goes to a temporary folder that is renamed
 into place; each label file is written under a temporary name and renamed).
 
-The conversions are plain functions on numpy arrays, importable for tests:
-``raw_stuff_to_train_ids``, ``stuff_to_object_labels``, ``train_ids_to_object_labels``,
-``cityscapes_label_to_train_id`` and ``context_mask_to_labels``.
+The steps and the conversions (plain functions on numpy arrays) live in
+``clearclip_seg.data_prep``; this file is the command line over them.
 """
 import argparse
 import os
@@ -24,16 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-TOOLS_DIR = Path(__file__).resolve().parent
-if str(TOOLS_DIR) not in sys.path:
-    sys.path.insert(0, str(TOOLS_DIR))
-if str(TOOLS_DIR.parent) not in sys.path:  # clearclip_seg when the repository is not installed
-    sys.path.append(str(TOOLS_DIR.parent))
-
-# The package first, so that _bench_table reuses its clearclip_seg.benchmarks module.
-from clearclip_seg.data_prep import *  # noqa: E402,F401,F403  (re-exported for importers and tests)
-from clearclip_seg.data_prep import STEPS, Options, PrepareError, bench_root  # noqa: E402
-from _bench_table import REPO_ROOT  # noqa: E402
+from clearclip_seg.data_check import check_benchmark
+from clearclip_seg.data_prep import STEPS, Options, PrepareError, bench_root
+from clearclip_seg.protocol.data_roots import DATA_DIR
 
 
 def run_step(name: str, opts: Options) -> bool:
@@ -47,7 +39,6 @@ def run_step(name: str, opts: Options) -> bool:
         return False
     ok = True
     if opts.check:
-        from check_data import check_benchmark
         for key in keys:
             problems = check_benchmark(key, data_root=bench_root(opts, key), max_files=20)
             for p in problems:
@@ -62,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('step', choices=list(STEPS) + ['all'], help='what to prepare')
-    p.add_argument('--data-root', default=str(REPO_ROOT / 'data'),
+    p.add_argument('--data-root', default=str(DATA_DIR),
                    help='the data/ folder the benchmark roots go under (default: the repository\'s data/)')
     p.add_argument('--download-dir', default=None, help='where archives are kept (default <data-root>/downloads)')
     p.add_argument('--nproc', type=int, default=max(1, min(8, os.cpu_count() or 1)),

@@ -16,7 +16,6 @@ import sys
 import tempfile
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)
 TINY_ARCH = osp.join(ROOT, 'tests', 'assets', 'clearclip-tiny-vit.json')
 
 

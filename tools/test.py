@@ -15,12 +15,12 @@ import sys
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
+    from clearclip_seg.checks import strict_dict_action
     parser = argparse.ArgumentParser(description='Evaluate a ClearCLIP-Seg config (mIoU + JSON record)')
     parser.add_argument('config', help='config file, e.g. configs/clearclip/clearclip_vit-b16_voc21.py')
     parser.add_argument('--work-dir', help='where logs and the record go (default work_dirs/<config name>)')
     parser.add_argument('--record', help='record path (default <work-dir>/record.json)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+    parser.add_argument('--cfg-options', nargs='+', action=strict_dict_action(), default={},
                         help='override config keys, e.g. model.last_block.attn=qk model.prob_thd=0.2')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--show-dir', help='save image | ground truth | prediction panels here')

@@ -84,14 +84,25 @@ def evaluate(config, cfg_options: Optional[dict] = None, work_dir: Optional[str]
     from mmengine.dist import get_rank, get_world_size
     from mmengine.runner import Runner
 
+    from ..checks import (DataError, check_data_hint, check_launcher, check_show, check_split_file,
+                          check_writable, guard_dataset, one_line, resolve_data_root)
     from ..records import build_record, write_record
+    from ..runner.identity import run_identity
 
     cfg = load_config(config, cfg_options)
+    # bad inputs fail here, in one line, before any weights or images are loaded
+    resolve_data_root(cfg, cfg_options)
+    identity = run_identity(cfg)
+    check_launcher(launcher)
+    check_show(show_dir, show_n)
     prepare_runtime(cfg, launcher, work_dir, str(config))
+    if write:
+        check_writable(cfg.work_dir, record_path or osp.join(cfg.work_dir, 'record.json'))
     if show_dir:
         from ..visualization import add_show_hook
         add_show_hook(cfg, show_dir, show_n)
     check_data_root(cfg)
+    check_split_file(cfg)
     try:
         runner = Runner.from_cfg(cfg)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
@@ -107,15 +118,22 @@ def evaluate(config, cfg_options: Optional[dict] = None, work_dir: Optional[str]
     if len(dataset) == 0:
         raise ConfigError(f"dataset at '{cfg.test_dataloader.dataset.get('data_root')}' lists no images")
     check_vocabulary(model, dataset, cfg)
+    guard_dataset(dataset, cfg.get('benchmark'), cfg.test_dataloader.dataset.get('data_root'))
+    for metric in loop.evaluator.metrics:  # label errors name the benchmark's check_data command
+        metric.data_hint = check_data_hint(cfg.get('benchmark'), cfg.test_dataloader.dataset.get('data_root'))
 
     t0 = time.perf_counter()
-    metrics = runner.test()
+    try:
+        metrics = runner.test()
+    except DataError as e:  # raised in a DataLoader worker: its message without the worker's traceback
+        raise DataError(one_line(e)) from None
     wall = time.perf_counter() - t0
     if get_rank() != 0:
         return None
     details = loop.evaluator.metrics[0].details
     record = build_record(cfg, str(config), dict(cfg_options or {}), model, dataset, metrics, details, wall,
                           get_world_size(), run_info=run_info)
+    record['config']['identity'] = identity  # what the benchmark runner compares before skipping a run
     if write:
         record_path = record_path or osp.join(cfg.work_dir, 'record.json')
         write_record(record, record_path)

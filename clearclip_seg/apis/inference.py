@@ -75,7 +75,14 @@ def load_image(path: str) -> np.ndarray:
 
 
 def _test_resize(cfg):
-    for t in cfg.get('test_pipeline', None) or cfg.test_dataloader.dataset.get('pipeline', []):
+    """The config's test-time ``Resize``; the protocol's when the config has no data pipeline."""
+    from ..protocol.constants import RESIZE
+    pipeline = cfg.get('test_pipeline', None)
+    if not pipeline and cfg.get('test_dataloader', None) is not None:
+        pipeline = cfg.test_dataloader.dataset.get('pipeline', [])
+    if not pipeline:
+        return RESIZE, True
+    for t in pipeline:
         if t.get('type') == 'Resize':
             return tuple(t['scale']), bool(t.get('keep_ratio', True))
     return None, True
@@ -110,7 +117,7 @@ def inference_segmentor(model, image: Union[str, np.ndarray], scale=None,
     inputs = preprocess(model, img, scale)
     sample = SegDataSample(metainfo=dict(ori_shape=img.shape[:2], img_shape=tuple(inputs.shape[-2:])))
     with torch.no_grad():
-        res = model.predict(inputs, [sample])[0]
+        res = model.predict(inputs, [sample], keep_probs=True)[0]  # probs wanted whatever the config says
         logits = model.query_logits(inputs)[0] if return_logits else None
     return SegResult(labels=res.pred_sem_seg.data[0].cpu().numpy().astype(np.int64),
                      probs=res.seg_logits.data.float().cpu().numpy(),

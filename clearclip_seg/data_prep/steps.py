@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from ..protocol.benchmarks import get_benchmark
+from ..protocol.data_roots import rel_to_data_dir
 from . import convert as _convert
 from .archives import ensure_archive, extract_subtree
 from .convert import (ConversionResult, convert_cityscapes, convert_coco_object, convert_coco_stuff,
@@ -30,17 +31,9 @@ class Options:
     check: bool = True
 
 
-def _rel_to_data_dir(bench) -> Path:
-    """The benchmark's data root relative to ``data/`` (an absolute or non-``data/`` root unchanged)."""
-    p = Path(bench.data_root)
-    if not p.is_absolute() and p.parts and p.parts[0] == 'data':
-        return Path(*p.parts[1:])
-    return p
-
-
 def bench_root(opts: Options, key: str) -> Path:
     """The data root of benchmark ``key`` under ``opts.data_root`` (from the benchmark table)."""
-    rel = _rel_to_data_dir(get_benchmark(key))
+    rel = rel_to_data_dir(get_benchmark(key))
     return rel if rel.is_absolute() else opts.data_root / rel
 
 

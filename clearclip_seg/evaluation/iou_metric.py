@@ -1,10 +1,12 @@
 """IoU metric that keeps the full-precision per-class numbers for records."""
 from collections import OrderedDict
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import numpy as np
 from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import METRICS
+
+from ..checks import check_label_map
 
 
 @METRICS.register_module()
@@ -18,6 +20,23 @@ class ClearCLIPIoUMetric(IoUMetric):
     """
 
     details: Dict = None
+    data_hint: str = None  # the check_data command naming the benchmark (set by apis.evaluate)
+
+    def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
+        """Check every label map before MMSeg scores it (see ``checks.check_label_map``).
+
+        A label of the wrong size or with a value outside the classes and the ignore
+        index is an error naming the file and the value, never a silently changed score.
+        """
+        if not self.format_only:
+            num_classes = len(self.dataset_meta['classes'])
+            for sample in data_samples:
+                if 'gt_sem_seg' not in sample:
+                    continue
+                check_label_map(sample['gt_sem_seg']['data'], tuple(sample['pred_sem_seg']['data'].shape[-2:]),
+                                num_classes, self.ignore_index, sample.get('seg_map_path'),
+                                bool(sample.get('reduce_zero_label', False)), self.data_hint)
+        super().process(data_batch, data_samples)
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
         metrics = super().compute_metrics(results)

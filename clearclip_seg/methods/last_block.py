@@ -27,6 +27,9 @@ class LastBlock(DenseMethod):
         ffn: keep the feed-forward network.
     """
 
+    # only the last block changes: a shared pass may compute blocks 0..L-2 once for several switches
+    shares_trunk = True
+
     def __init__(self, attn: str = 'qq', residual: bool = False, ffn: bool = False,
                  key: str = 'model.method'):
         self.attn = check_mode(attn)
@@ -39,4 +42,5 @@ class LastBlock(DenseMethod):
     def features(self, encoder, x: torch.Tensor) -> torch.Tensor:
         tokens, (gh, gw) = encoder.last_block_input(x)
         out = encoder.head(encoder.last_block(tokens, self.attn, self.residual, self.ffn))
-        return out[:, 1:].reshape(out.shape[0], gh, gw, -1)
+        # class/register tokens: 1 on open_clip ViTs, 0 on SigLIP, several with registers
+        return out[:, encoder.num_prefix_tokens:].reshape(out.shape[0], gh, gw, -1)

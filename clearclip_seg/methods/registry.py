@@ -13,10 +13,13 @@ Like timm's ``register_model`` / ``create_model``::
 
     method = build_method(dict(type='NACLIP', gaussian_std=5.0))
 """
+import inspect
 from typing import Callable, Dict, List, Optional, Type
 
 import torch
 import torch.nn.functional as F
+
+from ..options import check_keys
 
 _METHODS: Dict[str, Type['DenseMethod']] = {}
 
@@ -51,7 +54,26 @@ def build_method(cfg) -> 'DenseMethod':
         raise ValueError(f'model.method={cfg!r}: expected a dict with a type key, one of {list_methods()}')
     cfg = dict(cfg)
     cls = get_method_class(cfg.pop('type'))
+    check_keys(cfg, keyword_options(cls), f'model.method (type={cls.method_name})')
     return cls(**cfg)
+
+
+def keyword_options(cls) -> List[str]:
+    """A method's constructor keywords, in order (``key``, the error-message prefix, left out)."""
+    params = inspect.signature(cls.__init__).parameters
+    return [n for n, p in params.items() if n not in ('self', 'key')
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def truncate_to_patches(x: torch.Tensor, patch) -> torch.Tensor:
+    """Drop the rows/columns past the last whole patch, as a stride-p conv1 does.
+
+    A no-op on windows padded to patch multiples; with ``test_cfg.patch_fit='truncate'``
+    (the SCLIP-family code) windows arrive whole and lose their remainder here.
+    """
+    ph, pw = patch
+    h, w = x.shape[-2] // ph * ph, x.shape[-1] // pw * pw
+    return x if (h, w) == tuple(x.shape[-2:]) else x[..., :h, :w]
 
 
 class DenseMethod:
@@ -63,6 +85,12 @@ class DenseMethod:
     forward pass itself, ``patch_logits``.
     """
     method_name = 'DenseMethod'
+    # Capability: a window's forward starts with ``encoder.last_block_input(x)``, called
+    # once per window batch, and blocks 0..L-2 run unchanged. A shared pass
+    # (``clearclip_seg.sweep``) then computes those frozen blocks once for several runs
+    # on the same windows and hands each run the same tokens (a copy per run).
+    # Methods that change an earlier block, or call the trunk more than once, keep False.
+    shares_trunk: bool = False
 
     def bind(self, encoder) -> None:
         """Check that the wrapped tower suits the method (called once, at build time)."""
@@ -72,8 +100,12 @@ class DenseMethod:
         raise NotImplementedError
 
     def patch_logits(self, encoder, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """Cosine similarities (B, Q, gh, gw) of patches ``x`` with the text embeddings ``text`` (Q, dim)."""
-        feats = F.normalize(self.features(encoder, x).float(), dim=-1)
+        """Cosine similarities (B, Q, gh, gw) of windows ``x`` with the text embeddings ``text`` (Q, dim).
+
+        ``x`` may have rows/columns past the last whole patch (``patch_fit='truncate'``):
+        they are dropped, so ``gh, gw = h // p, w // p``. Methods overriding this do the same.
+        """
+        feats = F.normalize(self.features(encoder, truncate_to_patches(x, encoder.patch_size)).float(), dim=-1)
         return torch.einsum('bhwc,qc->bqhw', feats, text.to(feats.dtype))
 
     def options(self) -> dict:

@@ -9,9 +9,12 @@ file; ``None`` keeps random weights (tests, speed benchmarks).
 import hashlib
 import logging
 import os
+from contextlib import contextmanager
 from typing import Optional, Tuple
 
 import torch
+
+from ..options import check_bool
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +38,10 @@ def register_arch_file(path: str) -> str:
         raise FileNotFoundError(f"architecture file '{path}' (model.clip.arch_file) not found: "
                                 'expected an open_clip JSON config with embed_dim, vision_cfg, text_cfg')
     name = os.path.splitext(os.path.basename(path))[0]
-    if name not in open_clip.list_models():
-        open_clip.add_model_config(path)
+    # always (re-)register: open_clip re-reads the file, so an edited file, or another file of the
+    # same name, is what gets built (a name-only check kept the first content for the whole process)
+    from .timm_trunks import prepare_arch_file  # a "timm_trunk" entry: tiny timm towers from a dict
+    open_clip.add_model_config(prepare_arch_file(path))
     if name not in open_clip.list_models():
         raise ValueError(f"architecture file '{path}' was not accepted by open_clip: "
                          'expected keys embed_dim, vision_cfg and text_cfg')
@@ -67,6 +72,28 @@ def _check_pretrained(arch: str, pretrained: str) -> dict:
     return open_clip.get_pretrained_cfg(arch, pretrained)
 
 
+# Models created inside ``reuse_clip_models()``, by create_clip's arguments; None outside it.
+_REUSED: Optional[dict] = None
+
+
+@contextmanager
+def reuse_clip_models():
+    """Inside the block, ``create_clip`` returns the same model for the same arguments.
+
+    A shared pass (``clearclip_seg.sweep``) builds one segmentor per run, each
+    exactly as its own run would; this keeps them on one copy of the weights
+    instead of one per run (20 ablation variants of ViT-L/14 would otherwise
+    hold 20 copies). Only for runs that do not change the weights.
+    """
+    global _REUSED
+    outer = _REUSED
+    _REUSED = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _REUSED = outer
+
+
 def create_clip(arch: str, pretrained: Optional[str] = None, arch_file: Optional[str] = None,
                 precision: str = 'fp32', device='cpu', quick_gelu: Optional[bool] = None,
                 cache_dir: Optional[str] = None) -> Tuple[torch.nn.Module, str]:
@@ -87,7 +114,20 @@ def create_clip(arch: str, pretrained: Optional[str] = None, arch_file: Optional
     Returns:
         (model, arch name).
     """
+    reuse_key = None
+    if _REUSED is not None:
+        files = tuple(os.path.abspath(f) + ':' + str(os.stat(f).st_mtime_ns) if f and os.path.isfile(f) else f
+                      for f in (arch_file, pretrained))
+        reuse_key = (arch, pretrained, files, precision, str(device), quick_gelu, cache_dir)
+        if reuse_key in _REUSED:
+            return _REUSED[reuse_key]
     import open_clip
+    if quick_gelu is not None:  # bool('no') is True: a string here would silently flip the activation
+        quick_gelu = check_bool(quick_gelu, 'model.clip.quick_gelu')
+    for value, key in ((arch, 'model.clip.arch'), (pretrained, 'model.clip.pretrained'),
+                       (arch_file, 'model.clip.arch_file')):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f'{key}={value!r}: expected a string (or None)')
     if arch_file:
         registered = register_arch_file(arch_file)
         arch = arch or registered
@@ -100,18 +140,41 @@ def create_clip(arch: str, pretrained: Optional[str] = None, arch_file: Optional
     tag_cfg = _check_pretrained(arch, pretrained) if pretrained else {}
     if quick_gelu is None:
         quick_gelu = bool(tag_cfg.get('quick_gelu', False))
+    if pretrained and os.path.isfile(pretrained) and os.path.getsize(pretrained) == 0:
+        raise ValueError(f"checkpoint file '{pretrained}' (model.clip.pretrained) is empty (0 bytes): "
+                         'download it again')
     try:
         model = open_clip.create_model(arch, pretrained=pretrained or None, precision=precision,
                                        device=device, force_quick_gelu=quick_gelu,
                                        cache_dir=cache_dir)
-    except RuntimeError as e:
-        if pretrained and not os.path.isfile(pretrained):
+    except Exception as e:
+        if pretrained and os.path.isfile(pretrained):
+            # torch.load's own message for a corrupt file is a misleading weights_only hint or a
+            # bare EOFError; name the file and the first line of the cause instead
+            raise ValueError(checkpoint_error(pretrained, arch, e)) from e
+        if not isinstance(e, RuntimeError):
+            raise
+        if pretrained:
             raise RuntimeError(
                 f"could not load weights '{pretrained}' for '{arch}' (offline, or download failed: "
                 f'{str(e).splitlines()[0][:200]}); download them once where online, or set '
                 'model.clip.pretrained=/path/to/checkpoint (.pt/.bin/.safetensors)') from e
         raise
+    if reuse_key is not None:
+        _REUSED[reuse_key] = (model.eval(), arch)
     return model.eval(), arch
+
+
+def checkpoint_error(path: str, arch: str, err: BaseException) -> str:
+    """One line naming a checkpoint file that could not be loaded, and why."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    first = (lines[0] if lines else '').split('. ')[0][:120]
+    if 'state_dict' in str(err) and ('Missing key' in str(err) or 'size mismatch' in str(err)):
+        why = f"its tensors do not match architecture '{arch}' ({first})"
+    else:  # torch.load / pickle failures: EOFError, UnpicklingError, KeyError, miniz errors...
+        why = f'not a readable checkpoint, truncated or corrupt ({type(err).__name__}{": " + first if first else ""})'
+    return (f"checkpoint file '{path}' (model.clip.pretrained) could not be loaded for '{arch}': {why}; "
+            'download it again or point model.clip.pretrained at another file')
 
 
 def state_digest(module: torch.nn.Module) -> str:

@@ -8,7 +8,7 @@ unchanged; the last block is recomputed from its own weights as
     y      = y (+ ls_2(mlp(ln_2(y))) if ffn)
 
 followed by ``ln_post`` on every token, dropping the class token and ``proj``
-(PROTOCOL.md, "The method"). With ``attn='qk', residual=True, ffn=True`` this
+(docs/protocol.md, "The method"). With ``attn='qk', residual=True, ffn=True`` this
 is exactly open_clip's own forward. Only the work a mode needs is done: the
 FFN is skipped when off, and ``identity`` never computes q or k.
 """
@@ -67,14 +67,40 @@ def _fused_mha():
         mha.set_fastpath_enabled(previous)
 
 
+def _resize_dino(patch_pos: torch.Tensor, native_grid: Tuple[int, int], grid: Tuple[int, int]) -> torch.Tensor:
+    """Bicubic with ``scale_factor = ((gh + 0.1) / h0, (gw + 0.1) / w0)`` (the DINO-style offset)."""
+    (h0, w0), (gh, gw) = native_grid, grid
+    return F.interpolate(patch_pos, scale_factor=((gh + 0.1) / h0, (gw + 0.1) / w0),
+                         mode='bicubic', align_corners=False)
+
+
+def _resize_antialias(patch_pos: torch.Tensor, native_grid: Tuple[int, int],
+                      grid: Tuple[int, int]) -> torch.Tensor:
+    """Antialiased bicubic to ``size=grid`` (timm's / GEM's ``resample_abs_pos_embed``).
+
+    PyTorch's antialiased kernel is not the plain bicubic one (it differs even
+    when upsampling), so it is its own mode.
+    """
+    return F.interpolate(patch_pos, size=tuple(grid), mode='bicubic', align_corners=False, antialias=True)
+
+
+# Positional-embedding resampling, picked by name (``pos_interp``).
+POS_INTERPOLATIONS = {'dino': _resize_dino, 'antialias': _resize_antialias}
+
+
 def interpolate_pos_embed(pos_embed: torch.Tensor, native_grid: Tuple[int, int],
-                          grid: Tuple[int, int]) -> torch.Tensor:
+                          grid: Tuple[int, int], mode: str = 'dino') -> torch.Tensor:
     """Resize ViT positional embeddings to a grid of gh x gw patches.
 
-    The class position is kept; patch positions are resized bicubically with
-    ``scale_factor = ((gh + 0.1) / h0, (gw + 0.1) / w0)`` (the DINO-style
-    offset; output gh x gw), and returned unchanged when the grid matches.
+    The class position is kept; patch positions are resized bicubically, by
+    default with ``scale_factor = ((gh + 0.1) / h0, (gw + 0.1) / w0)`` (the
+    DINO-style offset; output gh x gw), or with ``mode='antialias'`` by
+    antialiased bicubic to ``size=(gh, gw)``. Returned unchanged when the grid
+    matches.
     """
+    if mode not in POS_INTERPOLATIONS:
+        raise ValueError(f"unknown positional-embedding interpolation '{mode}': "
+                         f'expected one of {list(POS_INTERPOLATIONS)}')
     if tuple(grid) == tuple(native_grid):
         return pos_embed
     h0, w0 = native_grid
@@ -82,12 +108,11 @@ def interpolate_pos_embed(pos_embed: torch.Tensor, native_grid: Tuple[int, int],
     cls_pos, patch_pos = pos_embed[:1], pos_embed[1:]
     dim = pos_embed.shape[-1]
     patch_pos = patch_pos.reshape(1, h0, w0, dim).permute(0, 3, 1, 2)
+    resize = POS_INTERPOLATIONS[mode]
     try:
-        patch_pos = F.interpolate(patch_pos, scale_factor=((gh + 0.1) / h0, (gw + 0.1) / w0),
-                                  mode='bicubic', align_corners=False)
+        patch_pos = resize(patch_pos, native_grid, grid)
     except RuntimeError:  # bicubic not implemented for this dtype on this device
-        patch_pos = F.interpolate(patch_pos.float(), scale_factor=((gh + 0.1) / h0, (gw + 0.1) / w0),
-                                  mode='bicubic', align_corners=False).to(pos_embed.dtype)
+        patch_pos = resize(patch_pos.float(), native_grid, grid).to(pos_embed.dtype)
     assert patch_pos.shape[-2:] == (gh, gw), (patch_pos.shape, grid)
     patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(gh * gw, dim)
     return torch.cat([cls_pos, patch_pos], dim=0)
@@ -105,6 +130,9 @@ class DenseCLIPEncoder(nn.Module):
         fused_attn: use ``scaled_dot_product_attention``; False runs the
             explicit formula (same numbers; needed when attention maps are read).
     """
+
+    # tokens ahead of the patch tokens (the class token); timm-trunk towers have 0 to several
+    num_prefix_tokens = 1
 
     def __init__(self, visual: nn.Module, attn: str = 'qq', residual: bool = False,
                  ffn: bool = False, fused_attn: bool = True):
@@ -131,19 +159,20 @@ class DenseCLIPEncoder(nn.Module):
         return self.visual.proj.shape[1]
 
     # -- stages -------------------------------------------------------------
-    def pos_embed(self, grid: Tuple[int, int]) -> torch.Tensor:
-        """Positional embeddings for a grid, cached per grid (they are weights)."""
+    def pos_embed(self, grid: Tuple[int, int], mode: str = 'dino') -> torch.Tensor:
+        """Positional embeddings for a grid, cached per grid and mode (they are weights)."""
         pe = self.visual.positional_embedding
-        key = (tuple(grid), pe.dtype, pe.device, pe.data_ptr(), pe._version)
+        key = (tuple(grid), mode, pe.dtype, pe.device, pe.data_ptr(), pe._version)
         if torch.is_grad_enabled():
-            return interpolate_pos_embed(pe, self.native_grid, grid)
+            return interpolate_pos_embed(pe, self.native_grid, grid, mode)
         if key not in self._pos_cache:
             self._pos_cache.clear()  # one live entry per grid would also do; keep it tiny
-            self._pos_cache[key] = interpolate_pos_embed(pe, self.native_grid, grid)
+            self._pos_cache[key] = interpolate_pos_embed(pe, self.native_grid, grid, mode)
         return self._pos_cache[key]
 
-    def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        """Patchify, prepend the class token, add positions, ``ln_pre``."""
+    def embed(self, x: torch.Tensor, pos_interp: str = 'dino') -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Patchify, prepend the class token, add positions (resampled by ``pos_interp``,
+        a key of ``POS_INTERPOLATIONS``), ``ln_pre``."""
         v = self.visual
         ph, pw = self.patch_size
         if x.shape[-2] % ph or x.shape[-1] % pw:
@@ -153,7 +182,7 @@ class DenseCLIPEncoder(nn.Module):
         x = x.flatten(2).transpose(1, 2)
         cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1)
-        x = x + self.pos_embed(grid).to(x.dtype)
+        x = x + self.pos_embed(grid, pos_interp).to(x.dtype)
         return v.ln_pre(x), grid
 
     @property
@@ -232,6 +261,10 @@ class DenseCLIPEncoder(nn.Module):
         """``ln_post`` on every token, then ``proj``: (B, N, width) -> (B, N, dim)."""
         return self.visual.ln_post(tokens) @ self.visual.proj
 
+    def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The tower's pooled embedding of final tokens (B, N, width) -> (B, dim): the projected class token."""
+        return self.head(tokens[:, :1])[:, 0]
+
     # -- public -------------------------------------------------------------
     def forward(self, x: torch.Tensor, return_cls: bool = False):
         """Projected patch features.
@@ -249,15 +282,50 @@ class DenseCLIPEncoder(nn.Module):
         patches = out[:, 1:].reshape(out.shape[0], gh, gw, -1)
         return (patches, out[:, 0]) if return_cls else patches
 
-    def decompose(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """The last block's residual and attention components (paper Sec. 3).
+    def decompose(self, x: torch.Tensor, mode: Optional[str] = None,
+                  attn_map: bool = False) -> Dict[str, torch.Tensor]:
+        """The last block's residual and attention components (paper Sec. 3) of images.
 
-        Returns ``x_res`` (the block's input, the residual stream), ``x_attn``
-        (the attention branch for this encoder's mode), the block's ``output``
-        under the current switches, and ``attn_map`` (B, heads, N, N).
+        ``decompose_tokens`` of the tokens entering the last block, plus their ``grid``.
+
+        Args:
+            x: normalised images (B, 3, H, W), H and W multiples of the patch size.
+            mode: attention mode of ``x_attn`` (default: the encoder's).
+            attn_map: also return the attention matrix.
         """
         x_res, grid = self.last_block_input(x)
-        t = self.qkv(x_res)
-        return dict(x_res=x_res, x_attn=self.attention_branch(x_res),
-                    output=self.last_block(x_res), grid=grid,
-                    attn_map=attention_map(self.attn_mode, t['q'], t['k'], t['v']))
+        return dict(self.decompose_tokens(x_res, mode, attn_map), grid=grid)
+
+    def decompose_tokens(self, x_res: torch.Tensor, mode: Optional[str] = None,
+                         attn_map: bool = False) -> Dict[str, torch.Tensor]:
+        """The last block split into its terms, from the tokens entering it::
+
+            X_sum  = X_res + X_attn          X_attn = ls_1(out_proj(Attn_mode(ln_1(X_res))))
+            output = X_sum + FFN(X_sum)      (residual and FFN on)
+
+        Args:
+            x_res: tokens entering the last block (B, N, width): the residual stream.
+            mode: attention mode of ``x_attn`` (default: the encoder's); the
+                encoder itself is not changed.
+            attn_map: also return the attention matrix.
+
+        Returns:
+            ``x_res``; ``x_attn`` (the attention branch, no residual);
+            ``x_res+x_attn`` (the block's output with the residual on and the
+            FFN off); ``ffn`` (``ls_2(mlp(ln_2(x_res + x_attn)))``, what the FFN
+            adds to that sum); ``output`` (the block under this encoder's
+            residual and FFN switches, with ``mode``); with ``attn_map`` the
+            (B, heads, N, N) matrix (a sum of softmaxes for ``qq+kk``).
+        """
+        mode = self.attn_mode if mode is None else check_mode(mode)
+        x_attn = self.attention_branch(x_res, mode)
+        total = x_res + x_attn
+        ffn = self.ffn_branch(total)
+        y = total if self.residual else x_attn
+        if self.ffn:
+            y = y + (ffn if self.residual else self.ffn_branch(y))
+        out = {'x_res': x_res, 'x_attn': x_attn, 'x_res+x_attn': total, 'ffn': ffn, 'output': y}
+        if attn_map:
+            t = self.qkv(x_res)
+            out['attn_map'] = attention_map(mode, t['q'], t['k'], t['v'])
+        return out

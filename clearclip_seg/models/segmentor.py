@@ -4,9 +4,10 @@ Image -> sliding windows -> dense CLIP patch features (switchable last block)
 -> cosine similarity with the text classifier -> averaged query logits ->
 resize to the original size -> ``softmax(logits * logit_scale)`` over queries
 -> per class the max over its synonyms -> argmax, with pixels whose top
-probability is below ``prob_thd`` set to class 0 (PROTOCOL.md).
+probability is below ``prob_thd`` set to class 0 (docs/protocol.md).
 """
 import logging
+from functools import partial
 from typing import List, Optional, Sequence, Union
 
 import torch
@@ -18,15 +19,18 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 from ..vocab import load_templates, load_vocabulary
-from .clip_loader import create_clip, resolve_precision, state_digest, weights_identity
-from .attention import check_mode
-from .encoder import DenseCLIPEncoder
+from .classify import classify, classify_tiled
+from .clip_loader import create_clip, resolve_precision
+from .encoder import DenseCLIPEncoder  # noqa: F401  (re-exported; the encoder class comes from wrap_visual)
+from .postprocess import build_postprocessor
+from .segmentor_options import (LAST_BLOCK_DEFAULTS, TEST_MODES, check_max_windows, check_thresholds,  # noqa: F401
+                                resolve_method, resolve_test_cfg)
+from .scoring import Scorer, check_scoring, classify_scored
 from .slide import slide_inference, whole_inference
-from .text_classifier import build_text_classifier
+from .towers import load_tokenizer, wrap_visual
+from .text_classifier import build_text_classifier, text_model_identity
 
 logger = logging.getLogger(__name__)
-
-TEST_MODES = ('slide', 'whole')
 
 
 @MODELS.register_module()
@@ -39,17 +43,34 @@ class ClearCLIPSegmentor(BaseSegmentor):
             ``precision`` (``auto`` = fp16 on GPU / fp32 on CPU, or
             ``fp32 | fp16 | bf16``), ``quick_gelu`` (None follows the tag).
         last_block: ``attn`` (``qk | qq | kk | vv | qq+kk | identity``),
-            ``residual`` and ``ffn`` booleans. Defaults are ClearCLIP's: qq, off, off.
+            ``residual`` and ``ffn`` booleans of the ``LastBlock`` method.
+            Defaults are ClearCLIP's: qq, off, off. None with another ``method``.
+        method: ``dict(type=NAME, **options)``, a registered dense method
+            (``clearclip_seg.methods``: ``LastBlock``, ``SCLIP``, ``NACLIP``...);
+            None = ``LastBlock`` from ``last_block``.
         vocabulary: a shipped vocabulary name (``'voc21'``) or a file path.
         templates: template-set name (``'openai_imagenet'``, the 80 OpenAI
             ImageNet templates) or a file with one template per line.
         logit_scale: multiplies cosine similarities before the softmax (50).
         prob_thd: pixels whose top class probability is below it become class 0.
-        test_cfg: ``mode`` (``slide`` or ``whole``), ``crop_size``, ``stride``
-            and ``max_windows`` (windows per encoder batch; 1 = plain path;
+        area_thd: SCLIP's rule: classes 1..C-1 predicted on at most this
+            fraction of the predicted foreground area are suppressed (their
+            probability zeroed, pixels re-assigned to the next best class);
+            None = off.
+        postprocess: ``dict(type=NAME, **options)`` refining the query logits
+            at the original size before the logit scale, guided by the
+            normalised input resized to that size (``PAMR``); None = off.
+        test_cfg: ``mode`` (``slide`` or ``whole``), ``crop_size``, ``stride``,
+            ``max_windows`` (windows per encoder batch; 1 = plain path;
             ``'auto'``: 16 on a GPU, 1 on a CPU, where one 448x448 window
             already runs the matmuls near peak and bigger batches only spill
-            the cache: docs/speed_figures.md).
+            the cache: docs/speed_figures.md), ``patch_fit`` (``pad``: windows
+            zero-padded to patch multiples, ClearCLIP; ``truncate``: the
+            remainder rows/columns dropped and the logits stretched over the
+            window, the SCLIP-family code) and ``keep_probs`` (True: store
+            the class probabilities at the original size as ``seg_logits``;
+            False: labels only, resized and classified in bands of rows so
+            memory stays bounded on large images).
         text_cache: folder for cached text classifiers; None = default
             (``$CLEARCLIP_CACHE``), False = no cache.
         fused_attn: ``scaled_dot_product_attention`` in the last block.
@@ -65,6 +86,11 @@ class ClearCLIPSegmentor(BaseSegmentor):
                  logit_scale: float = 50.0,
                  prob_thd: float = 0.0,
                  test_cfg: Optional[dict] = None,
+                 method: Optional[dict] = None,
+                 area_thd: Optional[float] = None,
+                 postprocess: Optional[dict] = None,
+                 scoring: str = 'softmax',
+                 logit_bias: Union[float, str] = 0.0,
                  text_cache: Union[None, bool, str] = None,
                  fused_attn: bool = True,
                  compile: bool = False,
@@ -75,26 +101,23 @@ class ClearCLIPSegmentor(BaseSegmentor):
             data_preprocessor = MODELS.build(data_preprocessor)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         clip = dict(clip)
-        unknown = set(clip) - {'arch', 'pretrained', 'arch_file', 'precision', 'quick_gelu', 'cache_dir'}
+        unknown = set(clip) - {'arch', 'pretrained', 'arch_file', 'precision', 'quick_gelu', 'cache_dir',
+                               'map_head', 'tokenizer'}
         if unknown:
             raise ValueError(f'unknown keys {sorted(unknown)} in model.clip: expected arch, pretrained, '
-                             'arch_file, precision, quick_gelu, cache_dir')
-        last_block = {**dict(attn='qq', residual=False, ffn=False), **(last_block or {})}
-        unknown = set(last_block) - {'attn', 'residual', 'ffn'}
-        if unknown:
-            raise ValueError(f'unknown keys {sorted(unknown)} in model.last_block: expected attn, residual, ffn')
-        check_mode(last_block['attn'])  # fail before any weights are loaded
-        self.test_cfg = {**dict(mode='slide', crop_size=(448, 448), stride=(224, 224), max_windows='auto'),
-                         **(test_cfg or {})}
-        if self.test_cfg['mode'] not in TEST_MODES:
-            raise ValueError(f"unknown test mode '{self.test_cfg['mode']}' (model.test_cfg.mode): "
-                             f'expected one of {TEST_MODES}')
+                             'arch_file, precision, quick_gelu, cache_dir, map_head, tokenizer')
+        # every option is checked before any weights are loaded
+        self.method = resolve_method(method, last_block)
+        self.test_cfg = resolve_test_cfg(test_cfg)
+        # logit_scale='model' (the CLIP's learned scale) is resolved once the CLIP is loaded
+        self.logit_scale, self.prob_thd, self.area_thd = check_thresholds(
+            1.0 if logit_scale == 'model' else logit_scale, prob_thd, area_thd)
+        check_scoring(scoring)
+        self.postprocess = build_postprocessor(postprocess)
 
         self.vocabulary = load_vocabulary(vocabulary)
         self.templates = load_templates(templates)
         self.template_spec = templates if isinstance(templates, str) else 'custom'
-        self.logit_scale = float(logit_scale)
-        self.prob_thd = float(prob_thd)
         self.align_corners = False
         self.text_cache = text_cache
 
@@ -105,13 +128,22 @@ class ClearCLIPSegmentor(BaseSegmentor):
                                   cache_dir=clip.get('cache_dir'))
         self.arch = arch
         self.pretrained = clip.get('pretrained')
-        self.encoder = DenseCLIPEncoder(model.visual, fused_attn=fused_attn, **last_block)
-        # kept in a list: a compiled wrapper must not enter the module tree / state_dict
-        self._compiled = [torch.compile(self.encoder)] if compile else [None]
+        self.tokenizer_path = clip.get('tokenizer')
+        self.scorer = Scorer(scoring, 'model' if logit_scale == 'model' else self.logit_scale, logit_bias, model)
+        self.logit_scale = self.scorer.logit_scale
+        # the encoder's own last-block switches are LastBlock's (other methods bring their own)
+        switches = self.method.options() if self.method.method_name == 'LastBlock' else LAST_BLOCK_DEFAULTS
+        # the encoder class follows the tower (open_clip ViT, timm ViT/Eva trunk: models/towers.py)
+        self.encoder = wrap_visual(model.visual, fused_attn=fused_attn, map_head=clip.get('map_head', 'full'),
+                                   **switches)
+        self.method.bind(self.encoder)
+        # kept in a list: a compiled function must not enter the module tree / state_dict
+        self._compiled = [torch.compile(partial(self.method.patch_logits, self.encoder))] if compile else [None]
         # The text tower is needed once, to build the classifier; it is kept out of
         # the module tree (no device moves, no state_dict entries) and dropped after.
         self._text_model = [model]
-        self._tokenizer = None
+        # loaded now: a hub tokenizer that is missing offline fails at build time, in one line
+        self._tokenizer = load_tokenizer(self.arch, self.tokenizer_path)
         self.register_buffer('query_embeddings', torch.empty(0), persistent=False)
         self.register_buffer('query_to_class',
                              torch.tensor(self.vocabulary.query_to_class, dtype=torch.long), persistent=False)
@@ -124,23 +156,18 @@ class ClearCLIPSegmentor(BaseSegmentor):
     def text_cache_key(self) -> Optional[dict]:
         if self.text_cache is False:
             return None
-        weights = weights_identity(self.arch, self.pretrained)
-        if weights is None:  # random weights: identify them by content
-            weights = 'digest:' + state_digest(self._text_model[0])
-        import open_clip
-        return dict(arch=self.arch, weights=weights, precision=self.precision,
-                    open_clip=open_clip.__version__)
+        return text_model_identity(self._text_model[0], self.arch, self.pretrained, self.precision,
+                                   self._tokenizer)
 
     @torch.no_grad()
     def build_text_classifier(self) -> torch.Tensor:
         """Build (or load from cache) the query embeddings on the model's device."""
         if self.query_embeddings.numel():
             return self.query_embeddings
-        import open_clip
         device = self.query_to_class.device
         clip_model = self._text_model[0]
         clip_model.to(device)
-        tokenizer = open_clip.get_tokenizer(self.arch)
+        tokenizer = self._tokenizer
         cache_dir = self.text_cache if isinstance(self.text_cache, str) else None
         emb = build_text_classifier(clip_model, tokenizer, self.vocabulary.queries, self.templates,
                                     device, key_parts=self.text_cache_key(), cache_dir=cache_dir)
@@ -149,32 +176,34 @@ class ClearCLIPSegmentor(BaseSegmentor):
 
     # -- dense scoring ----------------------------------------------------------
     def extract_feat(self, inputs: torch.Tensor) -> torch.Tensor:
-        """L2-normalised patch features (B, gh, gw, dim)."""
-        encoder = self._compiled[0] or self.encoder
-        return F.normalize(encoder(inputs).float(), dim=-1)
+        """L2-normalised patch features (B, gh, gw, dim) of the method."""
+        return F.normalize(self.method.features(self.encoder, inputs).float(), dim=-1)
 
     def _patch_logits(self, crops: torch.Tensor) -> torch.Tensor:
-        feats = self.extract_feat(crops)
-        return torch.einsum('bhwc,qc->bqhw', feats, self.build_text_classifier())
+        """Per-patch query logits (N, Q, gh, gw) of same-sized windows, from the method."""
+        text = self.build_text_classifier()
+        if self._compiled[0] is not None:
+            return self._compiled[0](crops, text)
+        return self.method.patch_logits(self.encoder, crops, text)
 
     def query_logits(self, images: Union[torch.Tensor, List[torch.Tensor]]) -> List[torch.Tensor]:
         """Cosine-similarity logits per query, (Q, H, W) at each input's size."""
         self.build_text_classifier()
         images = list(images)
-        patch = self.encoder.patch_size
+        # windows are padded to the patch size, or to a method's own multiple (ProxyCLIP: 56)
+        patch = getattr(self.method, 'window_multiple', None) or self.encoder.patch_size
+        fit = self.test_cfg['patch_fit']
         if self.test_cfg['mode'] == 'whole':
-            return whole_inference(images, self._patch_logits, patch)
+            return whole_inference(images, self._patch_logits, patch, fit=fit)
         return slide_inference(images, self._patch_logits, len(self.vocabulary.queries),
                                self.test_cfg['crop_size'], self.test_cfg['stride'], patch,
-                               max_windows=self.max_windows(images[0].device))
+                               max_windows=self.max_windows(images[0].device), fit=fit)
 
     def max_windows(self, device) -> int:
         """Windows per encoder batch: ``test_cfg.max_windows``, resolving ``'auto'``."""
-        value = self.test_cfg.get('max_windows', 'auto')
+        value = check_max_windows(self.test_cfg.get('max_windows', 'auto'))
         if value == 'auto':
             return 16 if torch.device(device).type == 'cuda' else 1
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"model.test_cfg.max_windows={value!r}: expected a positive integer or 'auto'")
         return value
 
     def encode_decode(self, inputs, batch_img_metas=None) -> torch.Tensor:
@@ -182,43 +211,94 @@ class ClearCLIPSegmentor(BaseSegmentor):
         return torch.stack(self.query_logits(inputs))
 
     def classify(self, logits: torch.Tensor):
-        """Query logits (Q, H, W) -> class probabilities (C, H, W) and labels (1, H, W)."""
-        probs = torch.softmax(logits * self.logit_scale, dim=0)
-        if probs.shape[0] != self.num_classes:  # synonyms: max over each class's queries
-            idx = self.query_to_class.view(-1, 1, 1).expand_as(probs)
-            probs = probs.new_full((self.num_classes, *probs.shape[1:]), -1.0).scatter_reduce(
-                0, idx, probs, reduce='amax')
-        top, labels = probs.max(dim=0, keepdim=True)
-        labels[top < self.prob_thd] = 0
-        return probs, labels
+        """Query logits (Q, H, W) -> class probabilities (C, H, W) and labels (1, H, W).
+
+        Softmax of ``logit_scale * logits`` over queries, max over synonyms,
+        ``area_thd`` (if set), argmax, ``prob_thd`` (``classify.classify``).
+        """
+        if self.scorer.scoring != 'softmax':  # model.scoring: e.g. SigLIP's sigmoid
+            return classify_scored(logits, self.scorer, self.query_to_class, self.num_classes, self.prob_thd,
+                                   self.area_thd)
+        return classify(logits, self.logit_scale, self.query_to_class, self.num_classes, self.prob_thd,
+                        self.area_thd)
+
+    def needs_full_map(self, keep_probs: Optional[bool] = None) -> bool:
+        """Whether the (Q, H, W) map at the original size must exist (else: labels in bands)."""
+        keep = self.test_cfg['keep_probs'] if keep_probs is None else keep_probs
+        return bool(keep or self.postprocess is not None or self.area_thd is not None
+                    or self.scorer.scoring != 'softmax')
 
     def postprocess_result(self, seg_logits: List[torch.Tensor],
-                           data_samples: Optional[List[SegDataSample]] = None) -> List[SegDataSample]:
+                           data_samples: Optional[List[SegDataSample]] = None,
+                           inputs=None, keep_probs: Optional[bool] = None) -> List[SegDataSample]:
         """Resize each image's query logits to its original size, then classify.
 
-        Keeps MMSeg's contract: ``seg_logits`` (here the class probabilities)
-        and ``pred_sem_seg`` at the original image size.
+        Keeps MMSeg's contract: ``pred_sem_seg`` (1, H, W) and, when
+        ``test_cfg.keep_probs`` (or ``keep_probs``) is True, ``seg_logits``:
+        the class probabilities (C, H, W) the labels come from (softmax over
+        queries, max over synonyms, after ``area_thd``; not renormalised), at
+        the original size. With ``keep_probs=False``, no post-processor and no
+        ``area_thd``, only the labels are made, in bands of rows (same labels,
+        bounded memory).
+
+        Args:
+            seg_logits: per image, query logits (Q, h, w) at the network-input size.
+            data_samples: per image, ``ori_shape`` (and any padding/flip) in ``metainfo``.
+            inputs: the normalised network inputs; needed by ``postprocess`` (guidance).
+            keep_probs: overrides ``test_cfg.keep_probs``.
         """
         if data_samples is None:
             data_samples = [SegDataSample() for _ in seg_logits]
-        for logits, sample in zip(seg_logits, data_samples):
+        full = self.needs_full_map(keep_probs)
+        for i, (logits, sample) in enumerate(zip(seg_logits, data_samples)):
             meta = sample.metainfo
+            guide = None if inputs is None else inputs[i]
+            size = tuple(logits.shape[-2:])
             if 'ori_shape' in meta:
-                pad = meta.get('img_padding_size', meta.get('padding_size', [0, 0, 0, 0]))
-                left, right, top, bottom = pad
-                H, W = logits.shape[-2:]
-                logits = logits[:, top:H - bottom, left:W - right]
-                if meta.get('flip', False):
-                    logits = logits.flip(dims=(2,) if meta.get('flip_direction') == 'horizontal' else (1,))
-                logits = F.interpolate(logits[None], size=tuple(meta['ori_shape'][:2]), mode='bilinear',
-                                       align_corners=self.align_corners)[0]
+                logits, guide = self._undo_padding_and_flip(meta, logits, guide)
+                size = tuple(meta['ori_shape'][:2])
+            if not full:
+                labels = classify_tiled(logits, size, self.logit_scale, self.query_to_class, self.num_classes,
+                                        self.prob_thd)
+                sample.set_data({'pred_sem_seg': PixelData(data=labels)})
+                continue
+            if 'ori_shape' in meta:
+                logits = F.interpolate(logits[None], size=size, mode='bilinear', align_corners=self.align_corners)[0]
+            if self.postprocess is not None:
+                logits = self._refine(logits, guide)
             probs, labels = self.classify(logits)
             sample.set_data({'seg_logits': PixelData(data=probs), 'pred_sem_seg': PixelData(data=labels)})
         return data_samples
 
+    @staticmethod
+    def _undo_padding_and_flip(meta: dict, logits: torch.Tensor, guide: Optional[torch.Tensor]):
+        pad = meta.get('img_padding_size', meta.get('padding_size', [0, 0, 0, 0]))
+        left, right, top, bottom = pad
+        out = []
+        for t in (logits, guide):
+            if t is not None:
+                H, W = t.shape[-2:]
+                t = t[:, top:H - bottom, left:W - right]
+                if meta.get('flip', False):
+                    t = t.flip(dims=(2,) if meta.get('flip_direction') == 'horizontal' else (1,))
+            out.append(t)
+        return out
+
+    def _refine(self, logits: torch.Tensor, guide: Optional[torch.Tensor]) -> torch.Tensor:
+        """The post-processor on raw query logits at the original size (SCLIP/NACLIP's PAMR placement)."""
+        if guide is None:
+            raise ValueError(f'model.postprocess={self.postprocess.describe()!r} needs the input images: '
+                             'call predict(inputs, data_samples) or postprocess_result(..., inputs=inputs)')
+        # guidance: the normalised network input, bilinearly resized to the original size
+        guide = F.interpolate(guide[None].float(), size=tuple(logits.shape[-2:]), mode='bilinear',
+                              align_corners=False)
+        return self.postprocess(guide, logits[None].float())[0]
+
     @torch.no_grad()
-    def predict(self, inputs, data_samples=None) -> List[SegDataSample]:
-        return self.postprocess_result(self.query_logits(inputs), data_samples)
+    def predict(self, inputs, data_samples=None, keep_probs: Optional[bool] = None) -> List[SegDataSample]:
+        """Labels (and, with ``keep_probs``, class probabilities) at each image's original size."""
+        return self.postprocess_result(self.query_logits(inputs), data_samples, inputs=inputs,
+                                       keep_probs=keep_probs)
 
     def _forward(self, inputs, data_samples=None):
         return self.encode_decode(inputs)

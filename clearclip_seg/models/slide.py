@@ -12,7 +12,7 @@ encoder ``max_windows`` at a time; ``max_windows=1`` is the plain
 one-window-at-a-time path, and both give the same numbers.
 """
 from collections import defaultdict
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, Iterator, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -45,11 +45,42 @@ def patch_padding(h: int, w: int, patch) -> Tuple[int, int, int, int]:
     return pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2
 
 
-def _pad_and_encode(encode, crops: torch.Tensor, patch):
+def pad_to_patch(crops: torch.Tensor, patch) -> Tuple[torch.Tensor, Tuple[int, int, int, int]]:
+    """Zero-pad (..., h, w) to patch multiples (``patch_padding``).
+
+    Returns:
+        The padded tensor and ``(top, left, h, w)``, the cut that undoes it.
+    """
     h, w = crops.shape[-2:]
     left, right, top, bottom = patch_padding(h, w, patch)
     padded = F.pad(crops, (left, right, top, bottom)) if (left or right or top or bottom) else crops
-    return encode(padded), padded.shape[-2:], (top, left, h, w)
+    return padded, (top, left, h, w)
+
+
+def padded_window_shapes(sizes: Sequence[Tuple[int, int]], crop, stride, patch) -> List[Tuple[int, int]]:
+    """The shape each window of images of ``sizes`` has once padded to the patch size (what the encoder sees)."""
+    shapes = []
+    for h, w in sizes:
+        for y1, y2, x1, x2 in window_boxes(h, w, crop, stride):
+            left, right, top, bottom = patch_padding(y2 - y1, x2 - x1, patch)
+            shapes.append((y2 - y1 + top + bottom, x2 - x1 + left + right))
+    return shapes
+
+
+def iter_windows(image: torch.Tensor, crop, stride, patch) -> Iterator[torch.Tensor]:
+    """The windows of one image (3, H, W), each padded as ``slide_inference`` pads it: (1, 3, h', w')."""
+    H, W = image.shape[-2:]
+    for y1, y2, x1, x2 in window_boxes(H, W, crop, stride):
+        yield pad_to_patch(image[None, :, y1:y2, x1:x2], patch)[0]
+
+
+def _pad_and_encode(encode, crops: torch.Tensor, patch, fit: str = 'pad'):
+    if fit == 'truncate':
+        # the encoder sees the whole window and drops the remainder rows/columns (conv1 does);
+        # the logits are then stretched over the whole window (SCLIP-family code, card 0.5 / 6.2)
+        return encode(crops), crops.shape[-2:], (0, 0) + tuple(crops.shape[-2:])
+    padded, cut = pad_to_patch(crops, patch)
+    return encode(padded), padded.shape[-2:], cut
 
 
 def _upsample_cut(logits: torch.Tensor, padded_size, cut) -> torch.Tensor:
@@ -59,17 +90,18 @@ def _upsample_cut(logits: torch.Tensor, padded_size, cut) -> torch.Tensor:
 
 
 def score_windows(encode: Callable[[torch.Tensor], torch.Tensor], crops: torch.Tensor,
-                  patch) -> torch.Tensor:
+                  patch, fit: str = 'pad') -> torch.Tensor:
     """Query logits for same-shaped crops (N, 3, h, w) -> (N, Q, h, w).
 
     ``encode`` maps a padded batch to per-patch query logits (N, Q, gh, gw).
     """
-    logits, padded_size, cut = _pad_and_encode(encode, crops, patch)
+    logits, padded_size, cut = _pad_and_encode(encode, crops, patch, fit)
     return _upsample_cut(logits, padded_size, cut)
 
 
 def slide_inference(images: Sequence[torch.Tensor], encode: Callable[[torch.Tensor], torch.Tensor],
-                    num_queries: int, crop, stride, patch, max_windows: int = 16) -> List[torch.Tensor]:
+                    num_queries: int, crop, stride, patch, max_windows: int = 16,
+                    fit: str = 'pad') -> List[torch.Tensor]:
     """Averaged query logits (Q, H, W) for each image (3, H, W) of a batch.
 
     Args:
@@ -78,6 +110,9 @@ def slide_inference(images: Sequence[torch.Tensor], encode: Callable[[torch.Tens
         num_queries: Q.
         crop, stride, patch: window size, step and patch size (int or (h, w)).
         max_windows: the most windows sent to ``encode`` at once (memory cap).
+        fit: ``'pad'`` (windows zero-padded to patch multiples) or ``'truncate'``
+            (``encode`` gets the window as is and drops the remainder; its
+            logits are stretched over the whole window).
     """
     preds, counts = [], []
     groups = defaultdict(list)  # window shape -> [(image index, box)]
@@ -91,7 +126,7 @@ def slide_inference(images: Sequence[torch.Tensor], encode: Callable[[torch.Tens
         for s in range(0, len(items), max(1, int(max_windows))):
             chunk = items[s:s + max(1, int(max_windows))]
             crops = torch.stack([images[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
-            logits, padded_size, cut = _pad_and_encode(encode, crops, patch)
+            logits, padded_size, cut = _pad_and_encode(encode, crops, patch, fit)
             for k, (i, (y1, y2, x1, x2)) in enumerate(chunk):
                 # upsample one window at a time: memory stays Q x h x w, whatever the batch
                 preds[i][:, y1:y2, x1:x2] += _upsample_cut(logits[k:k + 1], padded_size, cut)[0].float()
@@ -100,6 +135,6 @@ def slide_inference(images: Sequence[torch.Tensor], encode: Callable[[torch.Tens
 
 
 def whole_inference(images: Sequence[torch.Tensor], encode: Callable[[torch.Tensor], torch.Tensor],
-                    patch) -> List[torch.Tensor]:
-    """Query logits (Q, H, W) from one forward of each whole (padded) image."""
-    return [score_windows(encode, img[None], patch)[0].float() for img in images]
+                    patch, fit: str = 'pad') -> List[torch.Tensor]:
+    """Query logits (Q, H, W) from one forward of each whole (padded or truncated) image."""
+    return [score_windows(encode, img[None], patch, fit)[0].float() for img in images]

@@ -88,14 +88,17 @@ def text_model_identity(clip_model, arch: str, pretrained: Optional[str], precis
     if weights is None:  # random weights: identify them by content
         weights = 'digest:' + state_digest(clip_model)
     text_tower = getattr(clip_model, 'transformer', None) or getattr(clip_model, 'text', None) or clip_model
-    return dict(arch=arch,
-                arch_config=open_clip.get_model_config(arch),
-                layer_types=sorted({type(m).__name__ for m in text_tower.modules()}),
-                context_length=getattr(clip_model, 'context_length', None),
-                weights=weights,
-                tokenizer=tokenizer_identity(tokenizer),
-                precision=precision,
-                versions=dict(open_clip=open_clip.__version__, torch=torch.__version__))
+    parts = dict(arch=arch,
+                 arch_config=open_clip.get_model_config(arch),
+                 layer_types=sorted({type(m).__name__ for m in text_tower.modules()}),
+                 context_length=getattr(clip_model, 'context_length', None),
+                 weights=weights,
+                 tokenizer=tokenizer_identity(tokenizer),
+                 precision=precision,
+                 versions=dict(open_clip=open_clip.__version__, torch=torch.__version__))
+    # plain JSON types: the dict is also stored in the cache file, which torch.load reads with
+    # weights_only=True (torch.__version__ is a TorchVersion, not a str)
+    return json.loads(json.dumps(parts, sort_keys=True, default=str))
 
 
 def _atomic_save(obj, path: str) -> None:

@@ -65,15 +65,9 @@ BENCHMARKS: Dict[str, Benchmark] = {b.key: b for b in [
 PAPER_ORDER = ('voc21', 'context60', 'coco_object', 'voc20', 'context59', 'coco_stuff164k',
                'cityscapes', 'ade20k')
 
-# Backbones: config-name slug -> (open_clip arch, pretrained tag, title)
-BACKBONES: Dict[str, Tuple[str, str, str]] = {
-    'vit-b16': ('ViT-B-16', 'openai', 'CLIP ViT-B/16 (OpenAI)'),
-    'vit-l14': ('ViT-L-14', 'openai', 'CLIP ViT-L/14 (OpenAI)'),
-    'openclip-vit-b16': ('ViT-B-16', 'laion2b_s34b_b88k', 'OpenCLIP ViT-B/16 laion2b_s34b_b88k'),
-    'openclip-vit-l14': ('ViT-L-14', 'laion2b_s32b_b82k', 'OpenCLIP ViT-L/14 laion2b_s32b_b82k'),
-    'metaclip-vit-b16': ('ViT-B-16-quickgelu', 'metaclip_fullcc', 'MetaCLIP ViT-B/16 metaclip_fullcc'),
-    'metaclip-vit-l14': ('ViT-L-14-quickgelu', 'metaclip_fullcc', 'MetaCLIP ViT-L/14 metaclip_fullcc'),
-}
+# Backbones: config-name slug -> (open_clip arch, pretrained tag, title), from the one
+# backbone table (backbones.py: families, sizes, normalisation source).
+from .backbones import BACKBONES  # noqa: E402,F401
 
 
 def get_benchmark(key: str) -> Benchmark:

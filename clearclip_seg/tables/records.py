@@ -212,6 +212,8 @@ def load_records(paths: Iterable[str], warn: Callable[[str], None] = warn_stderr
                 data = upgrade_record(data, f)
             except RecordVersionError as e:
                 raise RecordError(str(e)) from None
+            if data.get('upgraded_from') is not None:  # say so: the reader converted, not the file
+                warn(f"{f}: record_version {data['upgraded_from']} converted to {data['record_version']} on read")
             if data.get('kind', 'evaluation') != 'evaluation':
                 warn(f"{f}: {data.get('kind')} record, not an evaluation, skipped")
                 skipped += 1

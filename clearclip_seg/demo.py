@@ -1,0 +1,243 @@
+"""Segment your own images with an open vocabulary and draw coloured overlays (``tools/demo.py``).
+
+Models are built with ``clearclip_seg.apis.init_segmentor`` from a model config
+plus the demo's overrides (``demo_config``), so ``precision='auto'`` is decided
+for the device the model runs on; images are segmented with
+``inference_segmentor`` (the benchmarks' test pipeline: BGR read, keep-ratio
+resize, the model's normalisation; predictions at the original size).
+"""
+import os
+import os.path as osp
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .protocol import constants
+
+IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
+NONE_WORDS = ('', 'none', 'null', 'random')
+DEFAULT_CONFIG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', '_base_', 'models',
+                          'clearclip_vit-b16.py')
+
+
+# -- inputs ----------------------------------------------------------------------
+def parse_class_list(text: str) -> List[str]:
+    """``"cat, dog , grass"`` -> ``['cat', 'dog', 'grass']`` (one class each)."""
+    return [c.strip() for c in text.split(',') if c.strip()]
+
+
+def parse_presets(items: Sequence[str]) -> List[str]:
+    """Preset names, space- or comma-separated, checked, without duplicates.
+
+    Raises:
+        ValueError: an unknown preset (with a hint when it looks like an image path) or none.
+    """
+    from .protocol.presets import PRESETS
+    names = []
+    for item in items:
+        for name in item.split(','):
+            name = name.strip()
+            if not name:
+                continue
+            if name not in PRESETS:
+                hint = (' (image paths go before --preset, or write --preset a,b)'
+                        if osp.splitext(name)[1] or os.sep in name else '')
+                raise ValueError(f"unknown preset '{name}': expected one of {list(PRESETS)}{hint}")
+            if name not in names:
+                names.append(name)
+    if not names:
+        raise ValueError('no preset given')
+    return names
+
+
+def collect_images(inputs: Sequence[str]) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """Files as given; folders scanned (sorted, not recursive) for image files.
+
+    Returns:
+        (paths, problems) where problems are (name, reason) for inputs that
+        do not exist or folders without images.
+    """
+    paths, problems = [], []
+    for item in inputs:
+        if osp.isdir(item):
+            found = sorted(osp.join(item, f) for f in os.listdir(item)
+                           if f.lower().endswith(IMAGE_EXTS) and osp.isfile(osp.join(item, f)))
+            if not found:
+                problems.append((item, f'no {"/".join(e[1:] for e in IMAGE_EXTS)} files in this folder'))
+            paths.extend(found)
+        elif osp.isfile(item):
+            paths.append(item)
+        else:
+            problems.append((item, 'no such file or folder'))
+    return paths, problems
+
+
+def output_stem(path: str, used: dict) -> str:
+    """File-name stem for an image's outputs, unique within a run."""
+    stem = osp.splitext(osp.basename(path))[0]
+    n = used.get(stem, 0)
+    used[stem] = n + 1
+    return stem if n == 0 else f'{stem}_{n + 1}'
+
+
+def earlier_outputs(folder: str) -> List[str]:
+    """Pictures a demo run writes (``<image>_<preset>.png``, ``<image>_panel.png``) found in ``folder``."""
+    from .protocol.presets import PRESETS
+    if not osp.isdir(folder):
+        return []
+    ends = tuple(f'_{p}.png' for p in (*PRESETS, 'panel'))
+    return [f for f in os.listdir(folder) if f.endswith(ends) and osp.isfile(osp.join(folder, f))]
+
+
+# -- models ----------------------------------------------------------------------
+def demo_config(preset: str, vocabulary, config: str = DEFAULT_CONFIG, arch: Optional[str] = None,
+                arch_file: Optional[str] = None, pretrained: Optional[str] = None,
+                precision: Optional[str] = None, prob_thd: float = 0.0, crop: Optional[int] = None,
+                stride: Optional[int] = None, templates: Optional[str] = None,
+                cfg_options: Optional[dict] = None):
+    """The model config of one preset: a config file plus the demo's overrides.
+
+    Args:
+        preset: a preset name (its last block).
+        vocabulary: class names (a list) or a vocabulary file / shipped name.
+        config: a config with a ``model`` (default: ClearCLIP on ViT-B/16).
+        arch, arch_file, pretrained, precision: ``model.clip`` overrides;
+            ``arch_file`` alone means random weights; ``pretrained`` 'none' too.
+        prob_thd, crop, stride, templates: scoring overrides (crop and stride
+            default to the protocol's, ``protocol.constants``).
+        cfg_options: further ``{'a.b': value}`` overrides, applied last.
+
+    Raises:
+        ConfigError: the config is missing or has no model.
+    """
+    from .apis.config import ConfigError, load_config
+    from .protocol.presets import get_preset
+    cfg = load_config(config)
+    if 'model' not in cfg:
+        raise ConfigError(f"config '{config}' has no model")
+    clip = dict(cfg.model.get('clip', {}))
+    if arch_file:
+        clip.update(arch_file=arch_file, arch=arch, pretrained=None)  # arch None: the file's own name
+    elif arch:
+        clip['arch'] = arch
+    if pretrained is not None:
+        clip['pretrained'] = None if pretrained.lower() in NONE_WORDS else pretrained
+    if precision:
+        clip['precision'] = precision
+    crop = constants.SLIDE_CROP if crop is None else crop
+    stride = constants.SLIDE_STRIDE if stride is None else stride
+    model = cfg.model
+    model.clip = clip
+    model.last_block = dict(get_preset(preset).last_block)
+    model.vocabulary = vocabulary
+    model.prob_thd = prob_thd
+    model.test_cfg = dict(model.get('test_cfg') or {}, mode='slide', crop_size=(crop, crop), stride=(stride, stride))
+    if templates:
+        model.templates = templates
+    cfg.merge_from_dict(dict(cfg_options or {}))  # last: any key can still be overridden
+    return cfg
+
+
+def build_models(presets: Sequence[str], vocabulary, device=None, seed: int = 0,
+                 log: Callable[[str], None] = print, **overrides) -> Dict[str, object]:
+    """One segmentor per preset (``init_segmentor``), each built after ``torch.manual_seed(seed)``.
+
+    With random weights every preset then has the same weights. ``overrides``
+    are ``demo_config``'s keywords.
+    """
+    import torch
+
+    from .apis import init_segmentor
+    models = {}
+    for p in presets:
+        t0 = time.perf_counter()
+        cfg = demo_config(p, vocabulary, **overrides)
+        torch.manual_seed(seed)
+        models[p] = init_segmentor(cfg, device=device)
+        m = models[p]
+        log(f'built {p} ({m.arch}, {m.pretrained or "random weights"}, {m.precision}) in '
+            f'{time.perf_counter() - t0:.1f}s')
+    return models
+
+
+# -- pictures --------------------------------------------------------------------
+def _fit(image: np.ndarray, label: np.ndarray, long_side: int):
+    """Downscale an RGB image (bilinear) and its labels (nearest) to a long side."""
+    from PIL import Image
+    h, w = label.shape
+    s = long_side / max(h, w)
+    if s >= 1:
+        return image, label
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    img = Image.fromarray(image).resize(size, Image.BILINEAR)
+    lab = Image.fromarray(label.astype('int32')).resize(size, Image.NEAREST)
+    return np.asarray(img), np.asarray(lab).astype(label.dtype)
+
+
+def draw(rgb: np.ndarray, labels: Dict[str, np.ndarray], classes: Sequence[str], out_dir: str, stem: str,
+         title: str, alpha: float = 0.5, panel_size: int = 512) -> List[str]:
+    """Write ``<stem>_<preset>.png`` per preset (overlay + legend) and, with several, ``<stem>_panel.png``.
+
+    Returns:
+        The paths written.
+    """
+    from .protocol.presets import get_preset
+    from .visualization import add_legend, hstack, make_palette, overlay, save_rgb, titled
+    palette = make_palette(len(classes))
+    written = []
+    for p, lab in labels.items():
+        present = sorted(int(c) for c in np.unique(lab) if c < len(classes))
+        written.append(osp.join(out_dir, f'{stem}_{p}.png'))
+        save_rgb(written[-1], add_legend(overlay(rgb, lab, palette, alpha), classes, palette, present))
+    if len(labels) > 1:
+        tiles = []
+        for p, lab in labels.items():
+            small, slab = _fit(rgb, lab, panel_size)
+            if not tiles:
+                tiles.append(titled(small, title[:40]))
+            tiles.append(titled(overlay(small, slab, palette, alpha), get_preset(p).title))
+        present = sorted(set().union(*[set(np.unique(lab).tolist()) for lab in labels.values()])
+                         & set(range(len(classes))))
+        written.append(osp.join(out_dir, f'{stem}_panel.png'))
+        save_rgb(written[-1], add_legend(hstack(tiles), classes, palette, present))
+    return written
+
+
+def segment_images(models: Dict[str, object], paths: Sequence[str], out_dir: str,
+                   scale: Optional[Tuple[int, int]] = None, alpha: float = 0.5, panel_size: int = 512,
+                   log: Callable[[str], None] = print) -> Tuple[int, int]:
+    """Segment each image with every model and draw the pictures; unreadable images are skipped by name.
+
+    ``scale`` is the keep-ratio resize bound (default: the protocol's, ``protocol.constants.RESIZE``).
+
+    Returns:
+        (images segmented, images skipped).
+    """
+    from .apis import inference_segmentor, load_image
+    scale = tuple(constants.RESIZE if scale is None else scale)
+    classes = list(next(iter(models.values())).vocabulary.classes)
+    used, ok, bad = {}, 0, 0
+    for path in paths:
+        name = osp.basename(path)
+        try:
+            img_bgr = load_image(path)
+        except (OSError, ValueError) as e:
+            bad += 1
+            log(f'skipped {name}: {e}')
+            continue
+        try:
+            stem = output_stem(path, used)
+            t0 = time.perf_counter()
+            labels = {p: inference_segmentor(m, img_bgr, scale=scale).labels for p, m in models.items()}
+            written = draw(np.ascontiguousarray(img_bgr[..., ::-1]), labels, classes, out_dir, stem, name,
+                           alpha, panel_size)
+        except Exception as e:  # one bad image must not stop the others; say which and why
+            bad += 1
+            log(f'skipped {name}: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ""}')
+            continue
+        ok += 1
+        found = sorted({classes[c] for lab in labels.values() for c in np.unique(lab) if c < len(classes)})
+        log(f'{name}: {img_bgr.shape[1]}x{img_bgr.shape[0]}, {time.perf_counter() - t0:.1f}s, '
+            f'classes {", ".join(found)} -> {", ".join(osp.basename(w) for w in written)}')
+    return ok, bad

@@ -1,0 +1,530 @@
+"""Issue 13, "no silent wrong number, ever": bad inputs and faults on the tiny model and synthetic VOC data.
+
+Each case either fails with exit code 2 and one line naming its culprit (the key, the
+file, the value), or, for the cases that used to give a silently wrong result, asserts
+the corrected behaviour. Evaluations run in-process (``tools/test.py``'s ``main``)
+on one shared synthetic dataset; only the signal and lock cases start processes.
+"""
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from helpers import ROOT, TINY_ARCH, TINY_NAME, make_voc2012
+
+CONFIG = os.path.join(ROOT, 'configs', 'clearclip', 'clearclip_vit-b16_voc21.py')
+
+
+def load_tool(name):
+    if name == 'check_data':  # imported by its name: its worker processes unpickle functions by module
+        sys.path.insert(0, os.path.join(ROOT, 'tools'))
+        import check_data
+        return check_data
+    spec = importlib.util.spec_from_file_location(f'_bad_inputs_{name}', os.path.join(ROOT, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def tools():
+    return {n: load_tool(n) for n in ('test', 'benchmark', 'check_data', 'collect_results', 'demo')}
+
+
+@pytest.fixture(scope='module')
+def voc(tmp_path_factory):
+    """A clean synthetic VOC2012 tree shared by the module (copied before any mutation)."""
+    root = tmp_path_factory.mktemp('voc') / 'VOC2012'
+    ids = make_voc2012(str(root), sizes=((40, 40), (48, 64)))
+    return root, ids
+
+
+@pytest.fixture
+def voc_copy(voc, tmp_path):
+    root, ids = voc
+    dst = tmp_path / 'VOC2012'
+    shutil.copytree(root, dst)
+    return dst, ids
+
+
+def tiny(root, *extra):
+    return ['--cfg-options', f'test_dataloader.dataset.data_root={root}', f'model.clip.arch_file={TINY_ARCH}',
+            f'model.clip.arch={TINY_NAME}', 'model.clip.pretrained=None', 'model.templates=a_photo_of',
+            'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False',
+            # small inputs keep each evaluation well under a second on two cores
+            'test_dataloader.dataset.pipeline.1.scale=(256,64)', 'model.test_cfg.crop_size=(64,64)',
+            'model.test_cfg.stride=(32,32)', *extra]
+
+
+def run_test_tool(tools, capsys, args):
+    """``tools/test.py`` in-process: (exit code, the record or None, stderr)."""
+    capsys.readouterr()
+    try:
+        record = tools['test'].main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        record, code = None, e.code
+    return code, record, capsys.readouterr().err
+
+
+def error_line(err):
+    """The tool's error: exactly one line starting with 'error: '."""
+    lines = [ln for ln in err.splitlines() if ln.startswith('error:')]
+    assert len(lines) == 1, err[-2000:]
+    return lines[0]
+
+
+def assert_fails(tools, capsys, tmp_path, root, *extra, names=(), args=()):
+    code, _, err = run_test_tool(tools, capsys, [CONFIG, '--work-dir', tmp_path / 'work', *args, *tiny(root, *extra)])
+    assert code == 2, err[-2000:]
+    line = error_line(err)
+    for n in names:
+        assert str(n) in line, line
+    return line
+
+
+# -- the baseline: a good run, readable record ------------------------------------------------------
+@pytest.fixture(scope='module')
+def good_record(tools, voc, tmp_path_factory):
+    work = tmp_path_factory.mktemp('good')
+    record = tools['test'].main([CONFIG, '--work-dir', str(work), *tiny(voc[0])])
+    return record, work / 'record.json'
+
+
+def test_good_run_record_is_group_readable_and_carries_its_identity(good_record, voc):
+    record, path = good_record
+    assert os.stat(path).st_mode & 0o777 == 0o644          # was 0600 (mkstemp)
+    assert record['config']['identity']['dataset']['data_root'] == str(voc[0])
+    assert record['config']['identity']['model']['clip']['arch_file'] == TINY_ARCH
+
+
+# -- silent wrong results, now errors or correct ----------------------------------------------------
+@pytest.mark.parametrize('option,key', [
+    ('model.last_block.residual=no', 'model.last_block.residual'),      # M1: segmentor/method options
+    ('model.last_block.ffn=off', 'model.last_block.ffn'),
+    ('model.clip.quick_gelu=no', 'model.clip.quick_gelu'),
+])
+def test_string_booleans_are_errors(tools, capsys, tmp_path, voc, option, key):
+    line = assert_fails(tools, capsys, tmp_path, voc[0], option, names=(key,))
+    assert 'boolean' in line
+
+
+def test_text_cache_key_covers_everything_that_changes_the_embeddings(tmp_path, monkeypatch):
+    import open_clip
+
+    from clearclip_seg.models.clip_loader import create_clip
+    from clearclip_seg.models.text_classifier import cache_key, text_model_identity
+    arch_file = tmp_path / f'{TINY_NAME}.json'
+    shutil.copy(TINY_ARCH, arch_file)
+
+    def build(quick_gelu=None, pretrained=None):
+        torch.manual_seed(0)
+        return create_clip(None, pretrained, arch_file=str(arch_file), quick_gelu=quick_gelu)[0]
+
+    def key(model, pretrained=None, precision='fp32', tokenizer=None, queries=('cat', 'dog'), templates=('{}',)):
+        tok = tokenizer or open_clip.get_tokenizer(TINY_NAME)
+        parts = text_model_identity(model, TINY_NAME, pretrained, precision, tok)
+        return cache_key(queries=list(queries), templates=list(templates), **parts)
+
+    gelu, quick = build(False), build(True)
+    base = key(gelu)
+    # quick_gelu changes no tensor (same weights digest) but the activation: the old key collided
+    from clearclip_seg.models.clip_loader import state_digest
+    assert state_digest(gelu) == state_digest(quick)
+    keys = {'base': base, 'quick_gelu': key(quick)}
+    keys['templates'] = key(gelu, templates=('a photo of a {}.',))
+    keys['vocabulary'] = key(gelu, queries=('cat', 'cow'))
+    keys['precision'] = key(gelu, precision='bf16')
+    keys['tokenizer'] = key(gelu, tokenizer=open_clip.SimpleTokenizer(context_length=32))
+    ckpt = tmp_path / 'w.pt'
+    torch.save(gelu.state_dict(), ckpt)
+    keys['weights file'] = key(gelu, pretrained=str(ckpt))
+    os.utime(ckpt, ns=(1, 1))
+    keys['weights file touched'] = key(gelu, pretrained=str(ckpt))
+    monkeypatch.setattr(open_clip, '__version__', '0.0.0-test')
+    keys['library version'] = key(gelu)
+    monkeypatch.undo()
+    # the architecture JSON's content, not only its name (same file name, edited content)
+    cfg = json.loads(arch_file.read_text())
+    cfg['text_cfg']['context_length'] = 32
+    arch_file.write_text(json.dumps(cfg))
+    short = build(False)
+    keys['arch JSON + context length'] = key(short)
+    assert short.context_length == 32                      # the edited file is what was built
+    assert len(set(keys.values())) == len(keys), keys
+    assert key(build(False)) == keys['arch JSON + context length']  # and the key is stable
+
+
+def test_quick_gelu_flip_is_not_served_from_the_cache(tmp_path, monkeypatch):
+    """Two segmentors differing only in quick_gelu: two cache entries, each equal to its uncached build."""
+    from clearclip_seg.models import ClearCLIPSegmentor
+
+    def seg(quick_gelu, cache):
+        torch.manual_seed(0)
+        return ClearCLIPSegmentor(clip=dict(arch=None, arch_file=TINY_ARCH, precision='fp32', quick_gelu=quick_gelu),
+                                  vocabulary=['sky', 'grass'], templates='a_photo_of', text_cache=cache)
+    cache = str(tmp_path / 'cache')
+    first = seg(True, cache).build_text_classifier()
+    second = seg(False, cache).build_text_classifier()
+    assert len(os.listdir(cache)) == 2
+    torch.testing.assert_close(first, seg(True, False).build_text_classifier())
+    torch.testing.assert_close(second, seg(False, False).build_text_classifier())
+    assert not torch.allclose(first, second)
+    # and the same settings again are served from the cache (the entry is readable)
+    monkeypatch.setattr('clearclip_seg.models.text_classifier.encode_queries',
+                        lambda *a, **k: pytest.fail('cache miss'))
+    torch.testing.assert_close(seg(True, cache).build_text_classifier(), first)
+
+
+@pytest.mark.parametrize('option,key', [                                  # M1: segmentor options
+    ('model.test_cfg.stride=(500,500)', 'model.test_cfg.stride'),          # stride > crop: holes
+    ('model.test_cfg.crop_size=(0,0)', 'model.test_cfg.crop_size'),
+    ('model.test_cfg.crop_size=(-4,-4)', 'model.test_cfg.crop_size'),
+    ('model.test_cfg.stride=(0,0)', 'model.test_cfg.stride'),
+    ('model.test_cfg.max_windows=0', 'model.test_cfg.max_windows'),
+    ('model.test_cfg.strid=(100,100)', 'strid'),                           # typo'd key
+    ('model.prob_thd=5', 'model.prob_thd'),
+    ('model.prob_thd=abc', 'model.prob_thd'),
+    ('model.logit_scale=-50', 'model.logit_scale'),
+])
+def test_segmentor_options_are_checked(tools, capsys, tmp_path, voc, option, key):
+    assert_fails(tools, capsys, tmp_path, voc[0], option, names=(key,))
+
+
+def _label(path):
+    return np.array(Image.open(path))
+
+
+def _save_label(path, arr):
+    Image.fromarray(arr.astype(np.uint8)).save(path)
+
+
+def test_out_of_range_label_value_is_named(tools, capsys, tmp_path, voc_copy):
+    root, ids = voc_copy
+    path = root / 'SegmentationClass' / f'{ids[0]}.png'
+    lab = _label(path)
+    lab[5, 5] = 77
+    _save_label(path, lab)
+    assert_fails(tools, capsys, tmp_path, root, names=(path, '[77]', 'check_data'))
+
+
+def test_out_of_range_value_is_named_as_in_the_file_with_reduce_zero_label(tmp_path):
+    from clearclip_seg.checks import DataError, check_label_map
+    lab = torch.full((1, 4, 4), 3)
+    lab[0, 0, 0] = 20                                       # a 21 in a VOC20 file, after reduce_zero_label
+    with pytest.raises(DataError, match=r"label 'x.png' holds value \[21\] outside the 20 classes \(0..20 and 255\)"):
+        check_label_map(lab, (4, 4), 20, 255, 'x.png', reduce_zero_label=True)
+    lab[0, 0, 0] = 255
+    check_label_map(lab, (4, 4), 20, 255, 'x.png', reduce_zero_label=True)  # ignore is fine
+
+
+def _truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+def test_check_data_decodes_every_image(tools, voc_copy, capsys):
+    root, ids = voc_copy
+    (root / 'JPEGImages' / f'{ids[0]}.jpg').write_bytes(b'')
+    _truncate(root / 'JPEGImages' / f'{ids[1]}.jpg', 0.3)
+    cd = tools['check_data']
+    assert cd.main(['voc21', '--data-root-override', f'voc21={root}', '--expected-count', '2', '--nproc', '2']) == 1
+    out = capsys.readouterr().out
+    assert 'voc21: FAILED' in out and '2 images cannot be decoded' in out
+    assert f'{ids[0]}.jpg (empty (0 bytes))' in out and f'{ids[1]}.jpg (unreadable' in out
+
+
+def test_unwritable_record_path_fails_before_the_first_image(tools, capsys, tmp_path, voc):
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('x')
+    line = assert_fails(tools, capsys, tmp_path, voc[0], args=('--record', blocker / 'record.json'),
+                        names=(blocker, '--record'))
+    assert 'cannot write' in line
+    assert not (tmp_path / 'work').exists() or not any((tmp_path / 'work').iterdir())  # nothing ran
+    # a read-only (here: impossible) work dir likewise
+    assert_fails(tools, capsys, tmp_path, voc[0], args=('--work-dir', blocker / 'sub'), names=(blocker, '--work-dir'))
+
+
+# -- failures that name their culprit ---------------------------------------------------------------
+def test_zero_byte_image_is_named_before_the_run(tools, capsys, tmp_path, voc_copy):
+    root, ids = voc_copy
+    img = root / 'JPEGImages' / f'{ids[1]}.jpg'
+    img.write_bytes(b'')
+    assert_fails(tools, capsys, tmp_path, root, names=(img, 'empty', 'tools/check_data.py voc21'))
+
+
+@pytest.mark.parametrize('workers', [0, 1])
+def test_truncated_image_is_named_with_benchmark_and_check_data(tools, capsys, tmp_path, voc_copy, workers):
+    root, ids = voc_copy
+    img = root / 'JPEGImages' / f'{ids[0]}.jpg'
+    _truncate(img, 0.3)
+    line = assert_fails(tools, capsys, tmp_path, root, f'test_dataloader.num_workers={workers}',
+                        names=(img, 'voc21', 'tools/check_data.py voc21'))
+    assert 'Traceback' not in line
+
+
+def test_missing_files_and_empty_split(tools, capsys, tmp_path, voc_copy):
+    root, ids = voc_copy
+    (root / 'SegmentationClass' / f'{ids[0]}.png').unlink()
+    assert_fails(tools, capsys, tmp_path, root, names=(root / 'SegmentationClass' / f'{ids[0]}.png', 'missing'))
+    (root / 'JPEGImages' / f'{ids[1]}.jpg').unlink()
+    assert_fails(tools, capsys, tmp_path, root, names=(root / 'JPEGImages' / f'{ids[1]}.jpg',))
+    split = root / 'ImageSets' / 'Segmentation' / 'val.txt'
+    split.write_text('')
+    assert_fails(tools, capsys, tmp_path, root, names=(split, 'lists no images'))
+
+
+def test_wrong_size_and_rgb_labels_are_named(tools, capsys, tmp_path, voc_copy):
+    root, ids = voc_copy
+    path = root / 'SegmentationClass' / f'{ids[0]}.png'
+    good = _label(path)
+    _save_label(path, np.zeros((good.shape[0] + 3, good.shape[1]), np.uint8))
+    assert_fails(tools, capsys, tmp_path, root, names=(path, 'its image is'))
+    Image.fromarray(np.zeros((*good.shape, 3), np.uint8)).save(path)
+    assert_fails(tools, capsys, tmp_path, root, names=(path, 'single-channel'))
+
+
+def test_corrupt_and_empty_checkpoints_are_named(tools, capsys, tmp_path, voc):
+    empty, broken = tmp_path / 'empty.pt', tmp_path / 'broken.pt'
+    empty.write_bytes(b'')
+    broken.write_bytes(b'PK\x03\x04 not really a zip' * 50)
+    assert_fails(tools, capsys, tmp_path, voc[0], f'model.clip.pretrained={empty}', names=(empty, '0 bytes'))
+    line = assert_fails(tools, capsys, tmp_path, voc[0], f'model.clip.pretrained={broken}',
+                        names=(broken, 'model.clip.pretrained'))
+    assert 'weights_only' not in line
+
+
+def test_duplicate_class_names_name_their_lines(tools, capsys, tmp_path, voc):
+    vocab = tmp_path / 'vocab.txt'
+    names = [ln.strip() for ln in open(os.path.join(ROOT, 'clearclip_seg', 'vocabularies', 'voc21.txt'))]
+    names[7] = 'Dog'                                        # line 8 repeats line 13 ('dog')
+    vocab.write_text('\n'.join(names) + '\n')
+    assert_fails(tools, capsys, tmp_path, voc[0], f'model.vocabulary={vocab}', names=('lines 8 and 13', 'dog'))
+
+
+@pytest.mark.parametrize('args,names', [
+    (['--cfg-options', 'model.prob_thd'], ["'model.prob_thd'", 'KEY=VALUE']),
+    (['--show-dir', 'x', '--show-n', '-1'], ['--show-n']),
+    (['--launcher', 'pytorch'], ['torchrun']),
+])
+def test_command_line_mistakes(tools, capsys, tmp_path, voc, args, names, monkeypatch):
+    for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
+        monkeypatch.delenv(k, raising=False)
+    if args[0] == '--cfg-options':
+        code, _, err = run_test_tool(tools, capsys, [CONFIG, '--work-dir', tmp_path, *args])
+        assert code == 2
+        line = error_line(err)
+    else:
+        line = assert_fails(tools, capsys, tmp_path, voc[0], args=args)
+    for n in names:
+        assert n in line, line
+
+
+def test_data_root_resolution_agrees_between_test_and_check_data(tmp_path, monkeypatch, tools):
+    from mmengine.config import Config
+
+    from clearclip_seg.checks import resolve_data_root
+    monkeypatch.chdir(tmp_path)                             # not the repository
+    cfg = Config.fromfile(CONFIG)
+    resolve_data_root(cfg)
+    bench = tools['check_data'].get_benchmark('voc21')
+    assert cfg.test_dataloader.dataset.data_root == str(tools['check_data'].resolve_data_root(bench))
+    assert cfg.test_dataloader.dataset.data_root == os.path.join(ROOT, 'data', 'VOCdevkit', 'VOC2012')
+    # a path typed on the command line is relative to the current directory
+    cfg = Config.fromfile(CONFIG)
+    cfg.merge_from_dict({'test_dataloader.dataset.data_root': 'mine/VOC2012'})
+    resolve_data_root(cfg, {'test_dataloader.dataset.data_root': 'mine/VOC2012'})
+    assert cfg.test_dataloader.dataset.data_root == str(tmp_path / 'mine' / 'VOC2012')
+
+
+def test_collect_results_refuses_or_converts_other_schema_versions(tools, good_record, tmp_path, capsys):
+    rec = json.loads(good_record[1].read_text())
+    (tmp_path / 'new').mkdir()
+    rec['record_version'] = 99
+    (tmp_path / 'new' / 'record.json').write_text(json.dumps(rec))
+    assert tools['collect_results'].main([str(tmp_path / 'new')]) == 2
+    line = error_line(capsys.readouterr().err)
+    assert 'record_version 99' in line and str(tmp_path / 'new' / 'record.json') in line
+    # version 1 (no kind, no model.method) is converted, and the tool says so
+    rec['record_version'] = 1
+    rec.pop('kind', None)
+    rec['model'].pop('method', None)
+    (tmp_path / 'old').mkdir()
+    (tmp_path / 'old' / 'record.json').write_text(json.dumps(rec))
+    assert tools['collect_results'].main([str(tmp_path / 'old')]) == 0
+    captured = capsys.readouterr()
+    assert 'record_version 1 converted to 2' in captured.err and f"{rec['metrics']['mIoU']:.2f}" in captured.out
+
+
+# -- the runner -------------------------------------------------------------------------------------
+def bench_args(out, root, *extra):
+    return ['--out', str(out), '--data-root', f'voc21={root}', *extra, '--cfg-options',
+            *tiny(root)[1:]]
+
+
+def run_bench(tools, capsys, args):
+    capsys.readouterr()
+    code = tools['benchmark'].main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize('args,names', [
+    (['--suite', 'mian'], ["unknown suite 'mian'", 'main, baselines']),
+    (['--suite', 'main', '--benchmarks', 'voc22'], ['voc22', 'voc21', 'ade20k']),
+    (['--suite', 'ablation', '--benchmarks', 'voc21'], ["suite 'ablation' has no runs", 'voc20']),
+])
+def test_runner_name_typos_are_errors(tools, capsys, tmp_path, voc, args, names):
+    code, _, err = run_bench(tools, capsys, bench_args(tmp_path / 'r', voc[0], *args))
+    assert code == 2
+    line = error_line(err)
+    for n in names:
+        assert n in line, line
+
+
+def test_runner_unknown_data_root_key_and_bad_override(tools, capsys, tmp_path, voc):
+    code, _, err = run_bench(tools, capsys, ['--out', tmp_path / 'r', '--suite', 'main', '--data-root',
+                                             f'voc2l={voc[0]}'])
+    assert code == 2 and "unknown benchmark 'voc2l'" in error_line(err) and 'voc21' in error_line(err)
+    code, _, err = run_bench(tools, capsys, ['--out', tmp_path / 'r', '--suite', 'main', '--cfg-options',
+                                             'model.prob_thd'])
+    assert code == 2 and "--cfg-options 'model.prob_thd': expected KEY=VALUE" in error_line(err)
+
+
+def _matrix(tmp_path, *runs):
+    path = tmp_path / 'm.json'
+    path.write_text(json.dumps([dict(name=n, config=CONFIG, benchmark='voc21', cfg_options=list(o)) for n, o in runs]))
+    return path
+
+
+def test_duplicate_run_names_are_refused(tools, capsys, tmp_path, voc):
+    m = _matrix(tmp_path, ('r', []), ('r', ['model.last_block.attn=qk']))
+    code, _, err = run_bench(tools, capsys, bench_args(tmp_path / 'out', voc[0], '--matrix', m))
+    assert code == 2 and "run name 'r' appears twice" in error_line(err)
+
+
+def _fake_record(planned):
+    """What a finished run leaves (the parts the runner reads), with the identity it planned."""
+    from clearclip_seg.records import RECORD_VERSION, atomic_write_json
+    atomic_write_json(dict(record_version=RECORD_VERSION, kind='evaluation', complete=True, benchmark='voc21',
+                           config=dict(identity=planned.identity), metrics=dict(mIoU=1.0)), planned.record)
+
+
+def test_records_made_with_other_settings_are_not_done(tools, capsys, tmp_path, voc_copy):
+    from clearclip_seg.runner import collect_runs, plan_runs
+    root, _ = voc_copy
+    m = _matrix(tmp_path, ('r', []))
+    out = tmp_path / 'out'
+    extra = tiny(root)[1:]
+    planned = plan_runs(collect_runs([], None, str(m), []), str(out), {'voc21': str(root)}, extra)
+    assert [p.status for p in planned] == ['todo']
+    _fake_record(planned[0])
+    same = plan_runs(collect_runs([], None, str(m), []), str(out), {'voc21': str(root)}, extra)
+    assert [p.status for p in same] == ['done']
+    # a changed override, data root or architecture file: stale, and the runner refuses naming it
+    other_root = tmp_path / 'other' / 'VOC2012'
+    shutil.copytree(root, other_root)
+    arch = tmp_path / f'{TINY_NAME}.json'
+    shutil.copy(TINY_ARCH, arch)
+    for args, diff in [(['--cfg-options', *extra, 'model.last_block.attn=qk'], "model.last_block.attn: 'qq' -> 'qk'"),
+                       (['--data-root', f'voc21={other_root}', '--cfg-options', *extra], 'data_root'),
+                       (['--cfg-options', *extra, f'model.clip.arch_file={arch}'], 'arch_file')]:
+        if args[0] == '--cfg-options':
+            args = ['--data-root', f'voc21={root}', *args]
+        code, _, err = run_bench(tools, capsys, ['--out', out, '--matrix', m, *args])
+        assert code == 2, err
+        line = error_line(err)
+        assert 'm/r' in line and diff in line and '--force' in line, line
+        code, stdout, _ = run_bench(tools, capsys, ['--out', out, '--matrix', m, *args, '--dry-run'])
+        assert code == 0 and '[STALE] m/r' in stdout
+    forced = plan_runs(collect_runs([], None, str(m), []), str(out), {'voc21': str(root)},
+                       extra + ['model.last_block.attn=qk'], force=True)
+    assert [p.status for p in forced] == ['todo']
+
+
+def test_second_runner_refuses_and_a_crashed_one_leaves_no_lock(tools, capsys, tmp_path, voc):
+    from clearclip_seg.runner import ResultsLock
+    out = tmp_path / 'out'
+    m = _matrix(tmp_path, ('r', []))
+    with ResultsLock(str(out)):
+        code, _, err = run_bench(tools, capsys, bench_args(out, voc[0], '--matrix', m))
+    assert code == 2 and 'in use by another tools/benchmark.py' in error_line(err) and f'pid {os.getpid()}' in err
+    # a runner killed outright: the kernel drops its lock
+    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; sys.path.insert(0, sys.argv[1]);'
+                               'from clearclip_seg.runner.lock import ResultsLock; l = ResultsLock(sys.argv[2]); '
+                               'l.acquire(); print("held", flush=True); time.sleep(60)', ROOT, str(out)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == 'held'
+    with pytest.raises(Exception, match='in use'):
+        ResultsLock(str(out)).acquire()
+    holder.kill()
+    holder.wait()
+    with ResultsLock(str(out)):
+        pass
+
+
+def _processes_with(marker):
+    found = []
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                cmd = f.read().decode(errors='replace')
+        except OSError:
+            continue
+        if marker in cmd and 'tools/test.py' in cmd:
+            found.append(int(pid))
+    return found
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+def test_signals_end_the_child_runs(tools, capsys, tmp_path, voc, sig):
+    """The runner in-process, signalled once its child run exists: exit 128+sig, no child process left."""
+    import threading
+    out = tmp_path / f'out-{sig.name}'
+    m = _matrix(tmp_path, ('r', []))
+    seen = []
+
+    def signal_when_started():
+        deadline = time.time() + 120
+        while not _processes_with(str(out)) and time.time() < deadline:
+            time.sleep(0.05)
+        seen.extend(_processes_with(str(out)))
+        os.kill(os.getpid(), sig)
+    threading.Thread(target=signal_when_started, daemon=True).start()
+    code, _, err = run_bench(tools, capsys, bench_args(out, voc[0], '--matrix', m))
+    assert seen, 'the child run never started'
+    assert code == 128 + sig, err[-2000:]
+    assert f'interrupted by {sig.name} during m/r' in err
+    assert not _processes_with(str(out)), 'child processes survived the runner'
+    assert not (out / 'm' / 'r' / 'record.json').exists()
+
+
+# -- demo output folder -----------------------------------------------------------------------------
+def test_demo_does_not_mix_runs(tools, tmp_path, capsys):
+    inputs = tmp_path / 'in'
+    inputs.mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(inputs / 'a.png')
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'old_clearclip.png').write_bytes(b'x')
+    (out / 'notes.txt').write_text('mine')
+    args = [str(inputs), '--vocab', 'sky, grass', '--arch-file', TINY_ARCH, '--templates', 'a_photo_of',
+            '--device', 'cpu', '--out', str(out)]
+    capsys.readouterr()
+    assert tools['demo'].main(args) == 2
+    line = error_line(capsys.readouterr().err)
+    assert str(out) in line and 'old_clearclip.png' in line and '--overwrite' in line
+    assert tools['demo'].main(args + ['--overwrite']) == 0
+    assert 'deleted 1 earlier demo pictures' in capsys.readouterr().out
+    assert sorted(os.listdir(out)) == ['a_clearclip.png', 'notes.txt']
