@@ -13,7 +13,8 @@ Schema (``RECORD_VERSION`` 2)::
     benchmark, method, config{path, cfg_options, resolved},
     model{arch, pretrained, precision, method{type, ...}, last_block{attn, residual, ffn} | null,
           vocabulary{name, digest, num_classes, num_queries}, templates{name, count},
-          logit_scale, prob_thd, test_cfg},
+          logit_scale, prob_thd, test_cfg, area_thd, postprocess, scoring, logit_bias,
+          tower, params{image, text, method}},
     protocol{resize, mode, crop, stride, prob_thd, logit_scale, templates, vocab_digest, precision},
     dataset{type, data_root, num_images, classes},
     metrics{mIoU, aAcc, mAcc, mmseg, IoU, Acc, area_intersect, area_union, area_pred, area_label},
@@ -181,7 +182,42 @@ def describe_model(model) -> dict:
         if hasattr(model, extra):
             value = getattr(model, extra)
             model_info[extra] = value.describe() if hasattr(value, 'describe') else value
+    scorer = getattr(model, 'scorer', None)
+    if scorer is not None:
+        model_info.update(scoring=scorer.scoring, logit_bias=scorer.logit_bias)
+    model_info.update(describe_tower(model))
     return model_info
+
+
+def _numel(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def describe_tower(model) -> dict:
+    """Tower kind and parameter counts (the backbone table prints them beside mIoU).
+
+    ``params.image``: the image tower; ``params.text``: the rest of the CLIP (text
+    tower, projections, logit scale); ``params.method``: a method's own model
+    (ProxyCLIP's proxy ViT), 0 for the others.
+    """
+    import torch.nn as nn
+
+    from .models.towers import tower_kind
+    out = {}
+    clip = (getattr(model, '_text_model', None) or [None])[0]
+    visual = getattr(clip, 'visual', None)
+    if visual is not None:
+        try:
+            out['tower'] = tower_kind(visual)
+        except TypeError:
+            out['tower'] = type(visual).__name__
+    encoder = getattr(model, 'encoder', None)
+    image = _numel(visual) if visual is not None else (_numel(encoder) if encoder is not None else None)
+    if image is not None:
+        method = getattr(model, 'method', None)
+        extra = sum(_numel(m) for m in vars(method).values() if isinstance(m, nn.Module)) if method else 0
+        out['params'] = dict(image=image, text=_numel(clip) - image if clip is not None else None, method=extra)
+    return out
 
 
 def build_analysis_record(cfg, config_path: str, cfg_options: dict, model, dataset, analysis: dict,

@@ -11,6 +11,16 @@ A run is a name, a config path and a list of ``--cfg-options`` items. Suites:
 * ``backbones``: vanilla CLIP and ClearCLIP for every backbone family of
   ``protocol/backbones.py`` besides OpenAI's (OpenCLIP, MetaCLIP, DFN,
   MetaCLIP 2, SigLIP, SigLIP2, EVA02, PE-Core) on all eight benchmarks.
+* ``methods``: ClearCLIP and every method card of ``protocol/methods.py``
+  (SCLIP, NACLIP, ResCLIP, ProxyCLIP, SC-CLIP, GEM) with ViT-B/16 on all eight
+  benchmarks, each under its own protocol (its generated configs as they are).
+* ``methods-common``: the same runs under the common protocol (ClearCLIP's:
+  448 short side, 448/224 windows, padding, logit scale 50, ClearCLIP's
+  vocabularies and thresholds, no PAMR): the own configs plus the overrides of
+  ``common_setting``; ``methods-common-pamr``: the same with PAMR for all.
+
+A run's ``protocol`` (``own``, ``common``, ``common+pamr``) and ``card`` are stored
+in its record (``run``), so the tables label the rows.
 """
 import os
 from dataclasses import dataclass, field
@@ -19,6 +29,7 @@ from typing import Dict, List, Optional, Sequence
 from .protocol.backbones import BACKBONE_TABLE
 from .protocol.benchmarks import BENCHMARKS, PAPER_ORDER
 from .protocol.constants import config_path
+from .protocol.methods import METHOD_CARDS, common_setting
 from .protocol.presets import BASELINE_PRESETS, PRESETS, ablation_grid
 
 # the backbones suite: every table row besides OpenAI's (those are the main suite), table order
@@ -34,10 +45,15 @@ class Run:
     benchmark: Optional[str] = None
     preset: Optional[str] = None
     backbone: Optional[str] = None
+    card: Optional[str] = None        # method card (protocol/methods.py) of a methods-suite run
+    protocol: Optional[str] = None    # own | common | common+pamr (methods suites)
 
     def info(self, suite: str) -> Dict:
-        return dict(suite=suite, name=self.name, benchmark=self.benchmark, preset=self.preset,
+        info = dict(suite=suite, name=self.name, benchmark=self.benchmark, preset=self.preset,
                     backbone=self.backbone, overrides=list(self.cfg_options))
+        if self.card is not None:
+            info.update(card=self.card, protocol=self.protocol)
+        return info
 
 
 def preset_config(preset: str, backbone: str, benchmark: str) -> str:
@@ -67,6 +83,38 @@ def ablation_runs(benchmarks: Sequence[str] = NO_BACKGROUND, backbone: str = 'vi
     return runs
 
 
+# protocol name of the methods suites -> whether PAMR is switched on for every method
+METHOD_PROTOCOLS = {'own': None, 'common': False, 'common+pamr': True}
+
+
+def method_runs(protocol: str, benchmarks: Sequence[str], backbone: str = 'vit-b16',
+                cards: Sequence[str] = tuple(METHOD_CARDS)) -> List[Run]:
+    """ClearCLIP and every method card on ``benchmarks``, under ``protocol``.
+
+    ``own``: each card's generated config as it is (ClearCLIP's protocol is its
+    own). ``common`` / ``common+pamr``: the same configs with the protocol
+    overrides of ``common_setting`` (the method keeps its own options).
+    """
+    pamr = METHOD_PROTOCOLS[protocol]
+    tag = '' if protocol == 'own' else '_' + protocol.replace('+', '-')
+    runs = []
+    for b in benchmarks:
+        # ClearCLIP's configs have no model.postprocess key to replace (no _delete_: it would stay in the dict)
+        opts = ['model.postprocess.type=PAMR', 'model.postprocess.num_iter=10',
+                'model.postprocess.dilations=(8,16)'] if pamr else []
+        runs.append(Run(f'clearclip_{backbone}_{b}{tag}', preset_config('clearclip', backbone, b), opts, b,
+                        'clearclip', backbone, 'clearclip', protocol))
+    for name in cards:
+        card = METHOD_CARDS[name]
+        if backbone not in card.backbones:
+            continue
+        for b in benchmarks:
+            opts = [] if pamr is None else common_setting(card, b, pamr=pamr, backbone=backbone).option_items()
+            runs.append(Run(f'{name}_{backbone}_{b}{tag}', config_path(name, backbone, b), opts, b, None,
+                            backbone, name, protocol))
+    return runs
+
+
 def suite_runs(suite: str, benchmarks: Optional[Sequence[str]] = None) -> List[Run]:
     """The runs of a named suite, optionally restricted to some benchmarks."""
     def pick(default):
@@ -79,7 +127,13 @@ def suite_runs(suite: str, benchmarks: Optional[Sequence[str]] = None) -> List[R
         return ablation_runs(pick(NO_BACKGROUND))
     if suite == 'backbones':
         return preset_runs(['clip', 'clearclip'], list(COMPARED_BACKBONES), pick(PAPER_ORDER))
+    if suite == 'methods':
+        return method_runs('own', pick(PAPER_ORDER))
+    if suite == 'methods-common':
+        return method_runs('common', pick(PAPER_ORDER))
+    if suite == 'methods-common-pamr':
+        return method_runs('common+pamr', pick(PAPER_ORDER))
     raise KeyError(f"unknown suite '{suite}': expected one of {list(SUITES)}")
 
 
-SUITES = ('main', 'baselines', 'ablation', 'backbones')
+SUITES = ('main', 'baselines', 'ablation', 'backbones', 'methods', 'methods-common', 'methods-common-pamr')

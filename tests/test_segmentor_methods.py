@@ -123,3 +123,18 @@ def test_banded_labels_through_the_segmentor(image, monkeypatch):
     monkeypatch.setattr(classify, 'TILE_BYTES', 4 * 1200 * (3 * 21 + 21) * 37)      # 37 rows a band
     assert torch.equal(lean.predict([image], [_sample(70, 100, ori)])[0].pred_sem_seg.data, ref)
     assert len(ref.unique()) > 1
+
+
+def test_class_token_methods_refuse_towers_without_exactly_one_class_token():
+    from types import SimpleNamespace
+
+    import pytest as _pytest
+
+    from clearclip_seg.methods import build_method
+    for name in ('SCLIP', 'NACLIP', 'GEM'):
+        method = build_method(dict(type=name))
+        for prefix in (0, 3):  # SigLIP (no class token), PE (class token + registers)
+            with _pytest.raises(ValueError, match=f'type={name} needs a tower with exactly one class token.*{prefix} prefix'):
+                method.check_tower(SimpleNamespace(num_prefix_tokens=prefix, num_blocks=12))
+        method.check_tower(SimpleNamespace(num_prefix_tokens=1, num_blocks=12))
+    build_method(dict(type='LastBlock')).check_tower(SimpleNamespace(num_prefix_tokens=0))

@@ -28,6 +28,8 @@ Examples::
     python tools/benchmark_speed.py --arch-file tests/assets/clearclip-tiny-vit.json --num-images 1 --baseline
     python tools/benchmark_speed.py --gpu-check            # < 5 min on one GPU; --tiny on a CPU
     python tools/benchmark_speed.py --sweep-ratio --num-images 4    # ablation: shared passes vs one run at a time
+    python tools/benchmark_speed.py --methods --num-images 2        # every method's images/s relative to ClearCLIP
+    python tools/benchmark_speed.py --methods naclip resclip --methods-protocol own   # under their own protocols
 
 Everything printed is also written to ``--json OUT``. The measurements live
 in ``clearclip_seg.perf`` (``speed_report`` and its pieces).
@@ -95,6 +97,14 @@ def parse_args(argv=None):
     g.add_argument('--suite', default='ablation', help='with --sweep-ratio: the suite (default ablation)')
     g.add_argument('--benchmarks', default=None, help='with --sweep-ratio: comma-separated benchmark keys')
     g.add_argument('--max-runs', type=int, default=None, help='with --sweep-ratio: the first runs only')
+    m = p.add_argument_group('Methods (clearclip_seg.perf.method_speed)')
+    m.add_argument('--methods', nargs='*', default=None, metavar='CARD',
+                   help='images/s of these method cards (none named: all) and ClearCLIP, ViT-B/16 random weights, '
+                        'whole predictions on --num-images synthetic VOC-sized images; prints the CPU model')
+    m.add_argument('--methods-protocol', choices=('common', 'own'), default='common',
+                   help="with --methods: ClearCLIP's protocol for all (the method's own cost; default) or each "
+                        "method's own (resize, windows, PAMR)")
+    m.add_argument('--methods-benchmark', default='voc21', help='with --methods: whose configs (default voc21)')
     return p.parse_args(argv)
 
 
@@ -103,6 +113,13 @@ def main(argv=None) -> dict:
     if args['gpu_check']:
         from clearclip_seg.perf.gpu_check import gpu_check
         return gpu_check(device=args['device'], tiny=args['tiny'], json_path=args['json'])
+    if args['methods'] is not None:
+        from clearclip_seg.perf.method_speed import method_speed
+        return method_speed(args['methods'] or None, protocol=args['methods_protocol'],
+                            benchmark=args['methods_benchmark'], arch=args['arch'], arch_file=args['arch_file'],
+                            precision=args['precision'], device=args['device'], num_images=args['num_images'],
+                            warmup=args['warmup'], repeats=args['repeats'], seed=args['seed'],
+                            threads=args['threads'], json_path=args['json'])
     if args['sweep_ratio']:
         from clearclip_seg.perf.sweep_ratio import measure_sharing
         benchmarks = args['benchmarks'].split(',') if args['benchmarks'] else None
@@ -110,7 +127,8 @@ def main(argv=None) -> dict:
                                arch=args['arch'] or (None if args['arch_file'] else 'ViT-B-16'),
                                arch_file=args['arch_file'], precision=args['precision'], max_runs=args['max_runs'],
                                json_path=args['json'])
-    for key in ('gpu_check', 'tiny', 'sweep_ratio', 'suite', 'benchmarks', 'max_runs'):
+    for key in ('gpu_check', 'tiny', 'sweep_ratio', 'suite', 'benchmarks', 'max_runs', 'methods',
+                'methods_protocol', 'methods_benchmark'):
         args.pop(key)
     args['protocol_resize_sizes'] = args.pop('protocol_resize')
     args['json_path'] = args.pop('json')

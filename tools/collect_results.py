@@ -2,7 +2,7 @@
 """Build result tables from run records (the JSON files ``tools/test.py`` writes).
 
     python tools/collect_results.py RECORD_DIR_OR_FILES... [--out DIR]
-        [--format md,csv,tex,png] [--per-class] [--group-by preset|backbone|arch]
+        [--format md,csv,tex,png] [--per-class] [--group-by preset|backbone|arch|family]
         [--decimals 1|2]
 
 A directory is searched for ``**/record.json`` and ``*.json``; files are read
@@ -12,8 +12,14 @@ is an error (one line, naming the file, exit status 2).
 
 Tables follow the paper's layout: the eight benchmarks in ``PAPER_ORDER``
 (those present in the records), then the average over the benchmarks present.
-One row per model (arch + pretrained + last block + preset). Each of our
-numbers sits beside the published one, where one exists, with the difference.
+One row per model (arch + pretrained + last block + preset; for the other
+methods: card + options + protocol, own or common, + PAMR). Each of our numbers
+sits beside the published one, where one exists (ClearCLIP's paper; each
+method's own source), with the difference. Rows of registered methods end with
+the protocol card of every row (resize, windows, logit scale, prob_thd,
+area_thd, PAMR, vocabulary per benchmark). ``--group-by family`` is the
+backbone table: rows grouped by backbone family and size, with the image
+tower's parameters and images/s (from the records' timing) beside mIoU.
 Every table carries a protocol card built from the records' ``protocol``
 fields (resize, crop/stride, prob_thd per benchmark, logit scale, templates,
 vocabulary digest, precision), which says so when records disagree, and lists

@@ -88,6 +88,8 @@ class GEM(DenseMethod):
         pos_interp: positional-embedding resampling, ``'antialias'`` (GEM's) or ``'dino'``.
     """
 
+    needs_class_token = True
+
     def __init__(self, depth: int = 7, ss_attn_iter: int = 1, ss_attn_temp: Optional[float] = None,
                  ignore_residual: bool = False, pos_interp: str = 'antialias', key: str = 'model.method'):
         self._key = key
@@ -108,6 +110,7 @@ class GEM(DenseMethod):
         return num_blocks - (self.depth - 1)
 
     def bind(self, encoder) -> None:
+        self.check_tower(encoder)
         self.first_block(encoder.num_blocks)
 
     def features(self, encoder, x: torch.Tensor) -> torch.Tensor:

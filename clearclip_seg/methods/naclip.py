@@ -110,6 +110,8 @@ class NACLIP(DenseMethod):
         gaussian_std: σ of Ω in patches (5.0).
     """
 
+    needs_class_token = True
+
     def __init__(self, arch: str = 'reduced', attn_strategy: str = 'naclip', gaussian_std: float = 5.0,
                  key: str = 'model.method'):
         if arch not in ARCHS:

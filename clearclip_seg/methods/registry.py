@@ -92,8 +92,23 @@ class DenseMethod:
     # Methods that change an earlier block, or call the trunk more than once, keep False.
     shares_trunk: bool = False
 
+    # Methods whose formulas are written for exactly one class token in front of the
+    # patch tokens (a zero class row/column in a spatial prior, the class token's
+    # residual as a term, ``tokens[:, 1:]``) set this; towers without a class token
+    # (SigLIP, SigLIP2) or with several prefix tokens (PE, registers) are refused.
+    needs_class_token = False
+
+    def check_tower(self, encoder) -> None:
+        """One-line error when the tower's prefix tokens don't suit the method."""
+        prefix = getattr(encoder, 'num_prefix_tokens', 1)
+        if self.needs_class_token and prefix != 1:
+            raise ValueError(f'model.method.type={self.method_name} needs a tower with exactly one class token '
+                             f'before the patch tokens; this tower has {prefix} prefix tokens '
+                             '(the LastBlock presets and ProxyCLIP work with any tower)')
+
     def bind(self, encoder) -> None:
         """Check that the wrapped tower suits the method (called once, at build time)."""
+        self.check_tower(encoder)
 
     def features(self, encoder, x: torch.Tensor) -> torch.Tensor:
         """Projected patch features (B, gh, gw, dim), not normalised."""

@@ -134,6 +134,8 @@ class ResCLIP(DenseMethod):
         key: config key named in errors.
     """
 
+    needs_class_token = True
+
     def __init__(self, temp_thd: Optional[float] = None, attn_rcs_weights: Optional[Sequence[float]] = None,
                  attn_sfr_weights: Optional[Sequence[float]] = None, delete_same_entity: bool = True,
                  gaussian_std: float = 5.0, arch: str = 'wo_resi', attn_strategy: str = 'resclip',
@@ -171,6 +173,7 @@ class ResCLIP(DenseMethod):
         self._omega: Dict[tuple, torch.Tensor] = {}
 
     def bind(self, encoder) -> None:
+        self.check_tower(encoder)
         if getattr(encoder, 'num_prefix_tokens', 1) != 1:
             raise ValueError(f'{self._key}.type=ResCLIP needs a tower with exactly one class token '
                              f'(Ω and Ŝ have a zero class-token row and column); this one has '

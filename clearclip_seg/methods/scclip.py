@@ -199,6 +199,8 @@ class SCCLIP(DenseMethod):
         outlier_grid: ``'official'`` (the authors' square-grid coordinates) or ``'row_major'``.
     """
 
+    needs_class_token = True
+
     def __init__(self, pre_adjust_idx: Optional[int] = None, post_adjust_idx: Optional[int] = None,
                  multi_start_idx: Optional[int] = None, multi_end_idx: Optional[int] = None,
                  res_cls: Optional[float] = None, beta: float = 0.4, prior_scale: float = 3.0,
@@ -245,6 +247,7 @@ class SCCLIP(DenseMethod):
         return out
 
     def bind(self, encoder) -> None:
+        self.check_tower(encoder)
         # fail at build time, not on the first window; records then show the resolved values
         self._resolved = self.layers(encoder.num_blocks)
 

@@ -49,6 +49,8 @@ class SCLIP(DenseMethod):
         ffn: keep the last block's feed-forward network (True, SCLIP's).
     """
 
+    needs_class_token = True
+
     def __init__(self, residual: bool = True, ffn: bool = True, key: str = 'model.method'):
         self.residual = check_bool(residual, f'{key}.residual')
         self.ffn = check_bool(ffn, f'{key}.ffn')

@@ -11,6 +11,7 @@ One job per module:
 - ``inputs``: image sizes (``protocol_resize``), ``synthetic_images`` and the
   random-weight segmentor (``build_segmentor``, through ``clearclip_seg.apis``).
 - ``report``: ``speed_report``, every figure of one run (``tools/benchmark_speed.py``).
+- ``method_speed``: images/s of every method relative to ClearCLIP (``--methods``).
 
 Window geometry comes from ``clearclip_seg.models.slide`` and the protocol
 values from ``clearclip_seg.protocol``.

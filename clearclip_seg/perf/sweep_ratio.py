@@ -97,7 +97,9 @@ def measure_sharing(suite: str = 'ablation', benchmarks: Optional[Sequence[str]]
             opts = parse_cfg_options(list(p.options) + ['default_hooks.logger.interval=1000'])
             return RunSpec(config=p.config, cfg_options=opts, record=p.record, run_info=p.run.info(p.suite))
 
+        from mmengine.runner import set_random_seed
         for p in {p.run.benchmark: p for p in planned['shared']}.values():  # warm the text cache
+            set_random_seed(0)  # the runs' seed (configs' randomness): the same random weights, the same cache key
             init_segmentor(p.config, device='cpu', cfg_options=parse_cfg_options(p.options))
         load0 = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
         t0 = time.perf_counter()

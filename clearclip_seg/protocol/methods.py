@@ -18,7 +18,7 @@ in ``METHOD_CARDS`` (its ``defaults`` and per-benchmark ``overrides``).
 This module imports nothing heavy (no torch, no MMSeg).
 """
 from dataclasses import dataclass, field, replace
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .benchmarks import BENCHMARKS
 from .constants import LOGIT_SCALE, RESIZE_LONG_SIDE, RESIZE_SHORT_SIDE, SLIDE_CROP, SLIDE_STRIDE
@@ -78,6 +78,37 @@ class Setting:
                 'model.test_cfg.stride': (self.stride, self.stride), 'model.test_cfg.patch_fit': self.patch_fit,
                 'test_pipeline.1.scale': self.resize_scale,
                 'test_dataloader.dataset.pipeline.1.scale': self.resize_scale}
+
+    def option_items(self, method: bool = False) -> List[str]:
+        """The protocol part of ``cfg_options`` as ``--cfg-options`` items (``'key=value'`` strings).
+
+        Any generated config of the same benchmark and method gets this setting's
+        protocol from them (the runner and ``tools/test.py`` parse them with
+        MMEngine's ``DictAction``). A post-processor dict replaces whatever the
+        config has (``_delete_``: a dict cannot be merged into a config's None).
+
+        Args:
+            method: also emit ``model.method`` / ``model.last_block`` (the generated
+                configs of a card already carry them).
+        """
+        items = []
+        for key, value in self.cfg_options().items():
+            if key in ('model.method', 'model.last_block') and not method:
+                continue
+            if isinstance(value, dict):
+                items.append(f'{key}._delete_=True')
+                items += [f'{key}.{k}={_option_text(v)}' for k, v in value.items()]
+            else:
+                items.append(f'{key}={_option_text(value)}')
+        return items
+
+
+def _option_text(value) -> str:
+    """A value as ``DictAction`` reads it back: ``None``, ``True``, ``(448,448)``, ``0.1``, ``voc21``."""
+    if isinstance(value, (tuple, list)):
+        inner = ','.join(_option_text(v) for v in value)
+        return f'({inner})' if isinstance(value, tuple) else f'[{inner}]'
+    return str(value) if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,10 @@ Keys are ``(backbone slug, preset name)`` pairs, where the slugs are those of
 ``clearclip_seg.protocol.presets.PRESETS``; inner dicts are keyed by benchmark key.
 This module imports nothing (no torch, no mmseg), so it can be loaded by file
 path on a machine without the heavy dependencies.
+
+The other methods' published numbers (SCLIP, NACLIP, ResCLIP, SC-CLIP, GEM,
+ProxyCLIP), keyed by method card, backbone, protocol and PAMR, are in the
+sibling ``published_methods.py``; the tables look a record up in both.
 """
 from typing import Dict, FrozenSet, Optional, Tuple
 

@@ -8,9 +8,10 @@ dataset and labels, its metric and its record (``records.build_record`` with
 its own resolved config). What the runs share: the image batches and the
 frozen blocks 0..L-2 of every window (``trunk.SharedTrunk``), computed for the
 first run and replayed to the others on equal windows. So each record is
-identical to the record of a separate run but for ``created`` and ``timing``
-(which adds ``shared_pass``: the number of runs and the trunk calls computed,
-reused and missed).
+identical to the record of a separate run but for ``created`` and ``timing``:
+``wall_s`` is the run's share of the pass (the pass's time / its runs) and
+``shared_pass`` holds the number of runs, the pass's ``wall_s`` and the trunk
+calls computed, reused and missed.
 
 The loop mirrors MMEngine's ``TestLoop``: per batch, ``model.test_step`` then
 ``evaluator.process``; at the end ``evaluator.evaluate(len(dataset))``.
@@ -217,10 +218,12 @@ def run_shared_pass(specs: Sequence[RunSpec], log: Callable[[str], None] = print
     for r in runs:
         metrics = r.evaluator.evaluate(len(r.dataset))
         details = r.evaluator.metrics[0].details
+        # a run's time is its share of the pass (the pass's own time is under shared_pass), so
+        # images/s summed over a table's rows stays the machine's throughput
         rec = build_record(r.cfg, str(r.spec.config), dict(r.spec.cfg_options), r.model, r.dataset, metrics,
-                           details, wall, 1, run_info=r.spec.run_info)
+                           details, wall / len(runs), 1, run_info=r.spec.run_info)
         rec['config']['identity'] = r.identity
-        rec['timing']['shared_pass'] = dict(runs=len(runs), trunk_calls=trunk.stats())
+        rec['timing']['shared_pass'] = dict(runs=len(runs), wall_s=wall, trunk_calls=trunk.stats())
         if write and r.spec.record:
             write_record(rec, r.spec.record)
             rec['_path'] = r.spec.record

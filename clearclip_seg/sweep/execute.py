@@ -13,7 +13,7 @@ from typing import Callable, List, Sequence, Tuple
 
 from .plan import WorkUnit, describe_units, group_units
 from .schedule import (check_run, resolve_parallel, run_local_workers, run_slurm_jobs, slurm_executor,
-                       unit_command)
+                       unit_command, worker_envs)
 
 
 def plan_work(planned: Sequence, args) -> Tuple[List[WorkUnit], str]:
@@ -22,6 +22,11 @@ def plan_work(planned: Sequence, args) -> Tuple[List[WorkUnit], str]:
     ``--parallel data`` runs one run at a time over all processes, so it runs
     no shared pass (a shared pass is one process).
     """
+    for flag in ('time', 'gpus_per_job', 'cpus_per_job', 'array_parallelism'):
+        value = getattr(args, flag, None)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            from ..runner.plan import PlanError
+            raise PlanError(f"--{flag.replace('_', '-')} {value}: expected a positive integer")
     todo = [p for p in planned if p.status == 'todo']
     share = not getattr(args, 'no_share', False)
     units = group_units(todo, share=share)
@@ -73,9 +78,21 @@ def run_units_in_parallel(units: Sequence[WorkUnit], out: str, args, mode: str, 
     from tqdm import tqdm
 
     from ..runner.process import Interrupted, interrupt_handlers
-    procs = args.gpus if mode == 'data' else 1
-    if getattr(args, 'slurm', False):
-        procs = getattr(args, 'gpus_per_job', 1) if mode == 'data' else 1
+    slurm = getattr(args, 'slurm', False)
+    try:  # settings the machine cannot honour end here, in one line, before anything runs
+        if slurm:
+            ex = slurm_executor(osp.join(out, '.slurm'), getattr(args, 'partition', None),
+                                getattr(args, 'time', 240), getattr(args, 'gpus_per_job', 1),
+                                getattr(args, 'cpus_per_job', None), getattr(args, 'array_parallelism', None),
+                                getattr(args, 'slurm_executor', 'slurm'))
+            procs = getattr(args, 'gpus_per_job', 1) if mode == 'data' else 1
+        else:
+            workers = 1 if mode == 'data' else args.gpus
+            worker_envs(workers)
+            procs = args.gpus if mode == 'data' else 1
+    except ValueError as e:  # more workers than GPUs, submitit missing
+        print(f'error: {e}', file=sys.stderr)
+        return 2
     jobs = []
     for i, u in enumerate(units, 1):
         cmd, log = unit_command(u, i, out, args.log_interval, procs)
@@ -89,15 +106,10 @@ def run_units_in_parallel(units: Sequence[WorkUnit], out: str, args, mode: str, 
         bar.update(len(unit.runs))
     try:
         with interrupt_handlers():
-            if getattr(args, 'slurm', False):
-                ex = slurm_executor(osp.join(out, '.slurm'), getattr(args, 'partition', None),
-                                    getattr(args, 'time', 240), getattr(args, 'gpus_per_job', 1),
-                                    getattr(args, 'cpus_per_job', None), getattr(args, 'array_parallelism', None),
-                                    getattr(args, 'slurm_executor', 'slurm'))
+            if slurm:
                 ids = run_slurm_jobs(jobs, ex, on_done)
                 tqdm.write(f'slurm jobs: {", ".join(map(str, ids[:5]))}{" ..." if len(ids) > 5 else ""}')
             else:
-                workers = 1 if mode == 'data' else args.gpus
                 left = run_local_workers(jobs, workers, on_done,
                                          stop=(lambda: bool(failures)) if not args.keep_going else None)
                 if left:

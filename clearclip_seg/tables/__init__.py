@@ -6,7 +6,10 @@ One job per module:
 - ``labels``: display names and benchmark column order.
 - ``protocol``: protocol values, deviations from the published protocol,
   protocol cards.
+- ``methods``: records of registered methods: their card, protocol (own or
+  common), PAMR, row identity, expected setting and published number.
 - ``build``: the main table and the per-class tables.
+- ``row_cards``: the protocol card of every row (per benchmark).
 - ``formats``: Markdown, CSV and LaTeX text.
 - ``plot``: the PNG bar plot (matplotlib is imported only when plotting).
 - ``outputs``: writing the requested formats into a directory.

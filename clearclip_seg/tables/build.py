@@ -4,14 +4,19 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from ..protocol.backbones import BACKBONE_INFO
 from ..protocol.benchmarks import BACKBONES, PAPER_ORDER
+from ..protocol.methods import METHOD_CARDS
 from ..protocol.presets import PRESETS
 from ..protocol.published import is_quoted, published_miou
+from ..protocol.published_methods import MethodEntry
 from .labels import backbone_label, bench_title, method_label, order_benchmarks
+from .methods import method_row_key, method_run, published_entry, record_setting
 from .protocol import ProtocolCard, build_protocol_card, protocol_deviations
 from .records import Record, warn_stderr
 
-GROUP_BY = ('preset', 'backbone', 'arch')
+# family: rows grouped by backbone family and ordered by size, with parameters and images/s (issue 11)
+GROUP_BY = ('preset', 'backbone', 'arch', 'family')
 
 
 @dataclass
@@ -19,15 +24,21 @@ class Row:
     """One model of the main table.
 
     Attributes:
-        key: ``(arch, pretrained, attn, residual, ffn, preset)``.
-        method: Display name of the method.
+        key: ``(arch, pretrained, method type, options..., preset or card, ...)``: the row identity.
+        method: Display name of the method (with its protocol when not its own, and PAMR).
         backbone_title: Display name of the backbone.
         backbone: Backbone slug or None.
-        preset: Preset name or None.
+        preset: Preset name or None (the card name for other methods).
         records: benchmark -> the record used.
         published: benchmark -> published mIoU (where one exists).
-        quoted: Benchmarks whose published number is "as quoted by later papers".
-        off_protocol: Benchmarks whose run left the published protocol.
+        quoted: Benchmarks whose published number is quoted from another source.
+        off_protocol: Benchmarks whose run left its protocol (the published one, or the common one).
+        block: ``(attn, residual, ffn)`` of a LastBlock row, else None.
+        card: method card name of a row of another registered method, else None.
+        protocol: ``own`` (the method's published protocol; ClearCLIP's is the common one)
+            or ``common``.
+        pamr: PAMR on.
+        entry: the published row of a method (``protocol/published_methods.py``), if any.
     """
     key: tuple
     method: str
@@ -38,6 +49,11 @@ class Row:
     published: Dict[str, float] = field(default_factory=dict)
     quoted: set = field(default_factory=set)
     off_protocol: set = field(default_factory=set)
+    block: Optional[Tuple[str, bool, bool]] = None
+    card: Optional[str] = None
+    protocol: str = 'own'
+    pamr: bool = False
+    entry: Optional[MethodEntry] = None
 
     @property
     def label(self) -> str:
@@ -55,9 +71,48 @@ class Row:
         return self.key[1]
 
     @property
-    def last_block(self) -> Tuple[str, bool, bool]:
-        """``(attn, residual, ffn)``."""
-        return tuple(self.key[2:5])
+    def last_block(self) -> Optional[Tuple[str, bool, bool]]:
+        """``(attn, residual, ffn)``; None for a method other than LastBlock."""
+        return self.block
+
+    @property
+    def method_type(self) -> str:
+        """The registered method (``LastBlock`` for ClearCLIP and its baselines)."""
+        return self.key[2]
+
+    @property
+    def family(self) -> str:
+        """Backbone family (``protocol/backbones.py``), or the architecture name when unknown."""
+        info = BACKBONE_INFO.get(self.backbone)
+        return info.family if info else self.arch
+
+    @property
+    def size(self) -> str:
+        """Backbone size (``B/16``, ``L/14``, ...), or '' when unknown."""
+        info = BACKBONE_INFO.get(self.backbone)
+        return info.size if info else ''
+
+    def params(self) -> Optional[int]:
+        """Parameters of the image tower (plus a method's own model, e.g. ProxyCLIP's), from the records."""
+        for rec in self.records.values():
+            p = (rec.data.get('model') or {}).get('params')
+            if isinstance(p, dict) and p.get('image') is not None:
+                return int(p['image']) + int(p.get('method') or 0)
+        return None
+
+    def images_per_s(self) -> Optional[float]:
+        """Images per second over the row's records (total images / total wall time), from their timing."""
+        n = wall = 0.0
+        for rec in self.records.values():
+            t = rec.data.get('timing') or {}
+            images = (rec.data.get('dataset') or {}).get('num_images')
+            if t.get('wall_s') and images:
+                n, wall = n + images, wall + float(t['wall_s'])
+        return n / wall if wall > 0 else None
+
+    def devices(self) -> List[str]:
+        """The devices the row's records were timed on."""
+        return sorted({str((r.data.get('timing') or {}).get('device')) for r in self.records.values()})
 
     def ours(self, bench: str) -> Optional[float]:
         """Our mIoU on a benchmark, or None when not run."""
@@ -77,6 +132,8 @@ class Row:
             return self.backbone_title
         if group_by == 'arch':
             return self.arch
+        if group_by == 'family':
+            return self.family
         return ''
 
 
@@ -134,31 +191,78 @@ class MainTable:
 
 def _row_sort_key(row: Row, group_by: Optional[str]):
     bb = list(BACKBONES)
-    pr = list(PRESETS)
+    # presets first, then the method cards in their table order
+    methods = list(PRESETS) + [c for c in METHOD_CARDS if c not in PRESETS]
     backbone_i = bb.index(row.backbone) if row.backbone in bb else len(bb)
-    preset_i = pr.index(row.preset) if row.preset in pr else len(pr)
+    name = row.card or row.preset
+    preset_i = methods.index(name) if name in methods else len(methods)
     arch_order = list(OrderedDict.fromkeys(a for a, _, _ in BACKBONES.values()))
     arch_i = arch_order.index(row.arch) if row.arch in arch_order else len(arch_order)
-    by_backbone = (backbone_i, row.arch, row.pretrained)
-    by_preset = (preset_i, str(row.last_block))
+    by_backbone = (backbone_i, row.arch, str(row.pretrained))
+    card = METHOD_CARDS.get(row.card)
+    pamr_default = card is not None and row.protocol == 'own' and card.defaults['postprocess'] is not None
+    by_preset = (preset_i, row.protocol != 'own', row.pamr != pamr_default, str(row.key[2:]))
     if group_by == 'preset':
         return by_preset + by_backbone
     if group_by == 'arch':
         return (arch_i, row.arch) + by_preset + by_backbone
+    if group_by == 'family':
+        families = list(OrderedDict.fromkeys(b.family for b in BACKBONE_INFO.values()))
+        family_i = families.index(row.family) if row.family in families else len(families)
+        return (family_i, row.family) + by_backbone + by_preset
     return by_backbone + by_preset
+
+
+def _new_row(rec: Record) -> Tuple[tuple, Row]:
+    """Row identity and an empty row for a record (LastBlock presets, or a method card's run)."""
+    title = backbone_label(rec.backbone, rec.arch, rec.pretrained)
+    mr = method_run(rec)
+    if mr is not None:
+        return method_row_key(rec, mr), Row(method_row_key(rec, mr), mr.label(), title, rec.backbone, rec.preset,
+                                            card=mr.card.name, protocol=mr.protocol, pamr=mr.pamr)
+    pamr = record_setting(rec)['pamr'] != 'off'
+    label = method_label(rec.preset, rec.last_block) if rec.last_block else str(rec.method_type)
+    key = rec.model_key + ((('pamr', True),) if pamr else ())
+    return key, Row(key, label + (' + PAMR' if pamr else ''), title, rec.backbone, rec.preset,
+                    block=rec.last_block, pamr=pamr)
+
+
+def _fill_published(row: Row) -> None:
+    for b, rec in row.records.items():
+        if row.card is not None:
+            mr = method_run(rec)
+            entry = published_entry(rec, mr)
+            if entry is not None:
+                row.entry = row.entry or entry
+                if b in entry.numbers:
+                    row.published[b] = entry.numbers[b]
+                    if entry.quoted:
+                        row.quoted.add(b)
+        elif not row.pamr:  # ClearCLIP and its baselines were published without PAMR
+            pub = published_miou(row.backbone, row.preset, b)
+            if pub is not None:
+                row.published[b] = pub
+                if is_quoted(row.backbone, row.preset, b):
+                    row.quoted.add(b)
+        if protocol_deviations(rec):
+            row.off_protocol.add(b)
 
 
 def build_main_table(records: Sequence[Record], group_by: Optional[str] = None, decimals: int = 2,
                      warn: Callable[[str], None] = warn_stderr) -> MainTable:
     """Arrange records into the paper-layout table.
 
-    When two records give the same model and benchmark, the newer one (by
-    ``created``, then path) is used and a warning names both files.
+    One row per model: ClearCLIP and its baselines by last block and preset;
+    every other method by card, options (those the card sets per benchmark
+    aside), protocol (own or common) and PAMR. When two records give the same
+    row and benchmark, the newer one (by ``created``, then path) is used and a
+    warning names both files.
 
     Args:
         records: Complete records (from ``load_records``).
-        group_by: None, ``'preset'``, ``'backbone'`` or ``'arch'``: order rows
-            by that key first and split the table into groups.
+        group_by: None, ``'preset'``, ``'backbone'``, ``'arch'`` or ``'family'``: order rows
+            by that key first and split the table into groups (``family``: backbone family,
+            then size, with parameters and images/s columns).
         decimals: Decimals for our numbers and the differences (1 or 2).
         warn: Called with a one-line message for each record dropped.
 
@@ -170,11 +274,8 @@ def build_main_table(records: Sequence[Record], group_by: Optional[str] = None, 
     rows: Dict[tuple, Row] = OrderedDict()
     notes = []
     for rec in records:
-        row = rows.get(rec.model_key)
-        if row is None:
-            row = rows[rec.model_key] = Row(rec.model_key, method_label(rec.preset, rec.last_block),
-                                            backbone_label(rec.backbone, rec.arch, rec.pretrained),
-                                            rec.backbone, rec.preset)
+        key, new = _new_row(rec)
+        row = rows.setdefault(key, new)
         old = row.records.get(rec.benchmark)
         if old is not None:
             keep, drop = sorted([old, rec], key=lambda r: (r.created, r.path), reverse=True)
@@ -184,14 +285,7 @@ def build_main_table(records: Sequence[Record], group_by: Optional[str] = None, 
             rec = keep
         row.records[rec.benchmark] = rec
     for row in rows.values():
-        for b, rec in row.records.items():
-            pub = published_miou(row.backbone, row.preset, b)
-            if pub is not None:
-                row.published[b] = pub
-                if is_quoted(row.backbone, row.preset, b):
-                    row.quoted.add(b)
-            if protocol_deviations(rec):
-                row.off_protocol.add(b)
+        _fill_published(row)
     ordered = sorted(rows.values(), key=lambda r: _row_sort_key(r, group_by))
     benches = order_benchmarks(b for r in ordered for b in r.records)
     card = build_protocol_card([(r.label, rec) for r in ordered for rec in

@@ -6,9 +6,12 @@ from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..protocol.published import PAPER, VANILLA_CLIP_BACKGROUND_PROB_THD
+from ..protocol.published_methods import method_source
 from .build import MainTable, PerClassTable, Row
 from .labels import bench_title, onoff
+from .methods import SETTING_FIELDS, record_setting
 from .protocol import BENCH_FIELDS, ROW_FIELDS, ProtocolCard, protocol_deviations, record_protocol, show_value
+from .row_cards import needs_row_cards, row_card_summary, row_cards_markdown
 
 QUOTED_MARK = '\u2020'      # dagger: published number as quoted by later papers
 OFF_PROTOCOL_MARK = '*'     # our run differs from the published protocol
@@ -34,8 +37,10 @@ def fmt_diff(v: Optional[float], decimals: int) -> str:
 
 
 def fmt_published(v: Optional[float]) -> str:
-    """A published number, as printed (one decimal); '' for None."""
-    return '' if v is None else f'{v:.1f}'
+    """A published number, as printed (one decimal, two where the source has two); '' for None."""
+    if v is None:
+        return ''
+    return f'{v:.1f}' if abs(round(v, 1) - v) < 1e-9 else f'{v:.2f}'
 
 
 def _cell_parts(table: MainTable, row: Row, bench: str) -> Tuple[str, str, str]:
@@ -71,13 +76,19 @@ def _legend(table: MainTable) -> List[str]:
     lines = ['Cells: ours (published, ours \u2212 published) where a published number exists; '
              'mIoU in %.', table.avg_note()]
     if any(r.quoted for r in table.rows):
-        lines.append(f'{QUOTED_MARK} published number as quoted by later papers (docs/protocol.md).')
+        lines.append(f'{QUOTED_MARK} published number as quoted by later papers, or read from a figure or a '
+                     'secondary source (docs/protocol.md; the sources below).')
     partial = [r for r in table.rows if r.records and len(table.avg(r)[1]) < len(table.avg_over)]
     for r in partial:
         lines.append(f'{PARTIAL_AVG_MARK} {r.label}: average over its own benchmarks only '
                      f'({", ".join(bench_title(b) for b in table.avg(r)[1])}); not comparable.')
     if any(r.off_protocol for r in table.rows):
-        lines.append(f'{OFF_PROTOCOL_MARK} run differs from the published protocol (see the protocol card).')
+        lines.append(f'{OFF_PROTOCOL_MARK} run differs from its protocol (the published one, or the common one '
+                     'for rows so labelled; see the protocol card).')
+    if any(r.card is not None and r.protocol == 'common' for r in table.rows):
+        lines.append('(common protocol): the method under ClearCLIP\'s protocol (448 short side, 448/224 windows, '
+                     'logit scale 50, ClearCLIP\'s vocabularies and thresholds, no PAMR unless "+ PAMR"); no '
+                     'method published numbers under it.')
     if any(r.preset == 'clip' and r.published for r in table.rows):
         lines.append('Vanilla CLIP was published with prob_thd '
                      f'{VANILLA_CLIP_BACKGROUND_PROB_THD} on the sets with background.')
@@ -86,7 +97,24 @@ def _legend(table: MainTable) -> List[str]:
         lines.append('MaskCLIP/SCLIP-style: "plain" keeps the last block\'s residual and FFN; '
                      '"+ no-residual" drops both (as in the authors\' code).')
     lines.append(f'Published numbers: {PAPER}.')
+    seen = set()
+    for r in table.rows:
+        e = r.entry
+        if e is not None and r.published and (e.card, e.title, e.backbone, e.pamr) not in seen:
+            seen.add((e.card, e.title, e.backbone, e.pamr))
+            lines.append(f'{r.label}: published "{e.title}" from {method_source(e)}' + (f'; {e.note}' if e.note
+                                                                                           else '') + '.')
+    if table.group_by == 'family':
+        devices = sorted({d for r in table.rows for d in r.devices()})
+        lines.append('Params: image tower (and a method\'s own model) in millions; img/s: images over wall time '
+                     f'of the row\'s records, measured on {", ".join(devices) or "n/a"}.')
     return lines + table.notes
+
+
+def _family_cells(row: Row) -> List[str]:
+    """Size, parameters (millions) and images/s of a row (the backbone table's extra columns)."""
+    p, ips = row.params(), row.images_per_s()
+    return [row.size, '-' if p is None else f'{p / 1e6:.0f}', '-' if ips is None else f'{ips:.2f}']
 
 
 # ----- Markdown
@@ -128,17 +156,22 @@ def card_markdown(card: ProtocolCard) -> List[str]:
 
 
 def _main_markdown(table: MainTable) -> List[str]:
-    header = ['Method', 'Backbone'] + [bench_title(b) for b in table.benchmarks] + ['Avg']
-    align = ['l', 'l'] + ['r'] * (len(table.benchmarks) + 1)
+    family = table.group_by == 'family'
+    extra = ['Size', 'Params (M)', 'img/s'] if family else []
+    header = ['Method', 'Backbone'] + extra + [bench_title(b) for b in table.benchmarks] + ['Avg']
+    align = ['l', 'l'] + ['r'] * (len(extra) + len(table.benchmarks) + 1)
     out = ['## Results (mIoU, %)', '']
     for name, rows in table.groups():
         if name:
             out += [f'### {table.group_by}: {name}', '']
-        body = [[r.method, r.backbone_title] + [_combined(_cell_parts(table, r, b)) for b in table.benchmarks]
+        body = [[r.method, r.backbone_title] + (_family_cells(r) if family else [])
+                + [_combined(_cell_parts(table, r, b)) for b in table.benchmarks]
                 + [_combined(_avg_parts(table, r))] for r in rows]
         out += _md_table(header, body, align) + ['']
     out += [f'{line}  ' for line in _legend(table)]
     out += [''] + card_markdown(table.card)
+    if needs_row_cards(table):
+        out += [''] + row_cards_markdown(table)
     return out
 
 
@@ -191,6 +224,9 @@ def _row_protocol(row: Row, benchmarks: Sequence[str]) -> Dict[str, str]:
         p = record_protocol(row.records[b]) if b in row.records else {}
         for f, _ in BENCH_FIELDS:
             out[f'{b}_{f}'] = show_value(p[f]) if f in p else ''
+        st = record_setting(row.records[b]) if b in row.records else {}
+        for f, _ in SETTING_FIELDS:
+            out[f'{b}_{f}'] = '' if st.get(f) is None else str(st[f])
         out[f'{b}_off_protocol'] = ', '.join(protocol_deviations(row.records[b])) if b in row.records else ''
     return out
 
@@ -228,16 +264,21 @@ def to_csv(table) -> str:
                                                 for c in table.columns])
         return buf.getvalue()
     d = table.decimals
-    ident = ['group', 'method', 'backbone', 'arch', 'pretrained', 'attn', 'residual', 'ffn', 'preset']
+    ident = ['group', 'method', 'backbone', 'arch', 'pretrained', 'attn', 'residual', 'ffn', 'preset',
+             'method_type', 'card', 'protocol', 'pamr', 'family', 'size', 'params', 'images_per_s']
     per_b = [f'{b}{s}' for b in table.benchmarks for s in ('', '_published', '_diff', '_quoted')]
     avg = ['avg', 'avg_published', 'avg_diff', 'avg_over']
+    setting = [f for f, _ in SETTING_FIELDS if f not in ('logit_scale', 'prob_thd')]
     proto = [f for f, _ in ROW_FIELDS] + [f'{b}_{f}' for b in table.benchmarks
-                                          for f in [f for f, _ in BENCH_FIELDS] + ['off_protocol']]
+                                          for f in [f for f, _ in BENCH_FIELDS] + setting + ['off_protocol']]
     w.writerow(ident + per_b + avg + proto)
     for r in table.rows:
-        attn, res, ffn = r.last_block
+        attn, res, ffn = r.last_block or ('', None, None)
+        params, ips = r.params(), r.images_per_s()
         line = [r.group(table.group_by), r.method, r.backbone_title, r.arch, r.pretrained, attn,
-                onoff(res), onoff(ffn), r.preset or '']
+                '' if res is None else onoff(res), '' if ffn is None else onoff(ffn), r.preset or '',
+                r.method_type, r.card or '', r.protocol, onoff(r.pamr), r.family, r.size,
+                '' if params is None else str(params), '' if ips is None else f'{ips:.4g}']
         for b in table.benchmarks:
             ours, pub = r.ours(b), r.published.get(b)
             line += [fmt(ours, d) if ours is not None else '', fmt_published(pub),
@@ -316,15 +357,22 @@ def to_latex(table, per_class: Sequence[PerClassTable] = ()) -> str:
                        f'tab:per-class-{t.benchmark.replace("_", "-")}', 'l' + 'r' * len(t.columns),
                        header, [('', lines)], t.card, t.notes)
         return '\n'.join(out) + '\n'
-    header = ['Method', 'Backbone'] + [tex_escape(bench_title(b)) for b in table.benchmarks] + ['Avg']
+    family = table.group_by == 'family'
+    extra = ['Size', 'Params (M)', 'img/s'] if family else []
+    header = ['Method', 'Backbone'] + extra + [tex_escape(bench_title(b)) for b in table.benchmarks] + ['Avg']
     blocks = []
     for name, rows in table.groups():
         lines = [[tex_escape(r.method), tex_escape(r.backbone_title)]
+                 + ([tex_escape(c) for c in _family_cells(r)] if family else [])
                  + [_tex_cell(_cell_parts(table, r, b)) for b in table.benchmarks]
                  + [_tex_cell(_avg_parts(table, r))] for r in rows]
         blocks.append((f'{table.group_by}: {name}' if name else '', lines))
+    notes = _legend(table)
+    if needs_row_cards(table):
+        notes = notes + ['Protocol of each row: ' + ' | '.join(row_card_summary(r, table.benchmarks)
+                                                               for r in table.rows) + '.']
     out = _tex_env('Open-vocabulary semantic segmentation, mIoU (\\%).', 'tab:results',
-                   'll' + 'r' * (len(table.benchmarks) + 1), header, blocks, table.card, _legend(table))
+                   'll' + 'r' * (len(extra) + len(table.benchmarks) + 1), header, blocks, table.card, notes)
     for t in per_class:
         out += [''] + to_latex(t).rstrip('\n').split('\n')
     return '\n'.join(out) + '\n'

@@ -8,6 +8,7 @@ from ..protocol.benchmarks import BENCHMARKS
 from ..protocol.constants import RESIZE
 from ..protocol.presets import PRESETS
 from .labels import bench_title, order_benchmarks
+from .methods import method_run, setting_deviations
 from .records import Record
 
 # The published protocol (docs/protocol.md) beyond what BENCHMARKS / PRESETS hold.
@@ -78,6 +79,10 @@ def protocol_deviations(rec: Record) -> List[str]:
     Args:
         rec: A record.
 
+    Records of other methods (``tables/methods.py``) are compared with the
+    setting of the protocol they ran under: the method's own card, or the
+    common one.
+
     Returns:
         Short descriptions, e.g. ``'prob_thd 0.3 (published: 0.5)'``; empty
         when the run follows the protocol.
@@ -90,6 +95,14 @@ def protocol_deviations(rec: Record) -> List[str]:
         if got is not None and _norm(got) != _norm(want):
             out.append(f'{name} {show_value(got)} (published: {show_value(_norm(want))})')
 
+    mr = method_run(rec)
+    if mr is not None:  # another method: its own protocol card, or the common one (tables/methods.py)
+        out += setting_deviations(rec, mr)
+        check('templates', p['templates'], EXPECTED_TEMPLATES)
+        check('precision', p['precision'], EXPECTED_PRECISION)
+        if b is not None:
+            check('images', p['num_images'], b.num_images)
+        return out
     check('resize', p['resize'], EXPECTED_RESIZE)
     check('mode', p['mode'], EXPECTED_MODE)
     check('logit scale', p['logit_scale'], EXPECTED_LOGIT_SCALE)
@@ -162,7 +175,9 @@ def build_protocol_card(entries: Sequence[Tuple[str, Record]]) -> ProtocolCard:
             vals: Dict[object, List[str]] = OrderedDict()
             for r in recs:
                 vals.setdefault(record_protocol(r)[f], []).append(r.benchmark)
-            if len(vals) > 1:
+            if len(vals) > 1 and any(method_run(r) for r in recs):
+                v = 'per benchmark'   # a method's own protocol varies by design: its row card shows it
+            elif len(vals) > 1:
                 disagreements.append(f'{label}, {name}: ' + '; '.join(
                     f'{show_value(v)} ({", ".join(bs)})' for v, bs in vals.items()))
                 v = 'mixed'
