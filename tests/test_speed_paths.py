@@ -204,3 +204,18 @@ def test_tool_smoke_baseline(tmp_path):
     assert figures['text_classifier']['prompts'] == 171
     assert [e['batch'] for e in figures['encoder_only']] == [1, 2]
     assert figures['plain']['max_windows'] == 1 and figures['batched']['max_windows'] == 16
+
+
+def test_scaling_grid_and_plot_on_the_tiny_model(tmp_path):
+    from clearclip_seg.perf.scaling import throughput_grid
+    from helpers import TINY_ARCH
+    lines = []
+    out = throughput_grid(arch='clearclip-tiny-vit', arch_file=TINY_ARCH, precisions=('fp32', 'bf16'),
+                          max_windows=(1, 2), num_images=1, device='cpu', warmup=0, repeats=1,
+                          plot_path=str(tmp_path / 'scaling.png'), log=lines.append)
+    assert [(r['precision'], r['max_windows']) for r in out['rows']] == [
+        ('fp32', 1), ('fp32', 2), ('bf16', 1), ('bf16', 2)]
+    assert all(r['label_agreement_vs_fp32'] == 100.0 for r in out['rows'] if r['precision'] == 'fp32')
+    assert all(r['windows_per_s'] > 0 for r in out['rows'])
+    assert (tmp_path / 'scaling.png').stat().st_size > 1000
+    assert lines[0].startswith('machine: ')

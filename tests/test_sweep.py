@@ -235,8 +235,13 @@ def test_dry_run_shows_the_grouping(tmp_path, voc_root):
     assert '1 work unit(s) (1 shared pass(es)) for 6 run(s)' in proc.stdout
     assert 'unit 1: shared pass of 6 runs' in proc.stdout
     assert 'x less)' in proc.stdout
-    proc = _bench(tmp_path / 'out', voc_root, '--matrix', str(matrix), '--dry-run', '--no-share')
+    assert 'parallel: runs (1 worker(s) taking whole units)' in proc.stdout
+    proc = _bench(tmp_path / 'out', voc_root, '--matrix', str(matrix), '--dry-run', '--no-share', '--gpus', '2')
     assert '6 work unit(s) (0 shared pass(es)) for 6 run(s)' in proc.stdout
+    assert 'parallel: runs (2 worker(s) taking whole units)' in proc.stdout
+    # a single run over two GPUs is data-parallel (torchrun) by default
+    proc = _bench(tmp_path / 'out', voc_root, '--configs', VOC21, '--dry-run', '--gpus', '2')
+    assert 'parallel: data (one run at a time over 2 processes (no shared passes))' in proc.stdout
 
 
 @pytest.fixture(scope='module')

@@ -105,6 +105,9 @@ def parse_args(argv=None):
                    help="with --methods: ClearCLIP's protocol for all (the method's own cost; default) or each "
                         "method's own (resize, windows, PAMR)")
     m.add_argument('--methods-benchmark', default='voc21', help='with --methods: whose configs (default voc21)')
+    p.add_argument('--scaling', default=None, metavar='PNG',
+                   help='windows/s against max_windows (1, 2, 4, 8) for fp32 and bf16, plotted to PNG '
+                        '(clearclip_seg.perf.scaling)')
     return p.parse_args(argv)
 
 
@@ -113,6 +116,10 @@ def main(argv=None) -> dict:
     if args['gpu_check']:
         from clearclip_seg.perf.gpu_check import gpu_check
         return gpu_check(device=args['device'], tiny=args['tiny'], json_path=args['json'])
+    if args['scaling']:
+        from clearclip_seg.perf.scaling import throughput_grid
+        return throughput_grid(arch=args['arch'] or 'ViT-B-16', arch_file=args['arch_file'], device=args['device'],
+                               num_images=args['num_images'], repeats=args['repeats'], plot_path=args['scaling'])
     if args['methods'] is not None:
         from clearclip_seg.perf.method_speed import method_speed
         return method_speed(args['methods'] or None, protocol=args['methods_protocol'],

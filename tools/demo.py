@@ -25,7 +25,7 @@ The model is built through the config system (default
 ``configs/_base_/models/clearclip_vit-b16.py``) with the preset's last block,
 the given vocabulary, ``prob_thd`` (default 0) and slide inference (crop 448,
 stride 224); images are prepared like the benchmarks' test pipeline (BGR read,
-keep-ratio resize to (2048, 448), the model's normalisation) and predictions
+keep-ratio resize of the protocol (clearclip_seg.protocol.constants.RESIZE), the model's normalisation) and predictions
 come back at the original size. ``--precision auto`` is fp16 on a GPU and fp32
 on a CPU, decided for ``--device``. It runs on a CPU. The work is done by
 ``clearclip_seg.demo`` (through ``clearclip_seg.apis``).

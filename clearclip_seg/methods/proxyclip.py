@@ -49,8 +49,7 @@ VFM_PRESETS = {
     'mae': dict(model='vit_base_patch16_224.mae', input_size=None, kwargs=dict(dynamic_img_size=True)),
 }
 # CLIP's normalisation (x255, RGB), as the data preprocessor applies it
-CLIP_MEAN = (122.771, 116.746, 104.094)
-CLIP_STD = (68.501, 66.632, 70.323)
+from ..protocol.constants import CLIP_MEAN, CLIP_STD  # noqa: E402
 
 
 def proxy_attention(feats: torch.Tensor, beta: float = 1.2, gamma: float = 3.0) -> torch.Tensor:

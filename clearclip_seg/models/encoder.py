@@ -52,7 +52,7 @@ def _fused_mha():
     In inference, PyTorch's MHA "fast path" materialises the full attention
     matrix on CPU (B x heads x N x N: 30 MB per 448x448 ViT-B window, more than
     the L3 cache here); with it off, MHA calls SDPA, which is tiled. Same
-    numbers, ~13% faster per window on the CPUs measured (docs/speed_figures.md).
+    numbers, ~13% faster per window on the CPUs measured (docs/performance.md).
     The flag is global, so it is restored afterwards.
     """
     mha = getattr(torch.backends, 'mha', None)

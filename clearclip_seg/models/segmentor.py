@@ -64,7 +64,7 @@ class ClearCLIPSegmentor(BaseSegmentor):
             ``max_windows`` (windows per encoder batch; 1 = plain path;
             ``'auto'``: 16 on a GPU, 1 on a CPU, where one 448x448 window
             already runs the matmuls near peak and bigger batches only spill
-            the cache: docs/speed_figures.md), ``patch_fit`` (``pad``: windows
+            the cache: docs/performance.md), ``patch_fit`` (``pad``: windows
             zero-padded to patch multiples, ClearCLIP; ``truncate``: the
             remainder rows/columns dropped and the logits stretched over the
             window, the SCLIP-family code) and ``keep_probs`` (True: store

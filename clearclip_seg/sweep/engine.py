@@ -140,16 +140,12 @@ def run_shared_pass(specs: Sequence[RunSpec], log: Callable[[str], None] = print
     from .. import register_all_modules
     register_all_modules()
     import torch
-    from mmengine.device import get_device
     from mmengine.registry import init_default_scope
-    from mmengine.runner import Runner, set_random_seed
+    from mmengine.runner import Runner
     from mmengine.utils.dl_utils import set_multi_processing
-    from mmseg.registry import MODELS
 
-    from ..apis.evaluate import check_vocabulary
-    from ..checks import DataError, guard_dataset, one_line
+    from ..checks import guard_dataset
     from ..models.clip_loader import reuse_clip_models
-    from ..records import build_record, write_record
 
     if not specs:
         return []
@@ -179,16 +175,35 @@ def run_shared_pass(specs: Sequence[RunSpec], log: Callable[[str], None] = print
         groups.setdefault(r.data_key, []).append(r)
     _check_same_images(groups)
 
-    device = get_device()
+    # one copy of the weights (and of their digest) for all runs, for the whole pass
     with reuse_clip_models():
-        for r in runs:
-            set_random_seed(**{k: v for k, v in randomness.items()
-                               if k in ('seed', 'deterministic', 'diff_rank_seed')})
-            r.model = MODELS.build(copy.deepcopy(r.cfg.model)).to(device).eval()
-            check_vocabulary(r.model, r.dataset, r.cfg)
-            r.evaluator = _build_evaluator(r.cfg.test_evaluator)
-            r.evaluator.dataset_meta = r.dataset.metainfo
+        _build_models(runs, randomness)
+        return _score(runs, loaders, log, log_interval, write)
 
+
+def _build_models(runs: Sequence[_Run], randomness: dict) -> None:
+    """Each run's segmentor and evaluator, built as the Runner builds them (after the config's seed)."""
+    from mmengine.device import get_device
+    from mmengine.runner import set_random_seed
+    from mmseg.registry import MODELS
+
+    from ..apis.evaluate import check_vocabulary
+    device = get_device()
+    seed = {k: v for k, v in randomness.items() if k in ('seed', 'deterministic', 'diff_rank_seed')}
+    for r in runs:
+        set_random_seed(**seed)
+        r.model = MODELS.build(copy.deepcopy(r.cfg.model)).to(device).eval()
+        check_vocabulary(r.model, r.dataset, r.cfg)
+        r.evaluator = _build_evaluator(r.cfg.test_evaluator)
+        r.evaluator.dataset_meta = r.dataset.metainfo
+
+
+def _score(runs: Sequence[_Run], loaders: dict, log, log_interval: int, write: bool) -> List[dict]:
+    """The loop over image batches (run after run on each, the trunk shared), then the records."""
+    import torch
+
+    from ..checks import DataError, one_line
+    from ..records import build_record, write_record
     keys = list(loaders)
     n = len(runs[0].dataset)
     trunk = SharedTrunk()

@@ -1,0 +1,72 @@
+"""Throughput against window batch (``max_windows``) and precision, with a plot.
+
+Every (precision, max_windows) setting scores the same synthetic VOC-sized
+images in one process; within a precision the settings are interleaved
+(``measure_paths``), so load from other processes hits them alike. The CPU or
+GPU model is printed beside the figures, and each precision's labels are
+compared with fp32's.
+"""
+from typing import Optional, Sequence
+
+import torch
+
+from .inputs import benchmark_slide, build_segmentor, machine_info, synthetic_images, voc_sizes
+from .paths import measure_paths
+
+
+def throughput_grid(arch: str = 'ViT-B-16', arch_file: Optional[str] = None,
+                    precisions: Sequence[str] = ('fp32', 'bf16'), max_windows: Sequence[int] = (1, 2, 4, 8),
+                    num_images: int = 3, device: Optional[str] = None, warmup: int = 1, repeats: int = 2,
+                    plot_path: Optional[str] = None, log=print) -> dict:
+    """windows/s for every precision x ``max_windows``; optionally a PNG plot.
+
+    Returns:
+        ``dict(machine, rows=[{precision, max_windows, windows_per_s, images_per_s, achieved_gflops,
+        label_agreement_vs_fp32}], plot)``.
+    """
+    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    crop, stride, prob_thd = benchmark_slide('voc21')
+    sizes = voc_sizes()[:num_images]
+    info = machine_info(device)
+    log(f"machine: {info.get('cpu')} ({info.get('cpus')} CPUs, torch threads {info['threads']}); "
+        f"torch {info['torch']}, device {device}")
+    rows, labels_fp32 = [], None
+    for precision in precisions:
+        seg = build_segmentor(arch, arch_file, precision, 'voc21', (crop, crop), (stride, stride), 1, prob_thd,
+                              device)
+        images = synthetic_images(sizes, device=device)
+        results = measure_paths(seg, images, list(max_windows), warmup=warmup, repeats=repeats)
+        labels = [seg.classify(l.float())[1] for l in results[0]['logits']]
+        if labels_fp32 is None and precision == 'fp32':
+            labels_fp32 = labels
+        agree = None
+        if labels_fp32 is not None:
+            same = sum(int((a == b).sum()) for a, b in zip(labels, labels_fp32))
+            agree = 100.0 * same / sum(a.numel() for a in labels)
+        for r in results:
+            rows.append(dict(precision=precision, max_windows=r['max_windows'], windows=r['windows'],
+                             windows_per_s=r['windows_per_s'], images_per_s=r['images_per_s'],
+                             achieved_gflops=r['achieved_gflops'], label_agreement_vs_fp32=agree))
+            log(f"{precision:>5} max_windows={r['max_windows']:<3} {r['windows_per_s']:.3f} windows/s "
+                f"{r['images_per_s']:.3f} images/s {r['achieved_gflops']:.1f} GFLOP/s"
+                + (f'  labels vs fp32 {agree:.3f} %' if agree is not None else ''))
+        del seg
+    if plot_path:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for precision in precisions:
+            pts = [r for r in rows if r['precision'] == precision]
+            ax.plot([r['max_windows'] for r in pts], [r['windows_per_s'] for r in pts], marker='o', label=precision)
+        ax.set_xscale('log', base=2)
+        ax.set_xlabel('windows per encoder batch (max_windows)')
+        ax.set_ylabel('windows/s (448x448)')
+        ax.set_title(f"{arch}, {info.get('cpu') or device}"[:60], fontsize=8)
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(plot_path, dpi=120)
+        plt.close(fig)
+        log(f'plot: {plot_path}')
+    return dict(machine=info, rows=rows, plot=plot_path)
