@@ -134,7 +134,7 @@ def main(argv=None) -> dict:
                                arch=args['arch'] or (None if args['arch_file'] else 'ViT-B-16'),
                                arch_file=args['arch_file'], precision=args['precision'], max_runs=args['max_runs'],
                                json_path=args['json'])
-    for key in ('gpu_check', 'tiny', 'sweep_ratio', 'suite', 'benchmarks', 'max_runs', 'methods',
+    for key in ('gpu_check', 'tiny', 'sweep_ratio', 'suite', 'benchmarks', 'max_runs', 'scaling', 'methods',
                 'methods_protocol', 'methods_benchmark'):
         args.pop(key)
     args['protocol_resize_sizes'] = args.pop('protocol_resize')
