@@ -120,24 +120,25 @@ def _resize_scale(cfg):
     return None
 
 
+def _header(kind: str, cfg, config_path: str, cfg_options: dict) -> dict:
+    """The fields every record starts with: schema, kind, creation time, benchmark and config."""
+    from .apis.config import relative_to_root
+    return dict(record_version=RECORD_VERSION, kind=kind, complete=True, created=now_iso(),
+                benchmark=cfg.get('benchmark'), method=cfg.get('method'),
+                config=dict(path=relative_to_root(config_path), cfg_options=cfg_options,
+                            resolved=cfg.pretty_text))
+
+
 def build_record(cfg, config_path: str, cfg_options: dict, model, dataset, metrics: dict, details: dict,
                  wall_s: float, world_size: int, run_info: Optional[dict] = None) -> dict:
     """The record of one evaluation run (see the schema above)."""
     import torch
-
-    from .apis.config import relative_to_root
     voc = model.vocabulary
     tc = dict(model.test_cfg)
     n = len(dataset)
     model_info = describe_model(model)
     record = dict(
-        record_version=RECORD_VERSION,
-        kind='evaluation',
-        complete=True,
-        created=now_iso(),
-        benchmark=cfg.get('benchmark'),
-        method=cfg.get('method'),
-        config=dict(path=relative_to_root(config_path), cfg_options=cfg_options, resolved=cfg.pretty_text),
+        **_header('evaluation', cfg, config_path, cfg_options),
         model=model_info,
         protocol=dict(resize=_resize_scale(cfg), mode=tc.get('mode'), crop=tc.get('crop_size'),
                       stride=tc.get('stride'), prob_thd=model.prob_thd, logit_scale=model.logit_scale,
@@ -229,16 +230,8 @@ def build_analysis_record(cfg, config_path: str, cfg_options: dict, model, datas
     images, norms, entropy and, unless skipped, per-component mIoU).
     """
     import torch
-
-    from .apis.config import relative_to_root
     return dict(
-        record_version=RECORD_VERSION,
-        kind='analysis',
-        complete=True,
-        created=now_iso(),
-        benchmark=cfg.get('benchmark'),
-        method=cfg.get('method'),
-        config=dict(path=relative_to_root(config_path), cfg_options=cfg_options, resolved=cfg.pretty_text),
+        **_header('analysis', cfg, config_path, cfg_options),
         model=describe_model(model),
         dataset=dict(type=type(dataset).__name__, data_root=cfg.test_dataloader.dataset.get('data_root'),
                      num_images=len(dataset), classes=list(dataset.metainfo['classes']),
