@@ -150,3 +150,50 @@ def test_decompose_reconstructs_block_output(tiny_clip):
     n = parts['x_res'].shape[1]
     assert parts['attn_map'].shape[-2:] == (n, n)
     torch.testing.assert_close(parts['attn_map'].sum(-1), torch.ones(parts['attn_map'].shape[:-1]))
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_frozen_blocks_copy_free_forward_is_open_clips_bit_for_bit(tiny_clip, dtype):
+    """``standard_block_forward`` (the default for blocks 0..L-2) == open_clip's block forward, exactly."""
+    import copy
+
+    from clearclip_seg.models.encoder import _is_standard_block, standard_block_forward
+    model, _ = tiny_clip
+    visual = copy.deepcopy(model.visual).to(dtype)
+    fast = DenseCLIPEncoder(visual, fused_attn=True)
+    plain = DenseCLIPEncoder(visual, fused_attn=False)
+    assert all(_is_standard_block(b) for b in visual.transformer.resblocks)
+    with torch.no_grad():
+        tokens, _ = fast.embed(_images(h=80, w=48))
+        for i, blk in enumerate(visual.transformer.resblocks):
+            assert torch.equal(standard_block_forward(blk, tokens), plain.run_blocks(tokens, i, i + 1))
+        a, b = fast.run_blocks(tokens, 0, fast.num_blocks - 1), plain.run_blocks(tokens, 0, plain.num_blocks - 1)
+        assert a.dtype == dtype and torch.equal(a, b)
+        assert not torch.equal(a, tokens)  # the blocks did run
+
+
+def test_non_standard_blocks_keep_their_own_forward(tiny_clip):
+    """A block open_clip subclasses (or any custom block) is never run by the copy-free path."""
+    import copy
+
+    from open_clip.transformer import ResidualAttentionBlock
+
+    from clearclip_seg.models.encoder import _is_standard_block
+    model, _ = tiny_clip
+    visual = copy.deepcopy(model.visual)
+    calls = []
+
+    class Custom(ResidualAttentionBlock):
+        def forward(self, q_x, *args, **kwargs):
+            calls.append(1)
+            return super().forward(q_x, *args, **kwargs)
+
+    visual.transformer.resblocks[0].__class__ = Custom
+    enc = DenseCLIPEncoder(visual)
+    assert not _is_standard_block(visual.transformer.resblocks[0])
+    assert _is_standard_block(visual.transformer.resblocks[1])
+    with torch.no_grad():
+        tokens, _ = enc.embed(_images())
+        out = enc.run_blocks(tokens, 0, 2)
+        ref = DenseCLIPEncoder(visual, fused_attn=False).run_blocks(tokens, 0, 2)
+    assert calls and torch.equal(out, ref)
