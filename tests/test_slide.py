@@ -2,7 +2,8 @@
 import torch
 import torch.nn.functional as F
 
-from clearclip_seg.models.slide import (iter_windows, padded_window_shapes, patch_padding, slide_inference,
+from clearclip_seg.models import slide
+from clearclip_seg.models.slide import (accumulate, iter_windows, padded_window_shapes, patch_padding, slide_inference,
                                        whole_inference, window_boxes)
 
 
@@ -67,6 +68,27 @@ def test_slide_matches_independent_reference_and_batching():
             ref = _reference_slide(img, encode, 16, 8, 4)
             assert o.shape == img.shape
             torch.testing.assert_close(o, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_banded_add_of_channels_last_windows_is_the_plain_add(monkeypatch):
+    """The band-wise ``accumulate`` gives the very sums of one ``add_``, and so does the slide with it."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 13, 5, generator=g).permute(2, 0, 1)  # (Q=5, 7, 13), channels-last like window logits
+    assert x.stride(0) == 1
+    for band_bytes in (1, 5 * 13 * 4 * 3, 10 ** 9):  # one row, three rows (uneven last band), everything
+        monkeypatch.setattr(slide, 'ADD_BAND_BYTES', band_bytes)
+        out = torch.randn(5, 9, 20, generator=torch.Generator().manual_seed(1))
+        ref = out.clone()
+        ref[:, 1:8, 4:17] += x
+        accumulate(out[:, 1:8, 4:17], x)
+        assert torch.equal(out, ref)
+    monkeypatch.setattr(slide, 'ADD_BAND_BYTES', 3 * 16 * 4)  # a band of one row of a 16-wide window
+
+    def encode(crops):  # per-patch means, handed back channels-last as the text product does
+        return F.avg_pool2d(crops, 4).contiguous(memory_format=torch.channels_last)
+    img = torch.randn(3, 37, 50, generator=g)
+    out = slide_inference([img], encode, 3, crop=16, stride=8, patch=4, max_windows=4)[0]
+    assert torch.equal(out, _reference_slide(img, encode, 16, 8, 4))
 
 
 def test_overlap_average_of_constant_windows():
