@@ -126,3 +126,16 @@ def test_local_checkpoint_roundtrip(tiny_arch, tmp_path):
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(seg2.encoder(x), seg.encoder(x))
     assert seg2.text_cache_key()['weights'].startswith('file:')
+
+
+def test_auto_max_windows_by_device_and_precision():
+    """'auto' windows per batch: 16 on a GPU, 1 for fp32 on a CPU, 4 for bf16/fp16 on a CPU; numbers pass through."""
+    from clearclip_seg.models.segmentor_options import AUTO_MAX_WINDOWS, resolve_max_windows
+    assert AUTO_MAX_WINDOWS == dict(cuda=16, cpu=1, cpu_low_precision=4)
+    assert resolve_max_windows('auto', 'cpu', torch.float32) == 1
+    assert resolve_max_windows('auto', 'cpu', torch.bfloat16) == 4
+    assert resolve_max_windows('auto', torch.device('cpu'), torch.float16) == 4
+    assert resolve_max_windows('auto', 'cuda', torch.float16) == 16
+    assert resolve_max_windows(3, 'cpu', torch.bfloat16) == 3
+    with pytest.raises(ValueError, match='model.test_cfg.max_windows'):
+        resolve_max_windows(0, 'cpu', torch.float32)

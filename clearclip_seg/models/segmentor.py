@@ -24,7 +24,7 @@ from .clip_loader import create_clip, resolve_precision
 from .encoder import DenseCLIPEncoder  # noqa: F401  (re-exported; the encoder class comes from wrap_visual)
 from .postprocess import build_postprocessor
 from .segmentor_options import (LAST_BLOCK_DEFAULTS, TEST_MODES, check_max_windows, check_thresholds,  # noqa: F401
-                                resolve_method, resolve_test_cfg)
+                                resolve_max_windows, resolve_method, resolve_test_cfg)
 from .scoring import Scorer, check_scoring, classify_scored
 from .slide import slide_inference, whole_inference
 from .towers import load_tokenizer, wrap_visual
@@ -200,11 +200,8 @@ class ClearCLIPSegmentor(BaseSegmentor):
                                max_windows=self.max_windows(images[0].device), fit=fit)
 
     def max_windows(self, device) -> int:
-        """Windows per encoder batch: ``test_cfg.max_windows``, resolving ``'auto'``."""
-        value = check_max_windows(self.test_cfg.get('max_windows', 'auto'))
-        if value == 'auto':
-            return 16 if torch.device(device).type == 'cuda' else 1
-        return value
+        """Windows per encoder batch: ``test_cfg.max_windows``, resolving ``'auto'`` (by device and precision)."""
+        return resolve_max_windows(self.test_cfg.get('max_windows', 'auto'), device, self.encoder.dtype)
 
     def encode_decode(self, inputs, batch_img_metas=None) -> torch.Tensor:
         """Query logits at input size, stacked (inputs must share a size)."""

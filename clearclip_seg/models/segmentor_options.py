@@ -6,6 +6,8 @@ without MMSeg.
 """
 from typing import Optional
 
+import torch
+
 from ..options import check_bool, check_keys, check_number, check_pair
 
 TEST_MODES = ('slide', 'whole')
@@ -45,6 +47,23 @@ def resolve_test_cfg(test_cfg: Optional[dict]) -> dict:
         raise ValueError(f"model.test_cfg.patch_fit={cfg['patch_fit']!r}: expected one of {list(PATCH_FITS)}")
     cfg['keep_probs'] = check_bool(cfg['keep_probs'], 'model.test_cfg.keep_probs')
     return cfg
+
+
+# What ``max_windows='auto'`` resolves to (docs/performance.md, "Window batch and precision"):
+# a GPU wants big batches; a CPU in fp32 is as fast one window at a time (and holds the least);
+# a CPU computing in bf16/fp16 gains from a few windows per batch.
+AUTO_MAX_WINDOWS = dict(cuda=16, cpu=1, cpu_low_precision=4)
+
+
+def resolve_max_windows(value, device, dtype) -> int:
+    """``model.test_cfg.max_windows`` as a number: ``'auto'`` by device and the encoder's dtype."""
+    value = check_max_windows(value)
+    if value != 'auto':
+        return value
+    if torch.device(device).type == 'cuda':
+        return AUTO_MAX_WINDOWS['cuda']
+    low = dtype in (torch.bfloat16, torch.float16)
+    return AUTO_MAX_WINDOWS['cpu_low_precision' if low else 'cpu']
 
 
 def check_max_windows(value):
