@@ -193,7 +193,7 @@ def test_encoder_only_batches(seg_fp32):
 def test_tool_smoke_baseline(tmp_path):
     out = tmp_path / 'figures.json'
     proc = subprocess.run([sys.executable, TOOL, '--arch-file', TINY_ARCH, '--num-images', '1', '--baseline',
-                           '--text-templates', 'a_photo_of', '--matmul-size', '256', '--json', str(out)],
+                           '--text-templates', 'a_photo_of', '--matmul-size', '256', '--profile', '--json', str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'speed ratio batched/plain:' in proc.stdout, proc.stdout
@@ -204,6 +204,14 @@ def test_tool_smoke_baseline(tmp_path):
     assert figures['text_classifier']['prompts'] == 171
     assert [e['batch'] for e in figures['encoder_only']] == [1, 2]
     assert figures['plain']['max_windows'] == 1 and figures['batched']['max_windows'] == 16
+    # --profile: one logit resize per window, one attention call per block (2 windows in one batch)
+    kinds = figures['profile']['kinds']
+    with open(TINY_ARCH) as f:
+        layers = json.load(f)['vision_cfg']['layers']
+    assert kinds['window logits resize']['calls'] == 2
+    assert kinds['attention kernel']['calls'] == layers
+    assert sum(k['share'] for k in kinds.values()) == pytest.approx(1.0)
+    assert 'where the time goes' in proc.stdout
 
 
 def test_scaling_grid_and_plot_on_the_tiny_model(tmp_path):
@@ -219,3 +227,22 @@ def test_scaling_grid_and_plot_on_the_tiny_model(tmp_path):
     assert all(r['windows_per_s'] > 0 for r in out['rows'])
     assert (tmp_path / 'scaling.png').stat().st_size > 1000
     assert lines[0].startswith('machine: ')
+
+
+def test_bf16_units_read_from_cpuinfo_and_the_advice_follows(tmp_path):
+    """AMX -> bf16 recommended; no bf16 flags -> the tool says bf16 is slower and to keep fp32."""
+    from clearclip_seg.perf.inputs import bf16_advice, cpu_bf16_units
+
+    def cpuinfo(flags):
+        path = tmp_path / f'cpuinfo_{len(flags)}'
+        path.write_text('processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 ' + ' '.join(flags) + '\n\n')
+        return str(path)
+    amx = cpu_bf16_units(cpuinfo(['avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16']))
+    assert amx == ['amx_bf16', 'avx512_bf16']
+    assert 'precision=bf16 is the fast' in bf16_advice(amx)
+    dot = cpu_bf16_units(cpuinfo(['avx512f', 'avx512_bf16']))
+    assert dot == ['avx512_bf16'] and 'no AMX' in bf16_advice(dot)
+    none = cpu_bf16_units(cpuinfo(['avx2']))
+    assert none == [] and 'slower than fp32' in bf16_advice(none) and 'precision=fp32' in bf16_advice(none)
+    assert cpu_bf16_units(str(tmp_path / 'missing')) is None
+    assert 'unknown' in bf16_advice(None)

@@ -76,6 +76,9 @@ def parse_args(argv=None):
     p.add_argument('--repeats', type=int, default=1, help='timed passes; the best is kept (default 1)')
     p.add_argument('--skip-images', action='store_true', help='only the text-classifier timing')
     p.add_argument('--skip-encoder-only', action='store_true', help='skip the encoder-only timing')
+    p.add_argument('--profile', action='store_true',
+                   help='also break one batched pass down by kind of work (matmul, attention kernel, GELU, '
+                        'layer norm, copies, window resize, sums) with torch.profiler')
     p.add_argument('--skip-text', action='store_true', help='skip the text-classifier timing')
     p.add_argument('--text-vocab', default='coco_stuff164k', help='vocabulary of the text timing (default '
                                                                   'coco_stuff164k: 171 classes)')

@@ -8,10 +8,12 @@ One job per module:
 - ``timing``: ``timed`` calls and the device's ``measure_matmul_peak``.
 - ``paths``: the scoring paths (``measure_paths``), the encoder alone, output
   ``agreement`` and the text-classifier build time.
-- ``inputs``: image sizes (``protocol_resize``), ``synthetic_images`` and the
-  random-weight segmentor (``build_segmentor``, through ``clearclip_seg.apis``).
+- ``inputs``: image sizes (``protocol_resize``), ``synthetic_images``, the
+  random-weight segmentor (``build_segmentor``, through ``clearclip_seg.apis``) and
+  the machine (``machine_info``, ``cpu_bf16_units``, ``bf16_advice``).
 - ``report``: ``speed_report``, every figure of one run (``tools/benchmark_speed.py``).
 - ``method_speed``: images/s of every method relative to ClearCLIP (``--methods``).
+- ``profile``: where one pass's time goes, by kind of work (``--profile``).
 
 Window geometry comes from ``clearclip_seg.models.slide`` and the protocol
 values from ``clearclip_seg.protocol``.

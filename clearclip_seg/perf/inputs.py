@@ -101,6 +101,38 @@ def build_segmentor(arch: Optional[str], arch_file: Optional[str], precision: st
     return init_segmentor(MODEL_CONFIG, device=device, cfg_options=options, build_text=False)
 
 
+# /proc/cpuinfo flags of CPU instructions that compute in bf16: AMX tiles (matrix units) and
+# AVX-512 BF16 dot products. Without either, torch emulates bf16 and it is slower than fp32.
+BF16_CPU_FLAGS = ('amx_bf16', 'avx512_bf16')
+
+
+def cpu_bf16_units(cpuinfo: str = '/proc/cpuinfo') -> Optional[List[str]]:
+    """The bf16 flags of ``BF16_CPU_FLAGS`` this CPU reports; None where the flags can't be read."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith('flags'):
+                    flags = set(line.split(':', 1)[1].split())
+                    return [name for name in BF16_CPU_FLAGS if name in flags]
+    except OSError:
+        pass
+    return None
+
+
+def bf16_advice(units: Optional[List[str]]) -> str:
+    """One line on whether bf16 pays on this CPU, from ``cpu_bf16_units``."""
+    if units is None:
+        return 'bf16 units: unknown (no /proc/cpuinfo flags); compare --compare-precision before using bf16'
+    if 'amx_bf16' in units:
+        return (f"bf16 units: {', '.join(units)} (AMX matrix units): model.clip.precision=bf16 is the fast "
+                'CPU setting here (labels checked against fp32 by --compare-precision)')
+    if units:
+        return (f"bf16 units: {', '.join(units)} only (no AMX): bf16 may gain a little over fp32; "
+                'measure with --compare-precision before using it')
+    return ('bf16 units: none (no amx_bf16 / avx512_bf16 in /proc/cpuinfo): bf16 is emulated and slower '
+            'than fp32 on this CPU; keep model.clip.precision=fp32')
+
+
 def machine_info(device) -> dict:
     """Python/torch versions, threads, CPU (and GPU) name, load average: printed beside every figure."""
     info = dict(python=platform.python_version(), torch=torch.__version__, threads=torch.get_num_threads(),
@@ -117,6 +149,7 @@ def machine_info(device) -> dict:
         info['cpus'] = os.cpu_count()
     except OSError:
         info['cpu'] = platform.processor()
+    info['bf16_units'] = cpu_bf16_units()
     if torch.device(device).type == 'cuda':
         info['gpu'] = torch.cuda.get_device_name()
     if hasattr(os, 'getloadavg'):

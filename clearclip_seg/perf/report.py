@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import torch
 
 from .flops import encoder_geometry
-from .inputs import (DTYPES, benchmark_slide, build_segmentor, machine_info, protocol_resize,
+from .inputs import (DTYPES, benchmark_slide, bf16_advice, build_segmentor, machine_info, protocol_resize,
                      synthetic_images, voc_sizes)
 from .memory import process_peak_rss_mib
 from .paths import agreement, measure_encoder_only, measure_path, measure_paths, time_text_classifier
@@ -45,6 +45,7 @@ def speed_report(arch: Optional[str] = None, arch_file: Optional[str] = None, pr
                  baseline: bool = False, image_size: Optional[Sequence[Tuple[int, int]]] = None,
                  protocol_resize_sizes: bool = False, num_images: int = 3, warmup: int = 1, repeats: int = 1,
                  skip_images: bool = False, skip_encoder_only: bool = False, skip_text: bool = False,
+                 profile: bool = False,
                  text_vocab: str = 'coco_stuff164k', text_templates: str = 'openai_imagenet',
                  matmul_size: Optional[int] = None, threads: Optional[int] = None, seed: int = 0,
                  json_path: Optional[str] = None, log: Callable[[str], None] = print) -> dict:
@@ -63,6 +64,7 @@ def speed_report(arch: Optional[str] = None, arch_file: Optional[str] = None, pr
         protocol_resize_sizes: treat ``image_size`` as raw image sizes and resize them as the protocol does.
         num_images, warmup, repeats: images, untimed passes, timed passes (the best is kept).
         skip_images, skip_encoder_only, skip_text: leave out those figures.
+        profile: also break one batched pass down by kind of work (``perf.profile``).
         text_vocab, text_templates: what the text-classifier timing embeds.
         matmul_size: n of the n x n matmul peak (default 2048 on CPU / 8192 on GPU).
         threads: ``torch.set_num_threads``.
@@ -99,6 +101,9 @@ def speed_report(arch: Optional[str] = None, arch_file: Optional[str] = None, pr
     log(f"machine: {m.get('cpu')} ({m.get('cpus')} CPUs, torch threads {m['threads']})"
         + (f", GPU {m['gpu']}" if 'gpu' in m else '') + f"; torch {m['torch']}, device {device}"
         + (f"; load average {m['loadavg_at_start'][0]:.2f}" if 'loadavg_at_start' in m else ''))
+    if device.type == 'cpu':
+        res['bf16_advice'] = bf16_advice(m.get('bf16_units'))
+        log(res['bf16_advice'])
     log(f"model: {arch or arch_file} random weights, {precision}; vocab {vocab} "
         f"(crop {crop}, stride {stride}); images {', '.join(res['config']['image_sizes'])}")
 
@@ -123,6 +128,9 @@ def speed_report(arch: Optional[str] = None, arch_file: Optional[str] = None, pr
         _pct_of_peak(log, batched, peak)
         base_logits = batched.pop('logits')
         res['batched'] = batched
+        if profile:
+            from .profile import op_breakdown
+            res['profile'] = op_breakdown(seg, images, max_windows, log=log)
         if baseline:
             plain = measured[1]
             _print_path(log, 'plain path', plain)
@@ -177,6 +185,8 @@ def speed_report(arch: Optional[str] = None, arch_file: Optional[str] = None, pr
             f"vs {fp32_pk['gflops']:.1f} GFLOP/s = {cmp['matmul_speedup']:.2f}x)")
         log(f"  argmax agreement with fp32 {100 * agree['argmax_agreement']:.3f} % (query logits), "
             f"{100 * agree['label_agreement']:.3f} % (labels); max |logit diff| {agree['max_abs_diff']:.3g}")
+        if cmp['speedup'] < 1:
+            log(f'  {lowp} is slower than fp32 on this {device.type.upper()}: keep model.clip.precision=fp32')
 
     if hasattr(os, 'getloadavg'):
         res['loadavg_at_end'] = list(os.getloadavg())

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .inputs import benchmark_slide, build_segmentor, machine_info, synthetic_images, voc_sizes
+from .inputs import benchmark_slide, bf16_advice, build_segmentor, machine_info, synthetic_images, voc_sizes
 from .paths import measure_paths
 
 
@@ -29,7 +29,10 @@ def throughput_grid(arch: str = 'ViT-B-16', arch_file: Optional[str] = None,
     sizes = voc_sizes()[:num_images]
     info = machine_info(device)
     log(f"machine: {info.get('cpu')} ({info.get('cpus')} CPUs, torch threads {info['threads']}); "
-        f"torch {info['torch']}, device {device}")
+        f"torch {info['torch']}, device {device}"
+        + (f"; load average {info['loadavg_at_start'][0]:.2f}" if 'loadavg_at_start' in info else ''))
+    if torch.device(device).type == 'cpu':
+        log(bf16_advice(info.get('bf16_units')))
     rows, labels_fp32 = [], None
     for precision in precisions:
         seg = build_segmentor(arch, arch_file, precision, 'voc21', (crop, crop), (stride, stride), 1, prob_thd,
