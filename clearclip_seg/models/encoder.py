@@ -45,45 +45,6 @@ def _check_wrappable(visual: nn.Module) -> None:
                         'ResidualAttentionBlock with nn.MultiheadAttention (packed in_proj)')
 
 
-def _is_standard_block(block: nn.Module) -> bool:
-    """Whether ``standard_block_forward`` computes exactly what ``block(x)`` computes.
-
-    True for open_clip's ``ResidualAttentionBlock`` in self-attention form: a packed
-    ``nn.MultiheadAttention`` without extra key/value biases or zero attention,
-    no dropout, and the ``ln_1 / attn / ls_1 / ln_2 / mlp / ls_2`` layout. Anything
-    else (custom blocks, cross-attention blocks, subclasses) keeps its own forward.
-    """
-    try:
-        from open_clip.transformer import ResidualAttentionBlock
-    except ImportError:  # pragma: no cover - open_clip is a dependency
-        return False
-    attn = getattr(block, 'attn', None)
-    return (type(block) is ResidualAttentionBlock and not hasattr(block, 'ln_1_kv')
-            and isinstance(attn, nn.MultiheadAttention) and attn._qkv_same_embed_dim
-            and attn.bias_k is None and attn.bias_v is None and not attn.add_zero_attn
-            and attn.dropout == 0.0)
-
-
-def standard_block_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """open_clip's ``ResidualAttentionBlock.forward`` on (B, N, width) tokens, without its copies.
-
-    ``nn.MultiheadAttention`` transposes to sequence-first, adds the input-projection
-    bias in a separate pass and copies q, k and v apart; here one ``F.linear``
-    gives all three as views and ``scaled_dot_product_attention`` reads them in
-    place. The same operations on the same values in the same order, so the
-    output is bit for bit ``block(x)`` (tests/test_encoder.py, fp32 and bf16);
-    ~20 % faster per frozen block in bf16 on CPU (docs/performance.md).
-    """
-    B, N, C = x.shape
-    mha = block.attn
-    heads = mha.num_heads
-    qkv = F.linear(block.ln_1(x), mha.in_proj_weight, mha.in_proj_bias)
-    q, k, v = qkv.view(B, N, 3, heads, C // heads).permute(2, 0, 3, 1, 4)
-    o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, C)
-    x = x + block.ls_1(mha.out_proj(o))
-    return x + block.ls_2(block.mlp(block.ln_2(x)))
-
-
 @contextmanager
 def _fused_mha():
     """Run ``nn.MultiheadAttention`` through ``scaled_dot_product_attention``.
@@ -166,10 +127,8 @@ class DenseCLIPEncoder(nn.Module):
             (``qk | qq | kk | vv | qq+kk | identity``). Default ``qq`` (ClearCLIP).
         residual: keep the last block's residual connection. Default False.
         ffn: keep the last block's feed-forward network. Default False.
-        fused_attn: use ``scaled_dot_product_attention`` in the last block and
-            ``standard_block_forward`` for the frozen blocks; False runs the
-            explicit formula and open_clip's own block forward (same numbers;
-            needed when attention maps are read).
+        fused_attn: use ``scaled_dot_product_attention``; False runs the
+            explicit formula (same numbers; needed when attention maps are read).
     """
 
     # tokens ahead of the patch tokens (the class token); timm-trunk towers have 0 to several
@@ -190,8 +149,6 @@ class DenseCLIPEncoder(nn.Module):
         grid = getattr(visual, 'grid_size', None)
         self.native_grid = tuple(grid) if grid else (int(math.sqrt(n)),) * 2
         self._pos_cache: Dict[tuple, torch.Tensor] = {}
-        # which blocks the copy-free forward may run (checked once, at wrap time)
-        self._standard = [_is_standard_block(b) for b in visual.transformer.resblocks]
 
     @property
     def dtype(self) -> torch.dtype:
@@ -240,10 +197,6 @@ class DenseCLIPEncoder(nn.Module):
     def run_blocks(self, x: torch.Tensor, start: int = 0, stop: Optional[int] = None) -> torch.Tensor:
         """Tokens (B, N, width) through the unchanged blocks ``start..stop-1``."""
         blocks = self.visual.transformer.resblocks[start:stop]
-        if self.fused_attn and blocks and all(self._standard[start:stop]):
-            for blk in blocks:
-                x = standard_block_forward(blk, x)
-            return x
         batch_first = getattr(self.visual.transformer, 'batch_first', True)
         if not batch_first:
             x = x.transpose(0, 1)
