@@ -13,37 +13,25 @@ Like timm's ``register_model`` / ``create_model``::
 
     method = build_method(dict(type='NACLIP', gaussian_std=5.0))
 """
-import inspect
-from typing import Callable, Dict, List, Optional, Type
+from typing import List, Type
 
 import torch
 import torch.nn.functional as F
 
-from ..options import check_keys
+from ..registry import Registry
 
-_METHODS: Dict[str, Type['DenseMethod']] = {}
-
-
-def register_method(name: str) -> Callable[[type], type]:
-    """Class decorator: make a ``DenseMethod`` buildable by ``type=name``."""
-    def wrap(cls):
-        if name in _METHODS and _METHODS[name] is not cls:
-            raise KeyError(f"method '{name}' is registered twice")
-        _METHODS[name] = cls
-        cls.method_name = name
-        return cls
-    return wrap
+# methods register on import; ``methods/__init__`` imports the shipped ones
+METHODS = Registry('method', 'model.method', 'method_name')
+register_method = METHODS.register
 
 
 def list_methods() -> List[str]:
     """Names of the registered methods."""
-    return sorted(_METHODS)
+    return METHODS.names()
 
 
 def get_method_class(name: str) -> Type['DenseMethod']:
-    if name not in _METHODS:
-        raise ValueError(f"unknown method '{name}' (model.method.type): expected one of {list_methods()}")
-    return _METHODS[name]
+    return METHODS.get(name)
 
 
 def build_method(cfg) -> 'DenseMethod':
@@ -54,15 +42,8 @@ def build_method(cfg) -> 'DenseMethod':
         raise ValueError(f'model.method={cfg!r}: expected a dict with a type key, one of {list_methods()}')
     cfg = dict(cfg)
     cls = get_method_class(cfg.pop('type'))
-    check_keys(cfg, keyword_options(cls), f'model.method (type={cls.method_name})')
+    METHODS.check_options(cls, cfg, f'model.method (type={cls.method_name})')
     return cls(**cfg)
-
-
-def keyword_options(cls) -> List[str]:
-    """A method's constructor keywords, in order (``key``, the error-message prefix, left out)."""
-    params = inspect.signature(cls.__init__).parameters
-    return [n for n, p in params.items() if n not in ('self', 'key')
-            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 def truncate_to_patches(x: torch.Tensor, patch) -> torch.Tensor:

@@ -13,31 +13,24 @@ with keyword options whose defaults are the published settings::
 
 This module is plain torch (no MMSeg), so it can be tested and reused alone.
 """
-import inspect
-from typing import Callable, Dict, List, Optional, Type
+from typing import List, Optional
 
 import torch
 
-from ..options import check_keys
-
-_POSTPROCESSORS: Dict[str, Type['PostProcessor']] = {}
+from ..registry import Registry
 
 
-def register_postprocessor(name: str) -> Callable[[type], type]:
-    """Class decorator: make a ``PostProcessor`` buildable by ``type=name``."""
-    def wrap(cls):
-        if name in _POSTPROCESSORS and _POSTPROCESSORS[name] is not cls:
-            raise KeyError(f"post-processor '{name}' is registered twice")
-        _POSTPROCESSORS[name] = cls
-        cls.postprocessor_name = name
-        return cls
-    return wrap
+def _register_shipped() -> None:
+    from . import pamr  # noqa: F401  (registration)
+
+
+POSTPROCESSORS = Registry('post-processor', 'model.postprocess', 'postprocessor_name', load=_register_shipped)
+register_postprocessor = POSTPROCESSORS.register
 
 
 def list_postprocessors() -> List[str]:
     """Names of the registered post-processors."""
-    _register_shipped()
-    return sorted(_POSTPROCESSORS)
+    return POSTPROCESSORS.names()
 
 
 def build_postprocessor(cfg, key: str = 'model.postprocess') -> Optional['PostProcessor']:
@@ -47,7 +40,6 @@ def build_postprocessor(cfg, key: str = 'model.postprocess') -> Optional['PostPr
         cfg: the config dict, None, or an already built ``PostProcessor``.
         key: the config key named in errors.
     """
-    _register_shipped()
     if cfg is None or isinstance(cfg, PostProcessor):
         return cfg
     if not isinstance(cfg, dict):
@@ -55,19 +47,9 @@ def build_postprocessor(cfg, key: str = 'model.postprocess') -> Optional['PostPr
     if not cfg:
         return None
     cfg = dict(cfg)
-    name = cfg.pop('type', None)
-    if name not in _POSTPROCESSORS:
-        raise ValueError(f'unknown post-processor {name!r} ({key}.type): expected one of {list_postprocessors()}')
-    cls = _POSTPROCESSORS[name]
-    check_keys(cfg, keyword_options(cls), key)
+    cls = POSTPROCESSORS.get(cfg.pop('type', None), key)
+    POSTPROCESSORS.check_options(cls, cfg, key)
     return cls(key=key, **cfg)
-
-
-def keyword_options(cls) -> List[str]:
-    """A component's constructor keywords, in order (``key`` and ``self`` left out)."""
-    params = inspect.signature(cls.__init__).parameters
-    return [n for n, p in params.items() if n not in ('self', 'key')
-            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 class PostProcessor:
@@ -87,7 +69,3 @@ class PostProcessor:
 
     def describe(self) -> dict:
         return dict(type=self.postprocessor_name, **self.options())
-
-
-def _register_shipped() -> None:
-    from . import pamr  # noqa: F401  (registration)
