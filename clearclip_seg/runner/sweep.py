@@ -96,7 +96,7 @@ def _run_planned(planned: List[PlannedRun], out: str, args) -> int:
     one after the other here, or on ``--gpus N`` workers / a Slurm array there."""
     from tqdm import tqdm
 
-    from ..sweep.execute import plan_work, report_unit, run_units_in_parallel
+    from ..sweep.execute import interrupted_exit, plan_work, report_unit, run_units_in_parallel, sweep_exit
     from ..sweep.schedule import unit_command
     _summary(planned, out)
     n_done = sum(p.status == 'done' for p in planned)
@@ -137,12 +137,6 @@ def _run_planned(planned: List[PlannedRun], out: str, args) -> int:
         bar.close()
         where = f" during {', '.join(f'{p.suite}/{p.run.name}' for p in current.runs[:3])}" \
                 f"{' ...' if len(current.runs) > 3 else ''} (its processes were ended)" if current else ''
-        print(f'interrupted by {e}{where}; complete records are kept: run the same command again to resume',
-              file=sys.stderr)
-        return 128 + e.signum
+        return interrupted_exit(e, where)
     bar.close()
-    if failures:
-        print(f'{len(failures)} run(s) failed: {", ".join(failures)}')
-        return 1
-    print(f'all {len(planned)} runs complete; tables: python tools/collect_results.py {out}')
-    return 0
+    return sweep_exit(failures, len(planned), out)

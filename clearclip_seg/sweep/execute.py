@@ -51,6 +51,22 @@ def dry_run_lines(planned: Sequence, args) -> List[str]:
     return lines
 
 
+def interrupted_exit(e, detail: str = '') -> int:
+    """Say that a sweep was interrupted (``detail``: what was running) and return its exit status."""
+    print(f'interrupted by {e}{detail}; complete records are kept: run the same command again to resume',
+          file=sys.stderr)
+    return 128 + e.signum
+
+
+def sweep_exit(failures: Sequence[str], total: int, out: str) -> int:
+    """The last line of a sweep, and its exit status: 1 if a run failed, else 0."""
+    if failures:
+        print(f'{len(failures)} run(s) failed: {", ".join(failures)}')
+        return 1
+    print(f'all {total} runs complete; tables: python tools/collect_results.py {out}')
+    return 0
+
+
 def report_unit(unit: WorkUnit, rc: int, seconds: float, log_path: str,
                 write: Callable[[str], None] = print) -> List[str]:
     """Check each run's record after its unit ended; returns the names of the runs that failed.
@@ -116,12 +132,6 @@ def run_units_in_parallel(units: Sequence[WorkUnit], out: str, args, mode: str, 
                     tqdm.write(f'stopped after a failure: {left} unit(s) not started (--keep-going runs them)')
     except Interrupted as e:
         bar.close()
-        print(f'interrupted by {e} (running units were ended); complete records are kept: run the same command '
-              'again to resume', file=sys.stderr)
-        return 128 + e.signum
+        return interrupted_exit(e, ' (running units were ended)')
     bar.close()
-    if failures:
-        print(f'{len(failures)} run(s) failed: {", ".join(failures)}')
-        return 1
-    print(f'all {total} runs complete; tables: python tools/collect_results.py {out}')
-    return 0
+    return sweep_exit(failures, total, out)
