@@ -326,3 +326,17 @@ def test_gpu_check_runs_on_cpu_with_the_tiny_model(tmp_path):
     assert est['runs'] > 100 and est['shared_s'] < est['separate_s'] and est['ratio'] > 2
     assert json.loads((tmp_path / 'check.json').read_text())['estimate']['fp32']['runs'] == est['runs']
     assert any(line.startswith('whole paper at fp32') for line in lines)
+
+
+def test_sweep_exit_statuses_and_last_lines(capsys):
+    """Both runners end through these: 1 with the failed runs named, 0 when all are done, 128+signal if interrupted."""
+    import signal
+
+    from clearclip_seg.runner.process import Interrupted
+    from clearclip_seg.sweep.execute import interrupted_exit, sweep_exit
+    assert sweep_exit(['main/a', 'main/b'], 5, 'results') == 1
+    assert capsys.readouterr().out == '2 run(s) failed: main/a, main/b\n'
+    assert sweep_exit([], 5, 'results') == 0
+    assert 'all 5 runs complete; tables: python tools/collect_results.py results' in capsys.readouterr().out
+    assert interrupted_exit(Interrupted(signal.SIGTERM), ' during m/r') == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.startswith('interrupted by SIGTERM during m/r; complete records are kept')
