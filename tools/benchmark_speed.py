@@ -20,6 +20,7 @@ Examples::
 
     python tools/benchmark_speed.py --baseline                       # ViT-B-16, voc21, fp32 on CPU
     python tools/benchmark_speed.py --compare-precision --precision bf16 --skip-text
+    python tools/benchmark_speed.py --precision bf16 --max-windows 4 --profile --vocab coco_stuff164k  # where the time goes
     python tools/benchmark_speed.py --text-templates a_photo_of --skip-images
     python tools/benchmark_speed.py --arch ViT-L-14 --vocab cityscapes --image-size 1024x2048 \\
         --protocol-resize --num-images 1 --baseline --skip-text       # Cityscapes protocol: 448x896
