@@ -82,6 +82,10 @@ def test_banded_add_of_channels_last_windows_is_the_plain_add(monkeypatch):
         ref[:, 1:8, 4:17] += x
         accumulate(out[:, 1:8, 4:17], x)
         assert torch.equal(out, ref)
+    # a row-broadcast x (Q, 1, w) takes the plain add, not bands that would skip rows
+    out = torch.zeros(5, 7, 13)
+    accumulate(out, x[:, :1])
+    assert torch.equal(out, torch.zeros(5, 7, 13) + x[:, :1])
     monkeypatch.setattr(slide, 'ADD_BAND_BYTES', 3 * 16 * 4)  # a band of one row of a 16-wide window
 
     def encode(crops):  # per-patch means, handed back channels-last as the text product does

@@ -103,8 +103,8 @@ def accumulate(out: torch.Tensor, x: torch.Tensor) -> None:
     queries, measured in docs/performance.md); a band of rows at a time stays in
     cache. Element by element it is the same addition, so the sums are identical.
     """
-    if x.dim() != 3 or x.stride(0) != 1 or x.shape[0] == 1:
-        out.add_(x)
+    if x.dim() != 3 or x.shape != out.shape or x.stride(0) != 1 or x.shape[0] == 1 or x.device.type != 'cpu':
+        out.add_(x)  # broadcasting, contiguous or GPU inputs: one add (on a GPU each band is a kernel launch)
         return
     rows = max(1, ADD_BAND_BYTES // max(1, x.shape[0] * x.shape[2] * x.element_size()))
     for r in range(0, x.shape[1], rows):

@@ -14,6 +14,7 @@ import torch
 # operator name (without ``aten::``) -> kind; anything else is ``other``
 OP_KINDS: Dict[str, str] = {
     'addmm': 'matmul', 'mm': 'matmul', 'bmm': 'matmul', 'baddbmm': 'matmul', 'mkldnn_convolution': 'matmul',
+    'cudnn_convolution': 'matmul',
     '_scaled_dot_product_flash_attention_for_cpu': 'attention kernel',
     '_scaled_dot_product_flash_attention': 'attention kernel',
     '_scaled_dot_product_efficient_attention': 'attention kernel',
@@ -47,6 +48,8 @@ def op_breakdown(seg, images: Sequence[torch.Tensor], max_windows: int,
         seg.test_cfg['max_windows'] = old
     kinds = defaultdict(lambda: dict(ms=0.0, calls=0))
     for evt in prof.key_averages():
+        if not evt.key.startswith('aten::'):
+            continue  # GPU kernels are listed again as their own events: count each operator once
         name = evt.key.split('::', 1)[-1]
         us = getattr(evt, 'self_device_time_total', 0) if images[0].is_cuda else evt.self_cpu_time_total
         k = kinds[OP_KINDS.get(name, 'other')]
