@@ -94,3 +94,15 @@ def confusion_miou(pairs, num_classes: int, reduce_zero_label: bool = False):
     with np.errstate(invalid='ignore', divide='ignore'):
         iou = inter / union
     return np.nanmean(iou) * 100, iou * 100, inter.sum() / conf.sum() * 100
+
+
+def records_by_name(out) -> dict:
+    """Every ``record.json`` under ``out``, as written, keyed by its run name."""
+    import json
+    found = {}
+    for dirpath, _, files in os.walk(out):
+        if 'record.json' in files:
+            with open(os.path.join(dirpath, 'record.json')) as f:
+                rec = json.load(f)
+            found[rec['run']['name']] = rec
+    return found

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from helpers import ROOT, TINY_ARCH, make_voc2012
+from helpers import ROOT, TINY_ARCH, make_voc2012, records_by_name
 
 TINY = [f'model.clip.arch_file={TINY_ARCH}', 'model.clip.arch=clearclip-tiny-vit', 'model.clip.pretrained=None',
         'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False']
@@ -27,16 +27,6 @@ def run(cmd, **kw):
     return proc
 
 
-def records(out):
-    found = {}
-    for dirpath, _, files in os.walk(out):
-        if 'record.json' in files:
-            with open(os.path.join(dirpath, 'record.json')) as f:
-                rec = json.load(f)
-            found[rec['run']['name']] = rec
-    return found
-
-
 @pytest.fixture(scope='module')
 def voc_root(tmp_path_factory):
     root = tmp_path_factory.mktemp('voc') / 'VOC2012'
@@ -48,14 +38,14 @@ def test_suite_runs_skips_and_tables(tmp_path, voc_root):
     out = tmp_path / 'results'
     proc = run(bench_cmd(out, voc_root, '--suite', 'main', '--benchmarks', 'voc20'))
     assert '2 runs, 0 already complete, 2 to go' in proc.stdout
-    recs = records(out)
+    recs = records_by_name(out)
     assert sorted(recs) == ['clearclip_vit-b16_voc20', 'clearclip_vit-l14_voc20']
     for rec in recs.values():
         assert rec['complete'] and rec['run']['suite'] == 'main' and rec['method'] == 'clearclip'
     # a second call finds everything done and runs nothing
     proc = run(bench_cmd(out, voc_root, '--suite', 'main', '--benchmarks', 'voc20'))
     assert '2 runs, 2 already complete, 0 to go' in proc.stdout
-    assert records(out) == recs
+    assert records_by_name(out) == recs
     # tables are built from the records and hold their numbers
     proc = run([sys.executable, os.path.join(ROOT, 'tools', 'collect_results.py'), str(out), '--decimals', '2'])
     for rec in recs.values():
@@ -80,10 +70,10 @@ def test_killed_sweep_resumes_to_the_same_result(tmp_path, voc_root):
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)   # the second run dies mid-way
     proc.wait()
-    partial = records(out)
+    partial = records_by_name(out)
     assert 'qq' in partial
     run(bench_cmd(out, voc_root, '--matrix', str(matrix)))
-    resumed, reference = records(out), records(ref)
+    resumed, reference = records_by_name(out), records_by_name(ref)
     assert sorted(resumed) == ['qk', 'qq']
     for name in resumed:
         assert resumed[name]['metrics']['area_intersect'] == reference[name]['metrics']['area_intersect']

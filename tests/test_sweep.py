@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from helpers import ROOT, TINY_ARCH, TINY_NAME, make_voc2012
+from helpers import ROOT, TINY_ARCH, TINY_NAME, make_voc2012, records_by_name
 
 TINY = [f'model.clip.arch_file={TINY_ARCH}', f'model.clip.arch={TINY_NAME}', 'model.clip.pretrained=None',
         'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False']
@@ -207,16 +207,6 @@ def _bench(out, root, *args, env=None):
     return proc
 
 
-def _records(out):
-    found = {}
-    for dirpath, _, files in os.walk(out):
-        if 'record.json' in files:
-            with open(os.path.join(dirpath, 'record.json')) as f:
-                rec = json.load(f)
-            found[rec['run']['name']] = rec
-    return found
-
-
 def _matrix(tmp_path, second_unit=False):
     variants = list(VARIANTS.items())[:2] if second_unit else VARIANTS.items()  # fewer runs: faster
     items = [dict(name=f'{n}_{b}', config=c, benchmark=b, cfg_options=o)
@@ -274,13 +264,13 @@ def test_shared_sweep_resumes_a_partial_pass(tmp_path, voc_root, reference):
     out = tmp_path / 'out'
     proc = _bench(out, voc_root, '--matrix', str(matrix))
     assert 'shared pass of 4' in proc.stdout
-    first = _records(out)
+    first = records_by_name(out)
     _assert_same(first, ref)
     for name in ('qk_res1_ffn1_voc21', 'qq_res0_ffn0_voc20'):
         os.remove(out / 'm' / name / 'record.json')
     proc = _bench(out, voc_root, '--matrix', str(matrix))
     assert '5 runs, 3 already complete, 2 to go' in proc.stdout
-    resumed = _records(out)
+    resumed = records_by_name(out)
     _assert_same(resumed, ref)
     for name, rec in resumed.items():
         if name in ('qk_res1_ffn1_voc21', 'qq_res0_ffn0_voc20'):   # the missing two, in one pass of two
@@ -293,7 +283,7 @@ def test_two_cpu_workers_take_whole_units(tmp_path, voc_root, reference):
     matrix, ref = reference
     out = tmp_path / 'out'
     proc = _bench(out, voc_root, '--matrix', str(matrix), '--gpus', '2', '--parallel', 'runs')
-    _assert_same(_records(out), ref)
+    _assert_same(records_by_name(out), ref)
     assert 'all 5 runs complete' in proc.stdout
     logs = sorted(os.listdir(out / '.passes'))
     assert len(logs) == 1   # the shared pass; the other unit is a single run (tools/test.py)
@@ -305,7 +295,7 @@ def test_slurm_array_with_submitit_local_executor(tmp_path, voc_root, reference)
     out = tmp_path / 'out'
     proc = _bench(out, voc_root, '--matrix', str(matrix), '--slurm', '--slurm-executor', 'local', '--time', '20')
     assert 'slurm jobs:' in proc.stdout and 'all 5 runs complete' in proc.stdout
-    _assert_same(_records(out), ref)
+    _assert_same(records_by_name(out), ref)
     assert len(os.listdir(out / '.slurm')) > 0   # submitit's job files
 
 
