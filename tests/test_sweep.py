@@ -197,6 +197,32 @@ def test_group_units_splits_on_trunk_settings(voc_root):
     assert [len(u.runs) for u in group_units(planned, share=False)] == [1] * 8
 
 
+def test_shared_pass_checks_the_data_as_a_separate_run_does(tmp_path, voc_root):
+    """An empty split file is refused before building, and a bad label names check_data, as in ``evaluate``."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from clearclip_seg.checks import DataError
+    from clearclip_seg.sweep.engine import run_shared_pass
+    root = tmp_path / 'VOC2012'
+    shutil.copytree(voc_root, root)
+    specs = [s for s in _specs(root, tmp_path / 'runs') if s.run_info['name'].startswith('qq_')]
+    split = root / 'ImageSets' / 'Segmentation' / 'val.txt'
+    ids = split.read_text().split()
+    split.write_text('')
+    with pytest.raises(DataError, match=f"split file '{split}' lists no images"):
+        run_shared_pass(specs, log=lambda line: None)
+    split.write_text('\n'.join(ids) + '\n')
+    label = root / 'SegmentationClass' / f'{ids[0]}.png'
+    bad = np.array(Image.open(label))
+    bad[0, 0] = 77
+    Image.fromarray(bad).save(label)
+    with pytest.raises(DataError, match='tools/check_data.py voc2'):
+        run_shared_pass(specs, log=lambda line: None)
+
+
 # -- the runner -----------------------------------------------------------------------------------
 def _bench(out, root, *args, env=None):
     cmd = [sys.executable, os.path.join(ROOT, 'tools', 'benchmark.py'), '--out', str(out),

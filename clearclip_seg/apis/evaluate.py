@@ -16,7 +16,8 @@ def _unwrap(model):
 
 
 def check_data_root(cfg) -> None:
-    """Refuse to start on a missing or empty data root, naming the fix."""
+    """Refuse to start on a missing or empty data root, or a missing or empty split file, naming the fix."""
+    from ..checks import check_split_file
     from ..protocol.benchmarks import BENCHMARKS
     ds = cfg.test_dataloader.dataset
     root = ds.get('data_root') or ''
@@ -27,6 +28,25 @@ def check_data_root(cfg) -> None:
     if not osp.isdir(img_dir) or not os.listdir(img_dir):
         raise ConfigError(f"data root '{root}' has no images at '{img_dir}': {how}, "
                           'or point test_dataloader.dataset.data_root at it with --cfg-options')
+    check_split_file(cfg)
+
+
+def check_built_dataset(dataset, cfg) -> None:
+    """A built test dataset lists images and the files it lists exist; its loading failures will name
+    their file (once per dataset object: shared passes call it once for runs that share a dataset)."""
+    from ..checks import guard_dataset
+    data_root = cfg.test_dataloader.dataset.get('data_root')
+    if len(dataset) == 0:
+        raise ConfigError(f"dataset at '{data_root}' lists no images")
+    guard_dataset(dataset, cfg.get('benchmark'), data_root)
+
+
+def name_check_data(evaluator, cfg) -> None:
+    """Label errors raised by the evaluator's metrics name the benchmark's check_data command."""
+    from ..checks import check_data_hint
+    hint = check_data_hint(cfg.get('benchmark'), cfg.test_dataloader.dataset.get('data_root'))
+    for metric in evaluator.metrics:
+        metric.data_hint = hint
 
 
 def check_vocabulary(model, dataset, cfg) -> None:
@@ -84,8 +104,7 @@ def evaluate(config, cfg_options: Optional[dict] = None, work_dir: Optional[str]
     from mmengine.dist import get_rank, get_world_size
     from mmengine.runner import Runner
 
-    from ..checks import (DataError, check_data_hint, check_launcher, check_show, check_split_file,
-                          check_writable, guard_dataset, one_line, resolve_data_root)
+    from ..checks import DataError, check_launcher, check_show, check_writable, one_line, resolve_data_root
     from ..records import build_record, write_record
     from ..runner.identity import run_identity
 
@@ -102,7 +121,6 @@ def evaluate(config, cfg_options: Optional[dict] = None, work_dir: Optional[str]
         from ..visualization import add_show_hook
         add_show_hook(cfg, show_dir, show_n)
     check_data_root(cfg)
-    check_split_file(cfg)
     try:
         runner = Runner.from_cfg(cfg)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
@@ -115,12 +133,9 @@ def evaluate(config, cfg_options: Optional[dict] = None, work_dir: Optional[str]
     model = _unwrap(runner.model)
     loop = runner.test_loop
     dataset = loop.dataloader.dataset
-    if len(dataset) == 0:
-        raise ConfigError(f"dataset at '{cfg.test_dataloader.dataset.get('data_root')}' lists no images")
+    check_built_dataset(dataset, cfg)
     check_vocabulary(model, dataset, cfg)
-    guard_dataset(dataset, cfg.get('benchmark'), cfg.test_dataloader.dataset.get('data_root'))
-    for metric in loop.evaluator.metrics:  # label errors name the benchmark's check_data command
-        metric.data_hint = check_data_hint(cfg.get('benchmark'), cfg.test_dataloader.dataset.get('data_root'))
+    name_check_data(loop.evaluator, cfg)
 
     t0 = time.perf_counter()
     try:

@@ -36,7 +36,7 @@ def parse_cfg_options(items: Sequence[str], option: str = '--cfg-options') -> Di
     return out
 
 
-def _plain(obj):
+def as_plain(obj):
     """ConfigDicts, tuples... as JSON would store them (so a record compares equal to a fresh identity)."""
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
@@ -83,7 +83,7 @@ def run_identity(cfg) -> Dict:
         templates, checkpoint).
     """
     import torch
-    model = _plain(cfg.get('model') or {})
+    model = as_plain(cfg.get('model') or {})
     identity = dict(model=model)
     for key in NEUTRAL_KEYS:
         _drop(identity, key)
@@ -94,15 +94,11 @@ def run_identity(cfg) -> Dict:
         precision = 'fp16' if torch.cuda.is_available() else 'fp32'
     identity.update(
         benchmark=cfg.get('benchmark'),
-        dataset=_plain((cfg.get('test_dataloader') or {}).get('dataset')),
-        evaluator=_plain(cfg.get('test_evaluator')),
+        dataset=as_plain((cfg.get('test_dataloader') or {}).get('dataset')),
+        evaluator=as_plain(cfg.get('test_evaluator')),
         precision=precision,
         files=files)
     return identity
-
-
-def identity_digest(identity: Dict) -> str:
-    return hashlib.sha256(json.dumps(_plain(identity), sort_keys=True).encode()).hexdigest()[:24]
 
 
 def identity_diff(old: Dict, new: Dict, limit: int = 3) -> List[str]:
@@ -117,5 +113,5 @@ def identity_diff(old: Dict, new: Dict, limit: int = 3) -> List[str]:
                 walk(a.get(k, '<unset>'), b.get(k, '<unset>'), f'{path}.{k}' if path else str(k))
         elif a != b:
             diffs.append(f'{path}: {a!r} -> {b!r}')
-    walk(_plain(old), _plain(new), '')
+    walk(as_plain(old), as_plain(new), '')
     return diffs

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
+from ..runner.identity import as_plain
 from .plan import ShareError, share_key
 from .trunk import SharedTrunk, sharing_trunk
 
@@ -144,7 +145,7 @@ def run_shared_pass(specs: Sequence[RunSpec], log: Callable[[str], None] = print
     from mmengine.runner import Runner
     from mmengine.utils.dl_utils import set_multi_processing
 
-    from ..checks import guard_dataset
+    from ..apis.evaluate import check_built_dataset
     from ..models.clip_loader import reuse_clip_models
 
     if not specs:
@@ -162,15 +163,11 @@ def run_shared_pass(specs: Sequence[RunSpec], log: Callable[[str], None] = print
     groups: Dict[str, List[_Run]] = {}
     loaders = {}
     for r in runs:
-        r.data_key = repr(sorted(_plain(r.cfg.test_dataloader).items()))
+        r.data_key = repr(sorted(as_plain(r.cfg.test_dataloader).items()))
         if r.data_key not in loaders:
             loaders[r.data_key] = Runner.build_dataloader(copy.deepcopy(r.cfg.test_dataloader),
                                                           seed=randomness.get('seed'), diff_rank_seed=False)
-            ds = loaders[r.data_key].dataset
-            if len(ds) == 0:
-                from ..apis.config import ConfigError
-                raise ConfigError(f"dataset at '{r.cfg.test_dataloader.dataset.get('data_root')}' lists no images")
-            guard_dataset(ds, r.cfg.get('benchmark'), r.cfg.test_dataloader.dataset.get('data_root'))
+            check_built_dataset(loaders[r.data_key].dataset, r.cfg)
         r.dataset = loaders[r.data_key].dataset
         groups.setdefault(r.data_key, []).append(r)
     _check_same_images(groups)
@@ -187,7 +184,7 @@ def _build_models(runs: Sequence[_Run], randomness: dict) -> None:
     from mmengine.runner import set_random_seed
     from mmseg.registry import MODELS
 
-    from ..apis.evaluate import check_vocabulary
+    from ..apis.evaluate import check_vocabulary, name_check_data
     device = get_device()
     seed = {k: v for k, v in randomness.items() if k in ('seed', 'deterministic', 'diff_rank_seed')}
     for r in runs:
@@ -196,6 +193,7 @@ def _build_models(runs: Sequence[_Run], randomness: dict) -> None:
         check_vocabulary(r.model, r.dataset, r.cfg)
         r.evaluator = _build_evaluator(r.cfg.test_evaluator)
         r.evaluator.dataset_meta = r.dataset.metainfo
+        name_check_data(r.evaluator, r.cfg)
 
 
 def _score(runs: Sequence[_Run], loaders: dict, log, log_interval: int, write: bool) -> List[dict]:
@@ -259,7 +257,3 @@ def _check_batch_images(batch_of: Dict[str, dict], idx: int) -> None:
         elif these != paths:
             raise ShareError(f'batch {idx}: the grouped datasets loaded different images ({paths} vs {these})')
 
-
-def _plain(obj):
-    import json
-    return json.loads(json.dumps(obj, sort_keys=True, default=str))

@@ -22,6 +22,8 @@ import os.path as osp
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..runner.identity import as_plain
+
 # model keys used only after the tokens entering the last block: they may differ within a pass
 HEAD_KEYS = ('vocabulary', 'templates', 'logit_scale', 'logit_bias', 'prob_thd', 'area_thd', 'last_block',
              'method', 'text_cache', 'postprocess', 'scoring', 'fused_attn')
@@ -60,10 +62,6 @@ class WorkUnit:
         return first if len(self.runs) == 1 else f'{first}+{len(self.runs) - 1}'
 
 
-def _plain(obj):
-    return json.loads(json.dumps(obj, sort_keys=True, default=str))
-
-
 def method_shares_trunk(model_cfg: dict) -> Tuple[bool, str]:
     """(shareable, why not) from a model config's method (``model.method`` or the legacy ``last_block``)."""
     if model_cfg.get('type') not in SHAREABLE_SEGMENTORS:
@@ -86,12 +84,12 @@ def method_shares_trunk(model_cfg: dict) -> Tuple[bool, str]:
 
 def image_set_key(cfg) -> dict:
     """The images a run reads, as its config says: root, folder, split, suffix and the pipeline before the labels."""
-    ds = _plain(cfg.test_dataloader.dataset)
+    ds = as_plain(cfg.test_dataloader.dataset)
     pipeline = [t for t in ds.get('pipeline') or [] if t.get('type') != 'LoadAnnotations']
     return dict(data_root=osp.abspath(ds['data_root']) if ds.get('data_root') else None,
                 img_path=(ds.get('data_prefix') or {}).get('img_path'), ann_file=ds.get('ann_file'),
                 img_suffix=ds.get('img_suffix'), pipeline=pipeline,
-                batch_size=_plain(cfg.test_dataloader).get('batch_size', 1))
+                batch_size=as_plain(cfg.test_dataloader).get('batch_size', 1))
 
 
 def share_key(cfg, precision: str) -> Tuple[Optional[dict], str]:
@@ -104,13 +102,13 @@ def share_key(cfg, precision: str) -> Tuple[Optional[dict], str]:
     Returns:
         (key, '') or (None, why the run cannot share).
     """
-    model = _plain(cfg.model)
+    model = as_plain(cfg.model)
     ok, why = method_shares_trunk(model)
     if not ok:
         return None, why
     trunk = {k: v for k, v in model.items() if k not in HEAD_KEYS}
     trunk.setdefault('clip', {})['precision'] = precision
-    randomness = _plain(cfg.get('randomness') or {})
+    randomness = as_plain(cfg.get('randomness') or {})
     return dict(model=trunk, seed=randomness.get('seed'), images=image_set_key(cfg)), ''
 
 
