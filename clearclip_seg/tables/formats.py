@@ -210,6 +210,11 @@ def to_markdown(table, per_class: Sequence[PerClassTable] = ()) -> str:
 
 # ----- CSV
 
+# per-benchmark setting columns; prob_thd is a BENCH_FIELDS column (the run's own value) and the
+# logit scale a row-level one, so the method setting's copies of those two are not repeated
+CSV_SETTING_FIELDS = tuple(f for f, _ in SETTING_FIELDS if f not in ('logit_scale', 'prob_thd'))
+
+
 def _row_protocol(row: Row, benchmarks: Sequence[str]) -> Dict[str, str]:
     """Row-level and per-benchmark protocol columns for one CSV row."""
     out = {}
@@ -225,7 +230,7 @@ def _row_protocol(row: Row, benchmarks: Sequence[str]) -> Dict[str, str]:
         for f, _ in BENCH_FIELDS:
             out[f'{b}_{f}'] = show_value(p[f]) if f in p else ''
         st = record_setting(row.records[b]) if b in row.records else {}
-        for f, _ in SETTING_FIELDS:
+        for f in CSV_SETTING_FIELDS:
             out[f'{b}_{f}'] = '' if st.get(f) is None else str(st[f])
         out[f'{b}_off_protocol'] = ', '.join(protocol_deviations(row.records[b])) if b in row.records else ''
     return out
@@ -268,9 +273,9 @@ def to_csv(table) -> str:
              'method_type', 'card', 'protocol', 'pamr', 'family', 'size', 'params', 'images_per_s']
     per_b = [f'{b}{s}' for b in table.benchmarks for s in ('', '_published', '_diff', '_quoted')]
     avg = ['avg', 'avg_published', 'avg_diff', 'avg_over']
-    setting = [f for f, _ in SETTING_FIELDS if f not in ('logit_scale', 'prob_thd')]
     proto = [f for f, _ in ROW_FIELDS] + [f'{b}_{f}' for b in table.benchmarks
-                                          for f in [f for f, _ in BENCH_FIELDS] + setting + ['off_protocol']]
+                                          for f in [f for f, _ in BENCH_FIELDS] + list(CSV_SETTING_FIELDS)
+                                          + ['off_protocol']]
     w.writerow(ident + per_b + avg + proto)
     for r in table.rows:
         attn, res, ffn = r.last_block or ('', None, None)
