@@ -64,6 +64,16 @@ def neighbourhood_bias(grid: Tuple[int, int], std: float, dtype=torch.float32, d
     return out.to(dtype)
 
 
+def cached_neighbourhood_bias(cache: Dict[tuple, torch.Tensor], grid: Tuple[int, int], std: float, dtype,
+                              device) -> torch.Tensor:
+    """``neighbourhood_bias`` through a one-entry ``cache`` (a method's own dict): windows of a run share a grid."""
+    key = (tuple(grid), std, dtype, str(device))
+    if key not in cache:
+        cache.clear()
+        cache[key] = neighbourhood_bias(grid, std, dtype, device)
+    return cache[key]
+
+
 def _kk_logits(t, scale):
     return (t['k'] @ t['k'].transpose(-2, -1)) * scale
 
@@ -128,10 +138,7 @@ class NACLIP(DenseMethod):
 
     def omega(self, grid: Tuple[int, int], dtype, device) -> torch.Tensor:
         """Ω for a grid, cached (one entry: windows of a run share their grid)."""
-        key = (tuple(grid), self.gaussian_std, dtype, str(device))
-        if key not in self._omega:
-            self._omega = {key: neighbourhood_bias(grid, self.gaussian_std, dtype, device)}
-        return self._omega[key]
+        return cached_neighbourhood_bias(self._omega, grid, self.gaussian_std, dtype, device)
 
     def attention(self, encoder, tokens: torch.Tensor, grid) -> Tuple[torch.Tensor, torch.Tensor]:
         """The last block's attention weights (B, heads, N, N) and values (B, heads, N, d)."""

@@ -69,7 +69,7 @@ import torch.nn.functional as F
 
 from ..models.pamr import check_dilations, pamr
 from ..options import check_bool, check_number
-from .naclip import neighbourhood_bias
+from .naclip import cached_neighbourhood_bias
 from .registry import DenseMethod, register_method, truncate_to_patches
 from .resclip_sfr import patch_labels, sfr_attention
 
@@ -173,11 +173,7 @@ class ResCLIP(DenseMethod):
         self._omega: Dict[tuple, torch.Tensor] = {}
 
     def bind(self, encoder) -> None:
-        self.check_tower(encoder)
-        if getattr(encoder, 'num_prefix_tokens', 1) != 1:
-            raise ValueError(f'{self._key}.type=ResCLIP needs a tower with exactly one class token '
-                             f'(Ω and Ŝ have a zero class-token row and column); this one has '
-                             f'{encoder.num_prefix_tokens} prefix tokens')
+        self.check_tower(encoder)  # one class token (needs_class_token): Ω and Ŝ have a zero class row/column
         last_frozen = encoder.num_blocks - 2
         if self.use_rcs and max(self.rcs_layers) > last_frozen:
             raise ValueError(f'{self._key}.rcs_layers={list(self.rcs_layers)}: the tower has '
@@ -203,10 +199,8 @@ class ResCLIP(DenseMethod):
         return x, (None if total is None else total / len(layers))
 
     def omega(self, grid: Tuple[int, int], dtype, device) -> torch.Tensor:
-        key = (tuple(grid), self.gaussian_std, dtype, str(device))
-        if key not in self._omega:
-            self._omega = {key: neighbourhood_bias(grid, self.gaussian_std, dtype, device)}
-        return self._omega[key]
+        """NACLIP's Ω for a grid, cached as NACLIP caches it."""
+        return cached_neighbourhood_bias(self._omega, grid, self.gaussian_std, dtype, device)
 
     def attention(self, logits: Sequence[torch.Tensor], omega: Optional[torch.Tensor],
                   rcs: Optional[torch.Tensor], sfr: Optional[torch.Tensor]) -> torch.Tensor:
