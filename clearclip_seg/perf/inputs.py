@@ -7,10 +7,10 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from ..models.clip_loader import PRECISIONS as DTYPES  # noqa: F401  (precision name -> dtype, one table)
 from ..protocol import benchmarks as _benchmarks
 from ..protocol import constants as _constants
 
-DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 # Typical VOC images (H x W): landscape, portrait, square.
 VOC_RAW_SIZES: Tuple[Tuple[int, int], ...] = ((375, 500), (500, 375), (500, 500))
 # The model config the segmentor is built from (ClearCLIP's defaults), overridden per run.
@@ -131,6 +131,11 @@ def bf16_advice(units: Optional[List[str]]) -> str:
                 'measure with --compare-precision before using it')
     return ('bf16 units: none (no amx_bf16 / avx512_bf16 in /proc/cpuinfo): bf16 is emulated and slower '
             'than fp32 on this CPU; keep model.clip.precision=fp32')
+
+
+def load_average() -> Optional[float]:
+    """The one-minute load average (None where the system has none): printed beside timings."""
+    return os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
 
 
 def machine_info(device) -> dict:

@@ -14,12 +14,9 @@ import torch
 
 from ..models.slide import padded_window_shapes
 from .flops import windows_flops
+from .inputs import load_average
 from .memory import PeakMemory
 from .timing import synchronize, timed
-
-
-def _loadavg() -> Optional[float]:
-    return os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
 
 
 def measure_paths(seg, images: Sequence[torch.Tensor], max_windows_list: Sequence[int], warmup: int = 1,
@@ -48,7 +45,7 @@ def measure_paths(seg, images: Sequence[torch.Tensor], max_windows_list: Sequenc
     shapes = padded_window_shapes([tuple(i.shape[-2:]) for i in images], crop, stride, seg.encoder.patch_size)
     flops = windows_flops(seg.encoder, shapes)
     runs = [dict(max_windows=int(m), times_s=[], cpu_times_s=[], mem=[], logits=None) for m in max_windows_list]
-    load0 = _loadavg()
+    load0 = load_average()
     try:
         with torch.inference_mode():
             seg.build_text_classifier()

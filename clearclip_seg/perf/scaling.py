@@ -34,10 +34,10 @@ def throughput_grid(arch: str = 'ViT-B-16', arch_file: Optional[str] = None,
     if torch.device(device).type == 'cpu':
         log(bf16_advice(info.get('bf16_units')))
     rows, labels_fp32 = [], None
+    images = synthetic_images(sizes, device=device)
     for precision in precisions:
         seg = build_segmentor(arch, arch_file, precision, 'voc21', (crop, crop), (stride, stride), 1, prob_thd,
                               device)
-        images = synthetic_images(sizes, device=device)
         results = measure_paths(seg, images, list(max_windows), warmup=warmup, repeats=repeats)
         labels = [seg.classify(l.float())[1] for l in results[0]['logits']]
         if labels_fp32 is None and precision == 'fp32':

@@ -16,14 +16,13 @@ usual text cache), so neither side pays the cold text cost; on a CPU that
 first build takes minutes per vocabulary (80 templates), a second call none.
 """
 import json
-import os
 import os.path as osp
 import shutil
 import tempfile
 import time
 from typing import Callable, Optional, Sequence, Tuple
 
-from .inputs import machine_info
+from .inputs import load_average, machine_info
 
 
 def _data_roots(benchmarks: Sequence[str], folder: str, num_images: int, size: Tuple[int, int]) -> dict:
@@ -102,7 +101,7 @@ def measure_sharing(suite: str = 'ablation', benchmarks: Optional[Sequence[str]]
         for p in {p.run.benchmark: p for p in planned['shared']}.values():  # warm the text cache
             set_random_seed(0)  # the runs' seed (configs' randomness): the same random weights, the same cache key
             init_segmentor(p.config, device='cpu', cfg_options=parse_cfg_options(p.options))
-        load0 = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
+        load0 = load_average()
         t0 = time.perf_counter()
         for u in units:
             run_shared_pass([spec(p) for p in u.runs], log=lambda line: None)
@@ -112,7 +111,7 @@ def measure_sharing(suite: str = 'ablation', benchmarks: Optional[Sequence[str]]
             s = spec(p)
             evaluate(s.config, s.cfg_options, work_dir=s.work_dir, record_path=s.record, run_info=s.run_info)
         separate_s = time.perf_counter() - t0
-        load1 = os.getloadavg()[0] if hasattr(os, 'getloadavg') else None
+        load1 = load_average()
         identical = _same_records(planned['shared'], planned['separate'])
         trunk = sum(u.passes[0] for u in units)
         expected = sum(u.passes[1] for u in units) / trunk if trunk else None
