@@ -19,6 +19,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 import torch
 
+from ..records import atomic_write_json
 from .inputs import VOC_SIZES, benchmark_slide, build_segmentor, machine_info, synthetic_images
 from .paths import agreement, measure_encoder_only, measure_path
 
@@ -104,8 +105,7 @@ def gpu_check(device=None, tiny: bool = False, archs: Optional[Sequence[str]] = 
     out['wall_s'] = time.perf_counter() - t_start
     log(f"gpu check done in {out['wall_s']:.0f}s")
     if json_path:
-        with open(json_path, 'w') as f:
-            json.dump(out, f, indent=1, default=str)
+        atomic_write_json(out, json_path)
     return out
 
 

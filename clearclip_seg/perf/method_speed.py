@@ -18,7 +18,6 @@ machine's load shows. The CPU model, threads and load average are printed
 beside the figures.
 """
 import gc
-import json
 import os
 import os.path as osp
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -27,6 +26,7 @@ import torch
 
 from ..protocol.constants import config_path
 from ..protocol.methods import METHOD_CARDS, common_setting
+from ..records import atomic_write_json
 from .inputs import VOC_RAW_SIZES, machine_info, protocol_resize, synthetic_images
 from .timing import timed
 
@@ -157,7 +157,5 @@ def method_speed(methods: Optional[Sequence[str]] = None, protocol: str = 'commo
     report = dict(machine=machine, protocol=protocol, benchmark=benchmark, precision=precision,
                   raw_sizes=[list(s) for s in sizes], results=results)
     if json_path:
-        os.makedirs(osp.dirname(osp.abspath(json_path)), exist_ok=True)
-        with open(json_path, 'w') as f:
-            json.dump(report, f, indent=2, default=str)
+        atomic_write_json(report, json_path)
     return report

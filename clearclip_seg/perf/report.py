@@ -3,14 +3,13 @@
 ``tools/benchmark_speed.py`` is the command line over ``speed_report``; its
 flags are this function's keywords.
 """
-import json
 import os
-import os.path as osp
 import time
 from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
+from ..records import atomic_write_json
 from .flops import encoder_geometry
 from .inputs import (DTYPES, benchmark_slide, bf16_advice, build_segmentor, machine_info, protocol_resize,
                      synthetic_images, voc_sizes)
@@ -196,8 +195,6 @@ def speed_report(arch: Optional[str] = None, arch_file: Optional[str] = None, pr
     if device.type == 'cuda':
         res['cuda_max_reserved_mib'] = torch.cuda.max_memory_reserved() / 2**20
     if json_path:
-        os.makedirs(osp.dirname(osp.abspath(json_path)), exist_ok=True)
-        with open(json_path, 'w') as f:
-            json.dump(res, f, indent=2, default=str)
+        atomic_write_json(res, json_path)
         log(f'figures written to {json_path}')
     return res

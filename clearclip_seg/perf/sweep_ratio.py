@@ -15,13 +15,13 @@ and the load average. Text classifiers are built once beforehand (in the
 usual text cache), so neither side pays the cold text cost; on a CPU that
 first build takes minutes per vocabulary (80 templates), a second call none.
 """
-import json
 import os.path as osp
 import shutil
 import tempfile
 import time
 from typing import Callable, Optional, Sequence, Tuple
 
+from ..records import atomic_write_json
 from .inputs import load_average, machine_info
 
 
@@ -123,8 +123,7 @@ def measure_sharing(suite: str = 'ablation', benchmarks: Optional[Sequence[str]]
             f'(FLOP model: {expected:.2f}x); records identical: {identical}; '
             f'load average {load0:.1f} -> {load1:.1f}')
         if json_path:
-            with open(json_path, 'w') as f:
-                json.dump(out, f, indent=1, default=str)
+            atomic_write_json(out, json_path)
         return out
     finally:
         if own:
