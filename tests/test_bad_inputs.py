@@ -528,3 +528,23 @@ def test_demo_does_not_mix_runs(tools, tmp_path, capsys):
     assert tools['demo'].main(args + ['--overwrite']) == 0
     assert 'deleted 1 earlier demo pictures' in capsys.readouterr().out
     assert sorted(os.listdir(out)) == ['a_clearclip.png', 'notes.txt']
+
+
+def test_a_signal_while_a_child_starts_is_raised_only_once_its_handle_is_kept():
+    """``spawn`` holds SIGTERM back until ``keep`` stored the child, so the runner can always end it."""
+    import signal
+
+    from clearclip_seg.runner.process import Interrupted, end_group, interrupt_handlers, spawn
+    kept, finished = [], []
+
+    def keep(proc):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the start is still in progress
+        kept.append(proc)  # still reached: the handler only noted the signal
+        finished.append(True)
+
+    with interrupt_handlers():
+        with pytest.raises(Interrupted):
+            spawn([sys.executable, '-c', 'import time; time.sleep(60)'], keep)
+    assert finished and len(kept) == 1 and kept[0].poll() is None  # the child exists and the caller holds it
+    end_group(kept[0], grace_s=5)
+    assert kept[0].poll() is not None

@@ -26,7 +26,7 @@ class Interrupted(Exception):
 
 
 # While a child is being started, a signal is held back (raising inside Popen would lose the
-# handle of a child that already exists); run_child raises it as soon as it holds the handle.
+# handle of a child that already exists); spawn raises it as soon as the handle is kept.
 _STATE = {'defer': False, 'pending': None}
 
 
@@ -85,6 +85,25 @@ def end_group(proc: subprocess.Popen, grace_s: float = GRACE_S) -> None:
         pass
 
 
+def spawn(cmd: List[str], keep: Callable[[subprocess.Popen], None], **popen_kwargs) -> subprocess.Popen:
+    """Start ``cmd`` in its own process group and hand it to ``keep`` before any signal is raised.
+
+    A SIGINT/SIGTERM arriving while the child starts is held back until ``keep``
+    has stored the handle, so the caller's clean-up always finds the child to end.
+
+    Raises:
+        Interrupted: a signal arrived meanwhile (the child exists and has been kept).
+    """
+    _STATE['defer'] = True
+    try:
+        proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_child_setup, **popen_kwargs)
+        keep(proc)
+    finally:
+        _STATE['defer'] = False
+    _raise_pending()
+    return proc
+
+
 def run_child(cmd: List[str], log_path: str, on_line: Optional[Callable[[str], None]] = None,
               cwd: Optional[str] = None, env: Optional[dict] = None) -> int:
     """Run ``cmd`` in its own process group, teeing its output to ``log_path``.
@@ -95,22 +114,21 @@ def run_child(cmd: List[str], log_path: str, on_line: Optional[Callable[[str], N
     Raises:
         Interrupted: the runner was signalled; the child's group has been ended.
     """
+    children: List[subprocess.Popen] = []
     with open(log_path, 'w') as log:
-        _STATE['defer'] = True
         try:
-            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, bufsize=1, start_new_session=True, preexec_fn=_child_setup)
-        finally:
-            _STATE['defer'] = False
-        try:
-            _raise_pending()
+            spawn(cmd, children.append, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                  text=True, bufsize=1)
+            proc = children[0]
             for line in proc.stdout:
                 log.write(line)
                 if on_line is not None:
                     on_line(line)
             return proc.wait()
         except BaseException:
-            end_group(proc)
+            for proc in children:
+                end_group(proc)
             raise
         finally:
-            proc.stdout.close()
+            for proc in children:
+                proc.stdout.close()

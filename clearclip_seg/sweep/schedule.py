@@ -107,7 +107,7 @@ def run_local_workers(jobs: Sequence[Tuple[object, List[str], str]], workers: in
     Returns:
         The number of jobs never started.
     """
-    from ..runner.process import _child_setup, end_group
+    from ..runner.process import end_group, spawn
     envs = worker_envs(workers)
     queue = deque(jobs)
     total = len(queue)
@@ -122,9 +122,8 @@ def run_local_workers(jobs: Sequence[Tuple[object, List[str], str]], workers: in
                     unit, cmd, log_path = queue.popleft()
                     os.makedirs(osp.dirname(log_path), exist_ok=True)
                     log = open(log_path, 'w')
-                    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ,
-                                            **envs[slot]}, start_new_session=True, preexec_fn=_child_setup)
-                    active[slot] = (proc, unit, log, time.perf_counter())
+                    spawn(cmd, lambda proc: active.__setitem__(slot, (proc, unit, log, time.perf_counter())),
+                          stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **envs[slot]})
                     started += 1
             for slot, (proc, unit, log, t0) in list(active.items()):
                 rc = proc.poll()
