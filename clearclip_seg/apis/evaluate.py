@@ -115,8 +115,9 @@ def evaluate(config, cfg_options: Optional[dict] = None, work_dir: Optional[str]
     check_launcher(launcher)
     check_show(show_dir, show_n)
     prepare_runtime(cfg, launcher, work_dir, str(config))
+    record_path = record_path or osp.join(cfg.work_dir, 'record.json')
     if write:
-        check_writable(cfg.work_dir, record_path or osp.join(cfg.work_dir, 'record.json'))
+        check_writable(cfg.work_dir, record_path)
     if show_dir:
         from ..visualization import add_show_hook
         add_show_hook(cfg, show_dir, show_n)
@@ -150,7 +151,6 @@ def evaluate(config, cfg_options: Optional[dict] = None, work_dir: Optional[str]
                           get_world_size(), run_info=run_info)
     record['config']['identity'] = identity  # what the benchmark runner compares before skipping a run
     if write:
-        record_path = record_path or osp.join(cfg.work_dir, 'record.json')
         write_record(record, record_path)
         record['_path'] = record_path
     return record
