@@ -21,10 +21,9 @@ from mmseg.structures import SegDataSample
 from ..vocab import load_templates, load_vocabulary
 from .classify import classify, classify_tiled
 from .clip_loader import create_clip, resolve_precision
-from .encoder import DenseCLIPEncoder  # noqa: F401  (re-exported; the encoder class comes from wrap_visual)
 from .postprocess import build_postprocessor
-from .segmentor_options import (LAST_BLOCK_DEFAULTS, TEST_MODES, check_max_windows, check_thresholds,  # noqa: F401
-                                resolve_max_windows, resolve_method, resolve_test_cfg)
+from .segmentor_options import (LAST_BLOCK_DEFAULTS, check_thresholds, resolve_max_windows, resolve_method,
+                                resolve_test_cfg)
 from .scoring import Scorer, check_scoring, classify_scored
 from .slide import slide_inference, whole_inference
 from .towers import load_tokenizer, wrap_visual

@@ -262,9 +262,3 @@ METHOD_CARDS: Dict[str, MethodCard] = {c.name: c for c in [
         source='WalBouss/GEM@5fa677c gem/ (the method); mc-lan/ClearCLIP@ad68a40 clearclip_segmentor.py, '
                'configs/ (the harness behind the published numbers; card 2 sections 1-3)'),
 ]}
-
-
-def get_card(name: str) -> MethodCard:
-    if name not in METHOD_CARDS:
-        raise KeyError(f"unknown method card '{name}': expected one of {list(METHOD_CARDS)}")
-    return METHOD_CARDS[name]

@@ -134,17 +134,3 @@ def is_quoted(backbone: Optional[str], preset: Optional[str], benchmark: str) ->
     """
     return (backbone, preset, benchmark) in QUOTED
 
-
-def published_prob_thd_note(preset: Optional[str], benchmark_has_background: bool) -> Optional[str]:
-    """A note on the threshold behind a published number, where it is unusual.
-
-    Args:
-        preset: Preset name.
-        benchmark_has_background: Whether the benchmark's class 0 is background.
-
-    Returns:
-        A short note for vanilla CLIP on background sets, else None.
-    """
-    if preset == 'clip' and benchmark_has_background:
-        return f'vanilla CLIP published with prob_thd {VANILLA_CLIP_BACKGROUND_PROB_THD}'
-    return None
