@@ -61,9 +61,10 @@ class ClearCLIPSegmentor(BaseSegmentor):
             normalised input resized to that size (``PAMR``); None = off.
         test_cfg: ``mode`` (``slide`` or ``whole``), ``crop_size``, ``stride``,
             ``max_windows`` (windows per encoder batch; 1 = plain path;
-            ``'auto'``: 16 on a GPU, 1 on a CPU, where one 448x448 window
-            already runs the matmuls near peak and bigger batches only spill
-            the cache: docs/performance.md), ``patch_fit`` (``pad``: windows
+            ``'auto'``: 16 on a GPU; on a CPU 1 in fp32, where one 448x448
+            window already runs the matmuls near peak and bigger batches only
+            spill the cache, and 4 in bf16/fp16: docs/performance.md),
+            ``patch_fit`` (``pad``: windows
             zero-padded to patch multiples, ClearCLIP; ``truncate``: the
             remainder rows/columns dropped and the logits stretched over the
             window, the SCLIP-family code) and ``keep_probs`` (True: store

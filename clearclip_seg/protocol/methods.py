@@ -25,13 +25,11 @@ from .constants import LOGIT_SCALE, RESIZE_LONG_SIDE, RESIZE_SHORT_SIDE, SLIDE_C
 
 # The SCLIP family's class-name files (SCLIP, NACLIP, ResCLIP, SC-CLIP share them): shipped
 # where they differ from ClearCLIP's, the same names elsewhere (clearclip_seg/vocab.py).
-SCLIP_FAMILY_VOCABULARIES: Dict[str, str] = {
-    'voc21': 'voc21_bg26', 'voc20': 'voc20_synonyms', 'coco_object': 'coco_object_bg26',
-    'context60': 'context60', 'context59': 'context59', 'coco_stuff164k': 'coco_stuff164k',
-    'cityscapes': 'cityscapes', 'ade20k': 'ade20k'}
+# Each benchmark entry names them (``Benchmark.method_vocabularies``).
+SCLIP_FAMILY_VOCABULARIES: Dict[str, str] = {k: b.vocabulary_for('sclip') for k, b in BENCHMARKS.items()}
 
 # ProxyCLIP's class-name files, verbatim: synonyms split on '; ' (clearclip_seg/vocab.py VOCAB_FORMATS)
-PROXYCLIP_VOCABULARIES: Dict[str, str] = {k: f'proxyclip/{k}.semicolon' for k in BENCHMARKS}
+PROXYCLIP_VOCABULARIES: Dict[str, str] = {k: b.vocabulary_for('proxyclip') for k, b in BENCHMARKS.items()}
 
 PAMR_10 = dict(type='PAMR', num_iter=10, dilations=(8, 16))
 

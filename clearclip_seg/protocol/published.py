@@ -27,14 +27,17 @@ Caveats (docs/protocol.md):
 Keys are ``(backbone slug, preset name)`` pairs, where the slugs are those of
 ``clearclip_seg.protocol.benchmarks.BACKBONES`` and the preset names those of
 ``clearclip_seg.protocol.presets.PRESETS``; inner dicts are keyed by benchmark key.
-This module imports nothing (no torch, no mmseg), so it can be loaded by file
-path on a machine without the heavy dependencies.
+This module imports nothing heavy (no torch, no mmseg). Numbers for a benchmark
+outside the paper's tables are carried by its entry (``Benchmark.published``,
+``protocol/benchmarks.py``) and merged in here.
 
 The other methods' published numbers (SCLIP, NACLIP, ResCLIP, SC-CLIP, GEM,
 ProxyCLIP), keyed by method card, backbone, protocol and PAMR, are in the
 sibling ``published_methods.py``; the tables look a record up in both.
 """
 from typing import Dict, FrozenSet, Optional, Tuple
+
+from .benchmarks import BENCHMARKS
 
 PAPER = ('Lan et al., "ClearCLIP: Decomposing CLIP Representations for Dense '
          'Vision-Language Inference", ECCV 2024 (arXiv 2407.12442)')
@@ -89,9 +92,18 @@ QUOTED: FrozenSet[Tuple[str, str, str]] = frozenset(
 )
 
 
+def _benchmark_entries() -> Dict[Key, Dict[str, float]]:
+    """The numbers benchmark entries carry beyond the paper's tables (``Benchmark.published``)."""
+    out: Dict[Key, Dict[str, float]] = {}
+    for b in BENCHMARKS.values():
+        for key, value in b.published.items():
+            out.setdefault(key, {})[b.key] = value
+    return out
+
+
 def _merged() -> Dict[Key, Dict[str, float]]:
     out: Dict[Key, Dict[str, float]] = {}
-    for table in (MAIN_TABLE, BACKBONE_TABLE):
+    for table in (MAIN_TABLE, BACKBONE_TABLE, _benchmark_entries()):
         for key, row in table.items():
             merged = out.setdefault(key, {})
             for bench, value in row.items():
