@@ -22,9 +22,13 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from ..protocol.benchmarks import BENCHMARKS
 from ..protocol.constants import RESIZE
 
-# Typical raw image size (H, W) per benchmark, for windows-per-image estimates only
-# (each benchmark entry's ``typical_size``).
-TYPICAL_IMAGE_SIZE: Dict[str, Tuple[int, int]] = {k: b.typical_size for k, b in BENCHMARKS.items()}
+# Typical raw image size (H, W) per benchmark, for windows-per-image estimates only:
+# VOC / Context images are mostly 500 x 375, COCO 640 x 480, ADE20K mostly 4:3 with
+# a short side near 512, Cityscapes 1024 x 2048.
+TYPICAL_IMAGE_SIZE: Dict[str, Tuple[int, int]] = {
+    'voc21': (375, 500), 'voc20': (375, 500), 'context60': (375, 500), 'context59': (375, 500),
+    'coco_object': (480, 640), 'coco_stuff164k': (480, 640), 'cityscapes': (1024, 2048), 'ade20k': (512, 683),
+}
 # A ViT-B/16-like tower, for costs of towers whose geometry cannot be read (timm trunks).
 _FALLBACK_GEOMETRY = dict(width=768, layers=12, mlp_width=3072, out_dim=512, patch=(16, 16), in_chans=3)
 
