@@ -41,7 +41,7 @@ _NEW_BENCHMARK = '''
 import json
 from clearclip_seg.protocol import benchmarks as B
 B.BENCHMARKS['toybench'] = B.Benchmark(
-    key='toybench', title='ToyBench', dataset_type='BaseSegDataset', data_root='data/toy', img_dir='img',
+    key='toybench', title='ToyBench', data_root='data/toy', img_dir='img',
     ann_dir='ann', img_suffix='.jpg', seg_map_suffix='_lbl.png', ann_file='val.txt', num_images=7,
     num_classes=30, label_values=(0, 29), prob_thd=0.25, vocabulary='ade20k', background=False,
     prepare_step='ade20k', typical_size=(100, 200), crop=224, stride=112,
@@ -71,7 +71,8 @@ def test_a_new_benchmark_is_one_entry():
     assert out['new'] == sorted(expected)
     ds = out['dataset']
     for line in ("data_root = 'data/toy'", "data_prefix=dict(img_path='img', seg_map_path='ann'),",
-                 "ann_file='val.txt',", "seg_map_suffix='_lbl.png',", "dataset_type = 'BaseSegDataset'"):
+                 "ann_file='val.txt',", "seg_map_suffix='_lbl.png',", "dataset_type = 'BenchmarkDataset'",
+                 "benchmark=benchmark,"):
         assert line in ds, line
     assert "vocabulary='ade20k'," in out['clearclip'] and 'prob_thd=0.25,' in out['clearclip']
     assert 'crop_size=(224, 224), stride=(112, 112)' in out['clearclip']
@@ -101,3 +102,37 @@ def test_a_suite_is_one_registered_function():
         del suites.SUITE_BUILDERS['toy-suite']
     with pytest.raises(KeyError, match="unknown suite 'toy-suite'"):
         suites.suite_runs('toy-suite')
+
+
+def test_a_new_benchmark_runs_end_to_end_with_the_generic_dataset(tmp_path, monkeypatch):
+    """A benchmark entry with no dataset class and no step of its own: its generated configs run on
+    synthetic data in its layout and score the same mIoU as an independent confusion matrix."""
+    import shutil
+
+    from clearclip_seg.apis import evaluate
+    from clearclip_seg.protocol import benchmarks, render
+    from clearclip_seg.synthetic import write_benchmark
+    from helpers import confusion_miou, tiny_cfg_options
+    entry = benchmarks.Benchmark(
+        key='toybench', title='ToyBench', data_root='data/toy', img_dir='pictures', ann_dir='masks',
+        img_suffix='.jpg', seg_map_suffix='_mask.png', ann_file='splits/val.txt', num_images=3, num_classes=19,
+        label_values=(0, 18), prob_thd=0.0, vocabulary='cityscapes', background=False, prepare_step='ade20k',
+        typical_size=(60, 80), crop=64, stride=32)
+    monkeypatch.setitem(benchmarks.BENCHMARKS, 'toybench', entry)
+    configs = tmp_path / 'configs'
+    shutil.copytree(os.path.join(ROOT, 'configs', '_base_'), configs / '_base_')
+    (configs / '_base_' / 'datasets' / 'toybench.py').write_text(render.dataset_config(entry))
+    (configs / 'clearclip').mkdir()
+    leaf = configs / 'clearclip' / 'clearclip_vit-b16_toybench.py'
+    leaf.write_text(render.leaf_config('clearclip', 'vit-b16', entry))
+    root = tmp_path / 'toy'
+    ids = write_benchmark('toybench', str(root), sizes=((50, 70), (90, 40), (64, 64)), seed=3)
+    preds = tmp_path / 'preds'
+    rec = evaluate(str(leaf), tiny_cfg_options(root, **{'test_evaluator.output_dir': str(preds),
+                                                        'model.templates': 'a_photo_of'}),
+                   work_dir=str(tmp_path / 'w'))
+    assert rec['benchmark'] == 'toybench' and rec['dataset']['num_images'] == len(ids) == 3
+    assert rec['dataset']['classes'][:3] == ['road', 'sidewalk', 'building']   # cityscapes.txt, in order
+    assert len(rec['dataset']['classes']) == 19
+    pairs = [(str(preds / f'{i}.png'), str(root / 'masks' / f'{i}_mask.png')) for i in ids]
+    assert rec['metrics']['mIoU'] == pytest.approx(confusion_miou(pairs, 19)[0], abs=1e-6)

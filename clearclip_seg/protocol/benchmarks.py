@@ -20,11 +20,15 @@ from .constants import SLIDE_CROP, SLIDE_STRIDE
 class Benchmark:
     """One benchmark; write an entry with keywords (the field order is not part of the interface).
 
+    Fields without a default are what every benchmark must state; the defaults are
+    ClearCLIP's windows, ignore value 255, no split file and the generic dataset class.
+
     Attributes:
         key: the name in configs, vocabularies, records and on the command lines (``voc21``).
         title: the column title in tables (``VOC21``).
-        dataset_type: the MMSeg dataset class (MMSeg's own, or one of
-            ``clearclip_seg/datasets/benchmarks.py``).
+        dataset_type: the MMSeg dataset class: MMSeg's own, one of ``clearclip_seg/datasets/benchmarks.py``,
+            or (the default) ``BenchmarkDataset``, which takes its classes from ``vocabulary``
+            and needs no code.
         data_root: where the tree is, relative to the repository (or absolute).
         img_dir, ann_dir: image and label folders under ``data_root``.
         img_suffix, seg_map_suffix: how an image and its label file end (``.jpg``, ``.png``).
@@ -51,7 +55,6 @@ class Benchmark:
     """
     key: str
     title: str
-    dataset_type: str
     data_root: str
     img_dir: str
     ann_dir: str
@@ -65,6 +68,7 @@ class Benchmark:
     background: bool
     prepare_step: str
     typical_size: Tuple[int, int]
+    dataset_type: str = 'BenchmarkDataset'
     ann_file: Optional[str] = None
     reduce_zero_label: bool = False
     extra_label_values: Tuple[int, ...] = (255,)
