@@ -23,6 +23,13 @@ def test_benchmark_entries_name_their_data_prep_step():
     assert BENCHMARKS['voc20'].prepare == 'python tools/prepare_data.py voc'
 
 
+@pytest.mark.skipif(sys.version_info < (3, 10), reason='keyword-only dataclass fields need Python 3.10')
+def test_benchmark_entries_are_keyword_only():
+    from clearclip_seg.protocol.benchmarks import Benchmark
+    with pytest.raises(TypeError, match='positional'):
+        Benchmark('toybench', 'ToyBench')
+
+
 def test_method_vocabularies_come_from_the_entries():
     # typed from the shipped class files (clearclip_seg/vocabularies/), not read from the entries
     assert SCLIP_FAMILY_VOCABULARIES == {

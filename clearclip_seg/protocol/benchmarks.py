@@ -10,13 +10,15 @@ generated from here: the dataset base configs and leaf configs
 tool, the suites, the methods' cards and the results tables. Adding a benchmark
 is one entry here (docs/extending.md, "A benchmark").
 """
+import sys
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional, Tuple
 
 from .constants import SLIDE_CROP, SLIDE_STRIDE
 
 
-@dataclass(frozen=True)
+# entries are written with keywords; Python 3.10+ refuses positional ones
+@dataclass(frozen=True, **({'kw_only': True} if sys.version_info >= (3, 10) else {}))
 class Benchmark:
     """One benchmark; write an entry with keywords (the field order is not part of the interface).
 
