@@ -25,7 +25,6 @@ in its record (``run``), so the tables label the rows.
 Each suite is one function registered with ``@register_suite(name)``
 (``SUITE_BUILDERS``); adding one is docs/extending.md, "A sweep suite".
 """
-import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
