@@ -94,11 +94,6 @@ def _inspect_pair(args: Tuple[str, str]) -> Tuple[str, Optional[str], Optional[T
     return label_path, None, arr.shape, img_size, np.unique(arr), img_err
 
 
-def _inspect_label(args: Tuple[str, str]):
-    """``_inspect_pair`` without the image error (kept for callers of the old name)."""
-    return _inspect_pair(args)[:5]
-
-
 def _sample(items: List, max_files: Optional[int]) -> List:
     if max_files is None or max_files >= len(items):
         return items

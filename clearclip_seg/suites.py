@@ -21,10 +21,12 @@ A run is a name, a config path and a list of ``--cfg-options`` items. Suites:
 
 A run's ``protocol`` (``own``, ``common``, ``common+pamr``) and ``card`` are stored
 in its record (``run``), so the tables label the rows.
+
+Each suite is one function registered with ``@register_suite(name)``
+(``SUITE_BUILDERS``); adding one is docs/extending.md, "A sweep suite".
 """
-import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from .protocol.backbones import BACKBONE_TABLE
 from .protocol.benchmarks import BENCHMARKS, PAPER_ORDER
@@ -115,25 +117,67 @@ def method_runs(protocol: str, benchmarks: Sequence[str], backbone: str = 'vit-b
     return runs
 
 
+# suite name -> function(benchmarks) returning its runs on those benchmarks, in registration order
+SUITE_BUILDERS: Dict[str, Callable[[Sequence[str]], List[Run]]] = {}
+
+
+def register_suite(name: str, benchmarks: Sequence[str] = PAPER_ORDER):
+    """Register a suite: ``@register_suite('name')`` on a function ``f(benchmarks) -> List[Run]``.
+
+    Args:
+        name: the suite's name on the command line (``tools/benchmark.py --suite NAME``).
+        benchmarks: the suite's benchmarks in table order; ``--benchmarks`` restricts them and
+            the function gets what is left.
+    """
+    def decorate(fn: Callable[[Sequence[str]], List[Run]]):
+        if name in SUITE_BUILDERS:
+            raise ValueError(f"suite '{name}' is registered twice")
+        SUITE_BUILDERS[name] = lambda restrict: fn([b for b in benchmarks if restrict is None or b in restrict])
+        return fn
+    return decorate
+
+
+@register_suite('main')
+def main_suite(benchmarks: Sequence[str]) -> List[Run]:
+    return preset_runs(['clearclip'], ['vit-b16', 'vit-l14'], benchmarks)
+
+
+@register_suite('baselines')
+def baselines_suite(benchmarks: Sequence[str]) -> List[Run]:
+    return preset_runs(list(BASELINE_PRESETS), ['vit-b16'], benchmarks)
+
+
+@register_suite('ablation', NO_BACKGROUND)
+def ablation_suite(benchmarks: Sequence[str]) -> List[Run]:
+    return ablation_runs(benchmarks)
+
+
+@register_suite('backbones')
+def backbones_suite(benchmarks: Sequence[str]) -> List[Run]:
+    return preset_runs(['clip', 'clearclip'], list(COMPARED_BACKBONES), benchmarks)
+
+
+@register_suite('methods')
+def methods_suite(benchmarks: Sequence[str]) -> List[Run]:
+    return method_runs('own', benchmarks)
+
+
+@register_suite('methods-common')
+def methods_common_suite(benchmarks: Sequence[str]) -> List[Run]:
+    return method_runs('common', benchmarks)
+
+
+@register_suite('methods-common-pamr')
+def methods_common_pamr_suite(benchmarks: Sequence[str]) -> List[Run]:
+    return method_runs('common+pamr', benchmarks)
+
+
+# the registered suite names, in registration order (a live view: a suite registered later is in it too)
+SUITES = SUITE_BUILDERS.keys()
+
+
 def suite_runs(suite: str, benchmarks: Optional[Sequence[str]] = None) -> List[Run]:
     """The runs of a named suite, optionally restricted to some benchmarks."""
-    def pick(default):
-        return [b for b in default if benchmarks is None or b in benchmarks]
-    if suite == 'main':
-        return preset_runs(['clearclip'], ['vit-b16', 'vit-l14'], pick(PAPER_ORDER))
-    if suite == 'baselines':
-        return preset_runs(list(BASELINE_PRESETS), ['vit-b16'], pick(PAPER_ORDER))
-    if suite == 'ablation':
-        return ablation_runs(pick(NO_BACKGROUND))
-    if suite == 'backbones':
-        return preset_runs(['clip', 'clearclip'], list(COMPARED_BACKBONES), pick(PAPER_ORDER))
-    if suite == 'methods':
-        return method_runs('own', pick(PAPER_ORDER))
-    if suite == 'methods-common':
-        return method_runs('common', pick(PAPER_ORDER))
-    if suite == 'methods-common-pamr':
-        return method_runs('common+pamr', pick(PAPER_ORDER))
-    raise KeyError(f"unknown suite '{suite}': expected one of {list(SUITES)}")
-
-
-SUITES = ('main', 'baselines', 'ablation', 'backbones', 'methods', 'methods-common', 'methods-common-pamr')
+    if suite not in SUITE_BUILDERS:
+        raise KeyError(f"unknown suite '{suite}': expected one of {list(SUITE_BUILDERS)}")
+    return SUITE_BUILDERS[suite](benchmarks)

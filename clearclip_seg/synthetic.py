@@ -3,7 +3,7 @@
 Used by the tests, the set-up smoke run and the speed benchmark: random
 images of varied sizes (some smaller than a crop) with block-structured
 labels in the benchmark's label range, under the same folders, suffixes and
-split files as the real data (``clearclip_seg/benchmarks.py``).
+split files as the real data (``clearclip_seg/protocol/benchmarks.py``).
 """
 import os
 from typing import List, Optional, Sequence, Tuple

@@ -12,9 +12,6 @@ import numpy as np
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
-IGNORE_COLOR = (0, 0, 0)
-
-
 def make_palette(n: int, seed: int = 7) -> np.ndarray:
     """n distinct-ish RGB colours (deterministic)."""
     rng = np.random.default_rng(seed)

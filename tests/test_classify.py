@@ -8,7 +8,7 @@ from clearclip_seg.models import classify as cl
 
 
 def _plain_rule(logits, scale, q2c, num_classes, prob_thd, area_thd):
-    """SCLIP card 1.2 step 4, one pixel and one class at a time (numpy, float64)."""
+    """SCLIP's area rule (docs/protocol.md, "Other methods"), one pixel and one class at a time (numpy, float64)."""
     x = logits.double().numpy() * scale
     e = np.exp(x - x.max(0))
     p = e / e.sum(0)

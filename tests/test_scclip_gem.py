@@ -470,7 +470,7 @@ def test_half_precision_tracks_fp32(cfg):
 
 
 # -- protocol cards, generated configs, end to end ----------------------------------------
-# Typed from the cards (card 1 section 3, card 2 section 3), not read from protocol/methods.py.
+# The official configs' values (SC-CLIP's; GEM's = ClearCLIP's harness), typed here, not read from protocol/methods.py.
 SCCLIP_B16 = {  # benchmark: (resize short side, logit scale, prob_thd, area_thd); slide 224/112 unpadded
     'voc21': (336, 50.0, 0.15, 0.1), 'context60': (336, 40.0, 0.15, None), 'coco_object': (336, 55.0, 0.35, None),
     'voc20': (336, 40.0, 0.0, None), 'context59': (336, 40.0, 0.0, None), 'coco_stuff164k': (336, 40.0, 0.0, None),

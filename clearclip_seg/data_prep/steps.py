@@ -1,6 +1,6 @@
 """The per-benchmark steps: each turns official downloads into one benchmark's tree.
 
-Where each tree goes is read from the benchmark table (``clearclip_seg/benchmarks.py``).
+Where each tree goes is read from the benchmark table (``clearclip_seg/protocol/benchmarks.py``).
 Every step is safe to re-run: what is already there is skipped.
 """
 from dataclasses import dataclass

@@ -8,10 +8,13 @@ docs/protocol.md). Added here:
   ``reduce_zero_label=True``).
 * ``COCOObjectDataset``: COCO-Stuff-164k images with ``*_instanceTrainIds.png``
   labels (0 background + the 80 thing classes; see ``tools/prepare_data.py``).
+* ``BenchmarkDataset``: any benchmark entry (``protocol/benchmarks.py``) without a
+  class of its own; its classes are the entry's vocabulary.
 """
 from mmseg.datasets import BaseSegDataset, PascalVOCDataset
 from mmseg.registry import DATASETS
 
+from ..protocol.benchmarks import get_benchmark
 from ..vocab import load_vocabulary
 
 
@@ -34,3 +37,17 @@ class COCOObjectDataset(BaseSegDataset):
                  reduce_zero_label=False, **kwargs) -> None:
         super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,
                          reduce_zero_label=reduce_zero_label, **kwargs)
+
+
+@DATASETS.register_module()
+class BenchmarkDataset(BaseSegDataset):
+    """A benchmark entry's dataset: class names from its vocabulary, files as its dataset config lists them.
+
+    Args:
+        benchmark: the entry's key (``BENCHMARKS``); the generated dataset config passes it.
+        **kwargs: ``BaseSegDataset``'s (data root, folders, suffixes, split file, pipeline).
+    """
+
+    def __init__(self, benchmark: str, **kwargs) -> None:
+        classes = load_vocabulary(get_benchmark(benchmark).vocabulary).classes
+        super().__init__(metainfo=dict(classes=classes), **kwargs)

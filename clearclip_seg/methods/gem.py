@@ -15,7 +15,7 @@ normalised result; the output is out_proj(mean_p A_p v) with the raw v. The
 inverse temperature t is ``ss_attn_temp`` or, by default, mean_tokens ||Y||_2
 / sqrt(d_head): one scalar per window and block.
 
-Choices (``../shared/reference/methods/scclip_gem_proxyclip.md``, card 2):
+Choices (read from WalBouss/GEM's ``gem/`` and ClearCLIP's harness, mc-lan/ClearCLIP):
 
 * **Harness.** GEM's authors ship no segmentation benchmark; the published
   per-benchmark mIoU (ClearCLIP's Table 2, "GEM" rows) come from ClearCLIP's

@@ -27,9 +27,9 @@ Deliberate differences from the official code, none of which changes a
 published number:
 
 * Ω is cached per (grid, σ, dtype, device); the official cache is keyed by
-  the grid alone, so changing σ on a live model reused a stale Ω (card quirk 15).
+  the grid alone, so changing σ on a live model reused a stale Ω.
 * ``nonly``'s m is computed per window; the official code builds its zeros
-  tensor for batch 1 only and takes one m over the whole batch (quirk 16).
+  tensor for batch 1 only and takes one m over the whole batch.
 
 PAMR (10 iterations, dilations (8, 16)), logit scale 40, 336 short side and
 whole-image VOC are protocol settings (``protocol/methods.py``), not part of

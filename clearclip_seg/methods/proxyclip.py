@@ -1,8 +1,7 @@
 """ProxyCLIP (Lan et al., ECCV 2024): last-block attention borrowed from a vision foundation model.
 
-As the authors' evaluation runs it (method card ``scclip_gem_proxyclip.md``,
-card 3; official ``proxyclip_segmentor.py`` and ``open_clip/transformer.py``
-``custom_attn``):
+As the authors' evaluation runs it (mc-lan/ProxyCLIP: ``proxyclip_segmentor.py``
+and ``open_clip/transformer.py`` ``custom_attn``):
 
 * the proxy model (VFM, DINO ViT-B/8 by default) sees the same window, with
   CLIP's normalisation undone and its own (ImageNet) applied; its features
@@ -23,10 +22,10 @@ the padded window cut down to whole patches, as its stride-p conv does.
 
 Deliberate differences from the official code (none changes a square-window
 number): V is reshaped to the grid as (rows, columns) (the official code
-swaps them, card quirk 1; the same for square crops); mean(S) is taken per
+swaps them; the same for square crops); mean(S) is taken per
 window (the official one spans the batch, which is 1 there); S is computed
 in float32. A row whose every entry is masked gives NaN, as in the official
-code (card quirk 3); it is not patched here.
+code; it is not patched here.
 
 Logit scale 40, short side 336 (448 for ADE20K and Cityscapes), 336/112
 windows (Cityscapes 224/112), the '; '-separated class files and prob_thd are

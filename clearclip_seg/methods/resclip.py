@@ -28,34 +28,34 @@ section 3; official repository yvhangyang/ResCLIP at 0e085f7), per window:
 Choices, each following the official code unless said otherwise:
 
 * Published behaviour is the default. The authors store ``use_rcs``/``use_sfr``
-  as 1-tuples (card quirk 17), so RCS and SFR can never be switched off there;
+  as 1-tuples (``(True,)``, always truthy), so RCS and SFR can never be switched off there;
   every published number has both on. Our ``use_rcs``/``use_sfr`` switches do
   work (False gives the plain last block of that strategy), but no published
   number exists for them.
 * ``temp_thd``, ``attn_rcs_weights`` and ``attn_sfr_weights`` have no default:
-  the official code refuses to run without them (it raises a TypeError, quirk
-  27), and their values are per benchmark (card 3.5; ``protocol/methods.py``).
+  the official code refuses to run without them (it raises a TypeError),
+  and their values are per benchmark (``protocol/methods.py``, the ResCLIP card).
   ``delete_same_entity`` defaults to True: the class default is False, but
   every shipped config sets True.
 * The RCS layers are 0-based 5..8 for every backbone, ViT-L/14 included, as
-  hard-coded (quirk 23); ``rcs_layers`` makes them an option.
+  hard-coded; ``rcs_layers`` makes them an option.
 * SFR labels are *query* indices (synonyms differ) and low-confidence pixels
-  become query 0 (quirk 19); ties of the patch mode go to the smallest label
-  (``torch.mode`` on the CPU, quirk 20; unverified on CUDA).
+  become query 0; ties of the patch mode go to the smallest label
+  (``torch.mode`` on the CPU; unverified on CUDA).
 * The path check's partial coverage, the 1-D blur along raster order and the
-  global-max scaling of Ŝ are reproduced (quirks 18, 21, 22); Ŝ is rounded to
+  global-max scaling of Ŝ are reproduced (``resclip_sfr.py``); Ŝ is rounded to
   fp16 as hard-coded (``sfr_fp16``), also on the CPU.
 * The internal PAMR runs in float32, its output is cast to the activations'
   dtype before the softmax (as the official ``.to(dtype)`` does with fp16).
-  The official code skips it silently on a RuntimeError (quirk 24); we let
+  The official code skips it silently on a RuntimeError; we let
   errors through, as results must not depend on free memory (no shipped
   benchmark window comes near a limit).
-* It runs on any device: the official ``.cuda()`` calls (quirk 25) are the
+* It runs on any device: the official ``.cuda()`` calls are the
   caller's device here.
 * A window whose size is not a patch multiple is truncated as conv1 does
   (remainder rows/columns dropped) while the first-pass logits are stretched
   over, and PAMR guided by, the *whole* window, as in the official
-  whole-image VOC runs (card 0.5, quirk 2). The segmentor stretches the
+  whole-image VOC runs. The segmentor stretches the
   returned grid the same way (``test_cfg.patch_fit='truncate'``).
 * Nothing is computed twice: the frozen blocks and the last block's q/k/v
   and attention logits are shared by the two passes.
@@ -106,7 +106,7 @@ def check_weights(value, key: str) -> Tuple[float, float]:
     """A [tau, lambda] pair: tau > 0, lambda in [0, 1]."""
     if value is None:
         raise ValueError(f'{key} is required: a [tau, lambda] pair, per benchmark '
-                         '(ResCLIP card 3.5, e.g. [2.0, 0.6] for VOC20 RCS)')
+                         '(protocol/methods.py, e.g. [2.0, 0.6] for VOC20 RCS)')
     try:
         tau, lam = value
     except (TypeError, ValueError):
@@ -146,7 +146,7 @@ class ResCLIP(DenseMethod):
         self.use_sfr = check_bool(use_sfr, f'{key}.use_sfr')
         if temp_thd is None and self.use_sfr:
             raise ValueError(f'{key}.temp_thd is required: a number in [0, 1], per benchmark '
-                             '(ResCLIP card 3.5, e.g. 0.1 for VOC20)')
+                             '(protocol/methods.py, e.g. 0.1 for VOC20)')
         self.temp_thd = None if temp_thd is None else check_number(temp_thd, f'{key}.temp_thd', low=0, high=1)
         self.attn_rcs_weights = (check_weights(attn_rcs_weights, f'{key}.attn_rcs_weights')
                                  if self.use_rcs or attn_rcs_weights is not None else None)

@@ -1,8 +1,8 @@
 """ResCLIP's Semantic Feedback Refinement (SFR): from first-pass labels to an attention prior.
 
-Pure tensor functions, one per step of the authors' construction (method card
-``sclip_naclip_resclip_pamr.md`` section 3.3, official ``clip/model.py``:
-``create_patch_matrix``, ``check_path``, ``generate_attention_sfr``):
+Pure tensor functions, one per step of the authors' construction (official
+yvhangyang/ResCLIP ``clip/model.py``: ``create_patch_matrix``, ``check_path``,
+``generate_attention_sfr``):
 
 1. ``patch_labels``: pixel labels = argmax over *queries* of the first pass's
    probabilities, 0 where the top probability is below ``temp_thd``; each
@@ -16,8 +16,10 @@ Pure tensor functions, one per step of the authors' construction (method card
 4. ``sfr_attention``: zero CLS row and column, divided by its global max,
    rounded to fp16 as the authors' code does.
 
-The quirks are reproduced on purpose because they change the published
-numbers (card section 6, items 18-22); each is named where it happens.
+Where the authors' code departs from the construction it describes (the path
+check's partial coverage, the raster-order blur, the global-max scaling, the
+fp16 rounding), it is reproduced on purpose because it changes the published
+numbers; each is named where it happens.
 """
 from typing import Tuple
 
@@ -80,7 +82,7 @@ def entity_paths(labels: torch.Tensor) -> torch.Tensor:
     samples s = 0..c_ij of ``round((1 - t_s) p_i + t_s p_j)`` with
     ``t = linspace(0, 1, D + 1)`` must carry i's label. The samples are spaced
     by 1/D of the segment but only the first c_ij + 1 are read, so only the
-    fraction c_ij / D of the path from p_i is checked (card quirk 18; kept
+    fraction c_ij / D of the path from p_i is checked (kept
     because it decides which pairs are decayed in the published runs).
 
     Args:
@@ -127,7 +129,7 @@ def raster_blur(m: torch.Tensor, std: float) -> torch.Tensor:
 
     Kernel size ``min(T, int(6 std + 1))``, made odd; weights exp(-t^2 / 2 std^2)
     normalised to sum 1; zero padding. Along the flattened index, so it blends
-    the ends of neighbouring grid rows and has no vertical part (card quirk 21).
+    the ends of neighbouring grid rows and has no vertical part (as the authors' code).
     """
     size = gaussian_kernel_size(m.shape[-1], std)
     x = torch.arange(size, device=m.device) - size // 2
@@ -160,7 +162,7 @@ def sfr_attention(labels: torch.Tensor, gaussian_std: float = 5.0, delete_same_e
     """Ŝ for one window: (N, N) with N = T + 1, zero CLS row and column, float32.
 
     S is divided by its *global* max (the rarest label's patches get the
-    largest entries, card quirk 22) and, with ``fp16_round``, rounded to
+    largest entries, as the authors' code) and, with ``fp16_round``, rounded to
     float16 as the authors' code hard-codes, whatever the activations' dtype.
     """
     T = labels.numel()

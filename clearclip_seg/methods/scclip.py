@@ -17,8 +17,8 @@ authors' ``feats_list``), X = patch tokens of z_{L-1}, R(A) = A / (rowsum + 1e-6
     out'      = attn(Sigma[patches]) + res_cls * Sigma[CLS]
     features  = ln_post(P out + P out') @ proj      (patch tokens only)
 
-Choices, each the authors' code unless an option says otherwise
-(``../shared/reference/methods/scclip_gem_proxyclip.md``, card 1):
+Choices, each the authors' code (SuleBai/SC-CLIP, ``scclip_segmentor.py``) unless an
+option says otherwise:
 
 * **Anomaly detector.** ``anomaly='lof'`` is the repository's HEAD
   (``lof_pytorch``), *not* sklearn's LOF: squared Euclidean distances, 30

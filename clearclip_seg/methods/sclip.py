@@ -22,7 +22,7 @@ SCLIP's own protocol (336 short side, 224/112 windows not padded, logit scale
 ``residual`` and ``ffn`` are switches for ablations; the defaults are SCLIP's.
 SCLIP's own whole-image branch (used by no SCLIP config) resizes the patch grid
 once, straight to the original size; here whole-image mode always stretches
-over the input first, then resizes (NACLIP's two steps, card 0.5).
+over the input first, then resizes (NACLIP's two steps; docs/protocol.md, "Other methods").
 The attention is computed with the explicit formula in the official order
 (``(Q Q^T) s`` then softmax, sum, then ``@ V``), not through a fused kernel,
 so fp32 numbers follow the reference to rounding.

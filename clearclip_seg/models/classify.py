@@ -1,6 +1,6 @@
 """From query logits to labels: scale, softmax, synonyms, area and probability thresholds.
 
-The rule (docs/protocol.md; SCLIP card 1.2 for ``area_thd``)::
+The rule (docs/protocol.md, "Scoring"; ``area_thd`` is SCLIP's, docs/protocol.md "Other methods")::
 
     P      = softmax over queries of (logit_scale * logits)
     P_c    = max over the queries of class c            (synonyms, after the softmax)

@@ -21,10 +21,9 @@ from mmseg.structures import SegDataSample
 from ..vocab import load_templates, load_vocabulary
 from .classify import classify, classify_tiled
 from .clip_loader import create_clip, resolve_precision
-from .encoder import DenseCLIPEncoder  # noqa: F401  (re-exported; the encoder class comes from wrap_visual)
 from .postprocess import build_postprocessor
-from .segmentor_options import (LAST_BLOCK_DEFAULTS, TEST_MODES, check_max_windows, check_thresholds,  # noqa: F401
-                                resolve_max_windows, resolve_method, resolve_test_cfg)
+from .segmentor_options import (LAST_BLOCK_DEFAULTS, check_thresholds, resolve_max_windows, resolve_method,
+                                resolve_test_cfg)
 from .scoring import Scorer, check_scoring, classify_scored
 from .slide import slide_inference, whole_inference
 from .towers import load_tokenizer, wrap_visual
@@ -62,9 +61,10 @@ class ClearCLIPSegmentor(BaseSegmentor):
             normalised input resized to that size (``PAMR``); None = off.
         test_cfg: ``mode`` (``slide`` or ``whole``), ``crop_size``, ``stride``,
             ``max_windows`` (windows per encoder batch; 1 = plain path;
-            ``'auto'``: 16 on a GPU, 1 on a CPU, where one 448x448 window
-            already runs the matmuls near peak and bigger batches only spill
-            the cache: docs/performance.md), ``patch_fit`` (``pad``: windows
+            ``'auto'``: 16 on a GPU; on a CPU 1 in fp32, where one 448x448
+            window already runs the matmuls near peak and bigger batches only
+            spill the cache, and 4 in bf16/fp16: docs/performance.md),
+            ``patch_fit`` (``pad``: windows
             zero-padded to patch multiples, ClearCLIP; ``truncate``: the
             remainder rows/columns dropped and the logits stretched over the
             window, the SCLIP-family code) and ``keep_probs`` (True: store

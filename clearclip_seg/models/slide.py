@@ -77,7 +77,7 @@ def iter_windows(image: torch.Tensor, crop, stride, patch) -> Iterator[torch.Ten
 def _pad_and_encode(encode, crops: torch.Tensor, patch, fit: str = 'pad'):
     if fit == 'truncate':
         # the encoder sees the whole window and drops the remainder rows/columns (conv1 does);
-        # the logits are then stretched over the whole window (SCLIP-family code, card 0.5 / 6.2)
+        # the logits are then stretched over the whole window (SCLIP-family code; docs/protocol.md, "Other methods")
         return encode(crops), crops.shape[-2:], (0, 0) + tuple(crops.shape[-2:])
     padded, cut = pad_to_patch(crops, patch)
     return encode(padded), padded.shape[-2:], cut

@@ -20,7 +20,8 @@ class Family:
 
     Attributes:
         name: display name.
-        tower: ``openclip_vit``, ``timm_vit`` or ``timm_eva`` (``models.towers.TOWER_ENCODERS``).
+        tower: the tower kind that encodes it: ``openclip_vit``, ``timm_vit`` or ``timm_eva``, a name
+            registered in ``clearclip_seg/models/towers.py`` (docs/extending.md, "A tower kind").
         dense: how the dense (per-patch) features are taken.
         offline: what a run needs besides the data when offline.
     """
@@ -57,9 +58,9 @@ class Backbone:
 
     ``norm`` says where the image mean/std come from: ``'open_clip'`` (the
     model's own preprocessing config) or ``'protocol'`` (the paper's CLIP
-    mean/std, PROTOCOL.md, kept for the rows with published numbers, which
-    the authors ran that way; it differs only for OpenCLIP ViT-L/14
-    laion2b_s32b_b82k, whose open_clip config says 0.5/0.5).
+    mean/std, docs/protocol.md "Backbones", kept for the rows with published
+    numbers, which the authors ran that way; it differs only for OpenCLIP
+    ViT-L/14 laion2b_s32b_b82k, whose open_clip config says 0.5/0.5).
     """
     slug: str
     arch: str

@@ -20,9 +20,6 @@ LOGIT_SCALE = 50.0
 SLIDE_CROP = 448
 SLIDE_STRIDE = 224
 
-# Precision names accepted by model.clip.precision ('auto': fp16 on a GPU, fp32 on a CPU).
-PRECISION_NAMES: Tuple[str, ...] = ('auto', 'fp32', 'fp16', 'bf16')
-
 CONFIG_DIR = 'configs'
 
 

@@ -11,9 +11,9 @@ PAMR unless asked), keeping the method's own options. ``tools/make_configs.py``
 writes ``configs/<card>/<card>_<backbone>_<benchmark>.py`` from the cards, and
 ``tests/test_configs.py`` checks each config resolves to its card.
 
-Sources: ``shared/reference/methods/sclip_naclip_resclip_pamr.md`` (sections 1.3,
-2.3 and 5, read from the official configs). Adding a method is one ``MethodCard``
-in ``METHOD_CARDS`` (its ``defaults`` and per-benchmark ``overrides``).
+Each card's ``source`` names the official repository, commit and files its values
+were read from. Adding a method is one ``MethodCard`` in ``METHOD_CARDS`` (its
+``defaults`` and per-benchmark ``overrides``; docs/extending.md, "A method").
 
 This module imports nothing heavy (no torch, no MMSeg).
 """
@@ -25,13 +25,11 @@ from .constants import LOGIT_SCALE, RESIZE_LONG_SIDE, RESIZE_SHORT_SIDE, SLIDE_C
 
 # The SCLIP family's class-name files (SCLIP, NACLIP, ResCLIP, SC-CLIP share them): shipped
 # where they differ from ClearCLIP's, the same names elsewhere (clearclip_seg/vocab.py).
-SCLIP_FAMILY_VOCABULARIES: Dict[str, str] = {
-    'voc21': 'voc21_bg26', 'voc20': 'voc20_synonyms', 'coco_object': 'coco_object_bg26',
-    'context60': 'context60', 'context59': 'context59', 'coco_stuff164k': 'coco_stuff164k',
-    'cityscapes': 'cityscapes', 'ade20k': 'ade20k'}
+# Each benchmark entry names them (``Benchmark.method_vocabularies``).
+SCLIP_FAMILY_VOCABULARIES: Dict[str, str] = {k: b.vocabulary_for('sclip') for k, b in BENCHMARKS.items()}
 
 # ProxyCLIP's class-name files, verbatim: synonyms split on '; ' (clearclip_seg/vocab.py VOCAB_FORMATS)
-PROXYCLIP_VOCABULARIES: Dict[str, str] = {k: f'proxyclip/{k}.semicolon' for k in BENCHMARKS}
+PROXYCLIP_VOCABULARIES: Dict[str, str] = {k: b.vocabulary_for('proxyclip') for k, b in BENCHMARKS.items()}
 
 PAMR_10 = dict(type='PAMR', num_iter=10, dilations=(8, 16))
 
@@ -179,7 +177,7 @@ METHOD_CARDS: Dict[str, MethodCard] = {c.name: c for c in [
             'coco_stuff164k': dict(resize=448),
             'cityscapes': dict(resize=560),
         },
-        source='wangf3014/SCLIP@b56bd30 configs/cfg_*.py, clip_segmentor.py (card sections 1.2-1.3)'),
+        source='wangf3014/SCLIP@b56bd30 configs/cfg_*.py, clip_segmentor.py'),
     MethodCard(
         'naclip', 'NACLIP', dict(type='NACLIP', arch='reduced', attn_strategy='naclip', gaussian_std=5.0),
         {**_SCLIP_FAMILY, 'postprocess': PAMR_10}, SCLIP_FAMILY_VOCABULARIES,
@@ -190,12 +188,11 @@ METHOD_CARDS: Dict[str, MethodCard] = {c.name: c for c in [
             'voc20': dict(mode='whole'),
             'cityscapes': dict(resize=560),
         },
-        source='sinahmr/NACLIP@0cac3a6 (v2) configs/cfg_*.py, naclip.py, test_all.sh "reduced naclip 5 on" '
-               '(card sections 2.2-2.3)'),
+        source='sinahmr/NACLIP@0cac3a6 (v2) configs/cfg_*.py, naclip.py, test_all.sh "reduced naclip 5 on"'),
     MethodCard(
         # NACLIP + RCS + SFR ("wo_resi resclip 5"); final PAMR off (SFR runs its own PAMR per
         # window); per-benchmark temp_thd / [tau, lambda] values from the configs. The repository
-        # ships no separate ViT-L/14 values: its L/14 runs swap clip_path only (card 3.5, quirk 28).
+        # ships no separate ViT-L/14 values: its L/14 runs swap clip_path only.
         'resclip', 'ResCLIP',
         dict(type='ResCLIP', arch='wo_resi', attn_strategy='resclip', gaussian_std=5.0, delete_same_entity=True),
         dict(_SCLIP_FAMILY), SCLIP_FAMILY_VOCABULARIES,
@@ -218,7 +215,7 @@ METHOD_CARDS: Dict[str, MethodCard] = {c.name: c for c in [
                 temp_thd=0.25, attn_rcs_weights=(2.0, 0.3), attn_sfr_weights=(2.1, 0.7))),
         },
         source='yvhangyang/ResCLIP@0e085f7 configs/cfg_*.py, resclip_segmentor.py, clip/model.py, '
-               'test_all.sh "wo_resi resclip 5" (card sections 3.4-3.5)'),
+               'test_all.sh "wo_resi resclip 5"'),
     MethodCard(
         'proxyclip', 'ProxyCLIP', dict(type='ProxyCLIP', vfm='dino', beta=1.2, gamma=3.0),
         # windows padded to multiples of 56 (the method's window_multiple), logit scale 40
@@ -232,8 +229,7 @@ METHOD_CARDS: Dict[str, MethodCard] = {c.name: c for c in [
             'ade20k': dict(resize=448),
         },
         backbones=('vit-b16', 'vit-l14', 'openclip-vit-h14'),
-        source='mc-lan/ProxyCLIP@e7b767f configs/base_config.py, configs/cfg_*.py, proxyclip_segmentor.py '
-               '(card 3 sections 2-3)'),
+        source='mc-lan/ProxyCLIP@e7b767f configs/base_config.py, configs/cfg_*.py, proxyclip_segmentor.py'),
     MethodCard(
         # Layer indices and res_cls follow the tower's depth (SCCLIP's defaults: B/16 from the
         # HEAD base config, L/14 from the first commit's commented block); the class files are
@@ -250,7 +246,7 @@ METHOD_CARDS: Dict[str, MethodCard] = {c.name: c for c in [
             'coco_object': dict(logit_scale=40.0, prob_thd=0.25),
         }},
         source='SuleBai/SC-CLIP@0417ba9 configs/base_config.py, configs/cfg_*.py, scclip_segmentor.py; '
-               'ViT-L/14 values from the commented block of 74471da (card 1 sections 2-3)'),
+               'ViT-L/14 values from the commented block of 74471da'),
     MethodCard(
         # GEM's authors ship no benchmark code; its published mIoU (ClearCLIP Table 2, "GEM") come
         # from ClearCLIP's harness, i.e. ClearCLIP's protocol and vocabularies on every benchmark.
@@ -260,11 +256,5 @@ METHOD_CARDS: Dict[str, MethodCard] = {c.name: c for c in [
         {k: b.vocabulary for k, b in BENCHMARKS.items()},
         overrides={k: dict(prob_thd=b.prob_thd, crop=b.crop, stride=b.stride) for k, b in BENCHMARKS.items()},
         source='WalBouss/GEM@5fa677c gem/ (the method); mc-lan/ClearCLIP@ad68a40 clearclip_segmentor.py, '
-               'configs/ (the harness behind the published numbers; card 2 sections 1-3)'),
+               'configs/ (the harness behind the published numbers)'),
 ]}
-
-
-def get_card(name: str) -> MethodCard:
-    if name not in METHOD_CARDS:
-        raise KeyError(f"unknown method card '{name}': expected one of {list(METHOD_CARDS)}")
-    return METHOD_CARDS[name]

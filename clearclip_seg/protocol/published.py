@@ -27,14 +27,17 @@ Caveats (docs/protocol.md):
 Keys are ``(backbone slug, preset name)`` pairs, where the slugs are those of
 ``clearclip_seg.protocol.benchmarks.BACKBONES`` and the preset names those of
 ``clearclip_seg.protocol.presets.PRESETS``; inner dicts are keyed by benchmark key.
-This module imports nothing (no torch, no mmseg), so it can be loaded by file
-path on a machine without the heavy dependencies.
+This module imports nothing heavy (no torch, no mmseg). Numbers for a benchmark
+outside the paper's tables are carried by its entry (``Benchmark.published``,
+``protocol/benchmarks.py``) and merged in here.
 
 The other methods' published numbers (SCLIP, NACLIP, ResCLIP, SC-CLIP, GEM,
 ProxyCLIP), keyed by method card, backbone, protocol and PAMR, are in the
 sibling ``published_methods.py``; the tables look a record up in both.
 """
 from typing import Dict, FrozenSet, Optional, Tuple
+
+from .benchmarks import BENCHMARKS
 
 PAPER = ('Lan et al., "ClearCLIP: Decomposing CLIP Representations for Dense '
          'Vision-Language Inference", ECCV 2024 (arXiv 2407.12442)')
@@ -89,9 +92,18 @@ QUOTED: FrozenSet[Tuple[str, str, str]] = frozenset(
 )
 
 
+def _benchmark_entries() -> Dict[Key, Dict[str, float]]:
+    """The numbers benchmark entries carry beyond the paper's tables (``Benchmark.published``)."""
+    out: Dict[Key, Dict[str, float]] = {}
+    for b in BENCHMARKS.values():
+        for key, value in b.published.items():
+            out.setdefault(key, {})[b.key] = value
+    return out
+
+
 def _merged() -> Dict[Key, Dict[str, float]]:
     out: Dict[Key, Dict[str, float]] = {}
-    for table in (MAIN_TABLE, BACKBONE_TABLE):
+    for table in (MAIN_TABLE, BACKBONE_TABLE, _benchmark_entries()):
         for key, row in table.items():
             merged = out.setdefault(key, {})
             for bench, value in row.items():
@@ -134,17 +146,3 @@ def is_quoted(backbone: Optional[str], preset: Optional[str], benchmark: str) ->
     """
     return (backbone, preset, benchmark) in QUOTED
 
-
-def published_prob_thd_note(preset: Optional[str], benchmark_has_background: bool) -> Optional[str]:
-    """A note on the threshold behind a published number, where it is unusual.
-
-    Args:
-        preset: Preset name.
-        benchmark_has_background: Whether the benchmark's class 0 is background.
-
-    Returns:
-        A short note for vanilla CLIP on background sets, else None.
-    """
-    if preset == 'clip' and benchmark_has_background:
-        return f'vanilla CLIP published with prob_thd {VANILLA_CLIP_BACKGROUND_PROB_THD}'
-    return None

@@ -23,7 +23,6 @@ from typing import Dict, Optional, Tuple
 
 _ALL8 = ('voc21', 'context60', 'coco_object', 'voc20', 'context59', 'coco_stuff164k', 'cityscapes', 'ade20k')
 _NO_BG5 = ('voc20', 'context59', 'coco_stuff164k', 'cityscapes', 'ade20k')
-_BG3 = ('voc21', 'context60', 'coco_object')
 
 SOURCES: Dict[str, str] = {
     'sclip-readme': 'wangf3014/SCLIP README, "default setup in this repo" table (ViT-B/16, PAMR off)',
