@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from clearclip_seg import data_check as C
@@ -112,7 +113,10 @@ def test_max_files_samples_labels(tmp_path):
     assert stats.labels_checked == 1
     # existence is still checked for every file
     (root / 'SegmentationClass' / '2007_000061.png').unlink()
-    assert any('no label file' in p for p in C.check_benchmark('voc21', root, expected_count=3, max_files=0))
+    assert any('no label file' in p for p in C.check_benchmark('voc21', root, expected_count=3, max_files=1))
+    for bad in (0, -1, True, 1.5):  # reading no labels and saying OK would hide every problem
+        with pytest.raises(ValueError, match=f'max_files={bad!r}: expected a positive number'):
+            C.run_check('voc21', root, expected_count=3, max_files=bad)
 
 
 def test_missing_root_and_split(tmp_path):
