@@ -35,7 +35,8 @@ class ClearCLIPIoUMetric(IoUMetric):
                     continue
                 check_label_map(sample['gt_sem_seg']['data'], tuple(sample['pred_sem_seg']['data'].shape[-2:]),
                                 num_classes, self.ignore_index, sample.get('seg_map_path'),
-                                bool(sample.get('reduce_zero_label', False)), self.data_hint)
+                                bool(sample.get('reduce_zero_label', False)), self.data_hint,
+                                img_path=sample.get('img_path'))
         super().process(data_batch, data_samples)
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
