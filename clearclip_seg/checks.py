@@ -132,7 +132,7 @@ def check_split_file(cfg) -> None:
         if not split.ids:
             raise DataError(f"split file '{path}' lists no images (it is empty): {hint}")
         if split.problem():
-            raise DataError(f"split file '{path}' {split.problem()}: {hint}")
+            raise DataError(f"split file '{path}' {split.problem()} ({hint} to see every problem)")
         ids = split.ids
     else:
         img_dir = osp.join(root, (ds.get('data_prefix') or {}).get('img_path', ''))
