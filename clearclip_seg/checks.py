@@ -254,8 +254,33 @@ class NamedFailures:
             why = decode_problem(path)
             if why:
                 return f"{what} '{path}'{where} {why}: {hint}"
+        thin = self.too_thin(img)
+        if thin:
+            return f"image '{img}'{where} {thin}: {hint}"
         first = (str(err).splitlines() or [''])[0][:160]
         return f"loading image '{img}' (label '{seg}'){where} failed ({type(err).__name__}: {first}): {hint}"
+
+    def too_thin(self, img) -> Optional[str]:
+        """Why the pipeline's keep-ratio resize would leave the image 0 pixels wide or high (None if not).
+
+        A 1x600 image under ``scale=(256, 64)`` becomes 256x0, which OpenCV refuses with
+        an assertion that does not say so.
+        """
+        try:
+            from mmcv import rescale_size
+            from PIL import Image
+            with Image.open(img) as im:
+                w, h = im.size
+        except Exception:
+            return None
+        for t in getattr(self.pipeline, 'transforms', ()):
+            scale = getattr(t, 'scale', None)
+            if scale and getattr(t, 'keep_ratio', False):
+                nw, nh = rescale_size((w, h), scale)
+                if min(nw, nh) < 1:
+                    return (f'is {w}x{h} (W x H): too thin for the resize to {tuple(scale)} (keep ratio), which '
+                            f'would make it {nw}x{nh}; crop or remove it')
+        return None
 
     def __getattr__(self, name):
         if name == 'pipeline':  # not set yet (unpickling): no recursion

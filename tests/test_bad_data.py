@@ -268,3 +268,14 @@ def test_thin_images_are_scored_like_any_other(tools, capsys, tmp_path):
     assert record['metrics']['aAcc'] == pytest.approx(aacc, abs=1e-9)
     labels = np.concatenate([np.array(Image.open(g)).ravel() for _, g in pairs])
     assert sum(record['metrics']['area_label']) == np.count_nonzero(labels != 255)
+
+
+def test_an_image_too_thin_for_the_resize_is_named(tools, capsys, tmp_path):
+    """1x600 under the test scale (256, 64) would be resized to 256x0: refused, saying so."""
+    root = tmp_path / 'VOC2012'
+    ids = make_voc2012(str(root), sizes=((1, 600), (40, 40)))
+    code, _, err = run(tools, capsys, root, tmp_path / 'work')
+    lines = [ln for ln in err.splitlines() if ln.startswith('error:')]
+    assert code == 2 and len(lines) == 1, err[-3000:]
+    assert f"image '{_image_path(root, ids[0])}' of voc21 is 600x1 (W x H): too thin for the resize to (256, 64) " \
+           '(keep ratio), which would make it 256x0' in lines[0]
