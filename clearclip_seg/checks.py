@@ -109,22 +109,73 @@ def check_data_hint(benchmark: Optional[str], data_root: Optional[str] = None) -
 
 
 def check_split_file(cfg) -> None:
-    """The test dataset's split file (``ann_file``), when it has one, exists and lists at least one id.
+    """The test split, checked before the model is built (cheaply: one label decoded on good data).
 
-    MMEngine's own failure for an empty list is 'need at least one array to concatenate'.
+    The split file (``ann_file``), when there is one, exists, lists at least one id, and
+    has no blank line (MMSeg reads it as an image named '') and no id twice (it would be
+    scored twice); MMEngine's own failure for an empty list is 'need at least one array to
+    concatenate'. Without a split file, the image folder has no symbolic-link loop
+    (MMSeg's listing would follow it until the system gives up). Then at least one label
+    holds a pixel to score: a benchmark whose labels are all 255 has no mIoU.
     """
+    from .data_check import DataLayoutError, list_images, read_split
     ds = cfg.get('test_dataloader', {}).get('dataset') or {}
-    ann = ds.get('ann_file')
-    if not ann:
-        return
-    path = ann if osp.isabs(ann) else osp.join(ds.get('data_root') or '', ann)
+    root = ds.get('data_root') or ''
     bench = cfg.get('benchmark')
     hint = f'run {check_data_hint(bench, ds.get("data_root"))}'
-    if not osp.isfile(path):
-        raise DataError(f"split file '{path}' (test_dataloader.dataset.ann_file) not found: {hint}")
-    with open(path, encoding='utf-8', errors='replace') as f:
-        if not any(line.strip() for line in f):
+    ann = ds.get('ann_file')
+    if ann:
+        path = ann if osp.isabs(ann) else osp.join(root, ann)
+        if not osp.isfile(path):
+            raise DataError(f"split file '{path}' (test_dataloader.dataset.ann_file) not found: {hint}")
+        split = read_split(path)
+        if not split.ids:
             raise DataError(f"split file '{path}' lists no images (it is empty): {hint}")
+        if split.problem():
+            raise DataError(f"split file '{path}' {split.problem()} ({hint} to see every problem)")
+        ids = split.ids
+    else:
+        img_dir = osp.join(root, (ds.get('data_prefix') or {}).get('img_path', ''))
+        if not ds.get('img_suffix') or not osp.isdir(img_dir):
+            return
+        try:
+            ids = list_images(img_dir, ds['img_suffix'])
+        except DataLayoutError as e:
+            raise DataError(f"image folder '{img_dir}' of {bench or 'the test dataset'}: {e}") from None
+    check_something_to_score(ds, ids, bench, hint)
+
+
+def check_something_to_score(ds, ids: Sequence[str], benchmark: Optional[str], hint: str) -> None:
+    """At least one listed label holds a pixel that is scored (not 255, nor 0 under reduce_zero_label).
+
+    Reads labels in order and stops at the first such one, so good data costs one decode.
+    Missing or undecodable labels are skipped here: the dataset checks name them.
+    """
+    import numpy as np
+    from PIL import Image
+
+    from .data_check import has_valid_pixel
+    seg_prefix = (ds.get('data_prefix') or {}).get('seg_map_path')
+    suffix = ds.get('seg_map_suffix')
+    if not seg_prefix or not suffix:
+        return
+    seg_dir = osp.join(ds.get('data_root') or '', seg_prefix)
+    reduce_zero = bool(ds.get('reduce_zero_label', False))
+    read = 0
+    for name in ids:
+        try:
+            with Image.open(osp.join(seg_dir, name + suffix)) as im:
+                values = np.asarray(im)
+        except Exception:
+            continue
+        read += 1
+        if has_valid_pixel(values, reduce_zero):
+            return
+    if read:
+        only = '255' + (' and 0 (reduce_zero_label)' if reduce_zero else '')
+        raise DataError(f"no label of {benchmark or 'the test dataset'} at '{ds.get('data_root')}' holds a pixel "
+                        f"to score: all {read} labels read under '{seg_dir}' hold only {only}, so there would be "
+                        f'no mIoU: {hint}')
 
 
 def _data_infos(dataset):
@@ -203,8 +254,33 @@ class NamedFailures:
             why = decode_problem(path)
             if why:
                 return f"{what} '{path}'{where} {why}: {hint}"
+        thin = self.too_thin(img)
+        if thin:
+            return f"image '{img}'{where} {thin}: {hint}"
         first = (str(err).splitlines() or [''])[0][:160]
         return f"loading image '{img}' (label '{seg}'){where} failed ({type(err).__name__}: {first}): {hint}"
+
+    def too_thin(self, img) -> Optional[str]:
+        """Why the pipeline's keep-ratio resize would leave the image 0 pixels wide or high (None if not).
+
+        A 1x600 image under ``scale=(256, 64)`` becomes 256x0, which OpenCV refuses with
+        an assertion that does not say so.
+        """
+        try:
+            from mmcv import rescale_size
+            from PIL import Image
+            with Image.open(img) as im:
+                w, h = im.size
+        except Exception:
+            return None
+        for t in getattr(self.pipeline, 'transforms', ()):
+            scale = getattr(t, 'scale', None)
+            if scale and getattr(t, 'keep_ratio', False):
+                nw, nh = rescale_size((w, h), scale)
+                if min(nw, nh) < 1:
+                    return (f'is {w}x{h} (W x H): too thin for the resize to {tuple(scale)} (keep ratio), which '
+                            f'would make it {nw}x{nh}; crop or remove it')
+        return None
 
     def __getattr__(self, name):
         if name == 'pipeline':  # not set yet (unpickling): no recursion
@@ -213,15 +289,23 @@ class NamedFailures:
 
 
 def guard_dataset(dataset, benchmark: Optional[str] = None, data_root: Optional[str] = None) -> None:
-    """Check the listed files, then make the dataset's loading failures name their file (in place)."""
+    """Check the listed files, then make the dataset's loading failures name their file (in place).
+
+    Once per dataset object: its labels are loaded through ``datasets.guards.LabelGuard``
+    (labels wider than 8 bits refused, thin labels kept 2-D), and images with an EXIF
+    orientation tag are counted in one warning.
+    """
     check_listed_files(dataset, benchmark, data_root)
     if not isinstance(dataset.pipeline, NamedFailures):
+        from .datasets.guards import install_label_guards, warn_oriented_images
+        install_label_guards(dataset, benchmark, data_root)
+        warn_oriented_images((info.get('img_path') for info in _data_infos(dataset)), benchmark, data_root)
         dataset.pipeline = NamedFailures(dataset.pipeline, benchmark, data_root)
 
 
 def check_label_map(label, pred_shape: Sequence[int], num_classes: int, ignore_index: int,
                     path: Optional[str] = None, reduce_zero_label: bool = False,
-                    hint: Optional[str] = None) -> None:
+                    hint: Optional[str] = None, img_path: Optional[str] = None) -> None:
     """A ground-truth map is (H, W) like the prediction and holds only classes and the ignore index.
 
     Without this, a label of the wrong size fails inside MMSeg with a shape error, and an
@@ -236,6 +320,7 @@ def check_label_map(label, pred_shape: Sequence[int], num_classes: int, ignore_i
         path: the label file, for the message.
         reduce_zero_label: values were shifted down by one when loaded (named as in the file).
         hint: the check_data command for this benchmark (``check_data_hint``).
+        img_path: the image file, named with the label when their sizes differ.
     """
     import torch
     name = f"label '{path}'" if path else 'a label map'
@@ -247,8 +332,15 @@ def check_label_map(label, pred_shape: Sequence[int], num_classes: int, ignore_i
         raise DataError(f'{name} has shape {"x".join(map(str, label.shape))}: expected a single-channel '
                         f'(H, W) map of class indices (an RGB-coloured label?): {hint}')
     if shape != tuple(pred_shape):
+        image, turned = '', ''
+        if img_path:
+            from .data_check import exif_orientation
+            orientation = exif_orientation(img_path)
+            image = f"; image '{img_path}'"
+            turned = (f', turned by its EXIF orientation {orientation} as the loader decodes it, while the label '
+                      'is used as stored' if orientation else '')
         raise DataError(f'{name} is {shape[1]}x{shape[0]} but its image is {pred_shape[1]}x{pred_shape[0]} '
-                        f'(W x H): {hint}')
+                        f'(W x H{image}{turned}): {hint}')
     values = torch.unique(label)
     bad = values[(values >= num_classes) & (values != ignore_index)].tolist()
     if bad:
@@ -261,7 +353,8 @@ def check_label_map(label, pred_shape: Sequence[int], num_classes: int, ignore_i
 
 # -- command line -----------------------------------------------------------------
 def strict_dict_action():
-    """MMEngine's ``DictAction`` that refuses an item without ``=`` with one line (not a traceback)."""
+    """MMEngine's ``DictAction`` that refuses an item without ``=`` with one line (not a traceback),
+    and keeps the spaces of a plain string value (a path), which MMEngine's would delete."""
     from mmengine.config import DictAction
 
     class StrictDictAction(DictAction):
@@ -273,6 +366,13 @@ def strict_dict_action():
                           file=sys.stderr)
                     sys.exit(2)
             super().__call__(parser, namespace, values, option_string)
+            options = getattr(namespace, self.dest)
+            for kv in values:
+                key, _, raw = kv.partition('=')
+                if ' ' in raw and isinstance(options.get(key), str):
+                    # MMEngine deletes every space of a value: a path with spaces ('my data/VOC2012')
+                    # would name another folder; a plain string keeps its spaces
+                    options[key] = raw.strip('\'"')
 
     return StrictDictAction
 

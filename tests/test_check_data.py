@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from clearclip_seg import data_check as C
@@ -112,7 +113,10 @@ def test_max_files_samples_labels(tmp_path):
     assert stats.labels_checked == 1
     # existence is still checked for every file
     (root / 'SegmentationClass' / '2007_000061.png').unlink()
-    assert any('no label file' in p for p in C.check_benchmark('voc21', root, expected_count=3, max_files=0))
+    assert any('no label file' in p for p in C.check_benchmark('voc21', root, expected_count=3, max_files=1))
+    for bad in (0, -1, True, 1.5):  # reading no labels and saying OK would hide every problem
+        with pytest.raises(ValueError, match=f'max_files={bad!r}: expected a positive number'):
+            C.run_check('voc21', root, expected_count=3, max_files=bad)
 
 
 def test_missing_root_and_split(tmp_path):
@@ -182,3 +186,75 @@ def test_data_readme_matches_the_table():
             assert b.ann_file in text
         lo, hi = b.label_values
         assert f'{lo}..{hi}' in text
+
+
+def _check_data_main():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('_check_data_cli', REPO / 'tools' / 'check_data.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.mark.parametrize('args,named', [
+    (['--max-files', '0'], '--max-files 0: expected a positive number (omit it to read every label)'),
+    (['--max-files', '-3'], '--max-files -3: expected a positive number'),
+    (['--nproc', '0'], '--nproc 0: expected a positive number'),
+    (['--expected-count', '-1'], '--expected-count -1: expected a count >= 0'),
+    (['--data-root-override', 'voc21'], "--data-root-override 'voc21': expected KEY=PATH"),
+])
+def test_cli_usage_mistakes_are_one_line_exit_2(tmp_path, capsys, args, named):
+    make_voc(tmp_path / 'VOC2012')
+    code = _check_data_main()(['voc21', '--data-root-override', f'voc21={tmp_path / "VOC2012"}', *args])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err.startswith(f'error: {named}'), captured
+    assert len(captured.err.splitlines()) == 1 and captured.out == ''
+
+
+def test_wide_labels_split_mistakes_and_oriented_images(tmp_path):
+    root = make_voc(tmp_path / 'VOC2012')
+    wide = np.zeros((H, W), np.uint16)
+    wide[1, 1], wide[2, 2] = 261, 20
+    Image.fromarray(wide).save(root / 'SegmentationClass' / '2007_000033.png')  # 16-bit: 261 stays 261
+    split = root / 'ImageSets' / 'Segmentation' / 'val.txt'
+    split.write_text('2007_000033\n2007_000042 \n2007_000061\n2007_000042\n')
+    img = root / 'JPEGImages' / '2007_000061.jpg'
+    with Image.open(img) as im:
+        exif = im.getexif()
+        exif[0x0112] = 8
+        im.save(img, exif=exif.tobytes())
+    problems = C.check_benchmark('voc21', root, expected_count=3)
+    text = '\n'.join(problems)
+    assert len(problems) == 3, text
+    assert "split file ImageSets/Segmentation/val.txt lists id '2007_000042' twice (lines 2 and 4)" in text
+    assert '1 of 3 label files hold values outside 0..20 and 255 (all such values: [261])' in text
+    assert '1 images carry an EXIF orientation tag' in text and '2007_000061.jpg (orientation 8)' in text
+    split.write_text('2007_000033\n\n2007_000042\n2007_000061\n')
+    assert 'has 1 blank line (line 2)' in '\n'.join(C.check_benchmark('voc21', root, expected_count=3))
+
+
+def test_labels_with_nothing_to_score(tmp_path):
+    root = make_voc(tmp_path / 'VOC2012')
+    for name in ('2007_000033', '2007_000042', '2007_000061'):
+        _png(root / 'SegmentationClass' / f'{name}.png', np.full((H, W), 255), palette=True)
+    assert C.check_benchmark('voc21', root, expected_count=3) == [
+        'none of the 3 label files read holds a pixel to score (only 255): '
+        'tools/test.py refuses a benchmark with nothing to score']
+    _png(root / 'SegmentationClass' / '2007_000061.png', _label(0, 255), palette=True)  # one background pixel
+    assert C.check_benchmark('voc21', root, expected_count=3) == []
+    assert 'holds a pixel to score' in C.check_benchmark('voc20', root, expected_count=3)[0]  # 0 is not scored
+
+
+def test_image_listing_follows_folders_as_mmseg_and_refuses_loops(tmp_path):
+    img = tmp_path / 'img'
+    for rel in ('a.jpg', 'sub/b.jpg', '.hidden/c.jpg', 'sub/.d.jpg', 'sub/e.png'):
+        (img / rel).parent.mkdir(parents=True, exist_ok=True)
+        (img / rel).write_bytes(b'x')
+    other = tmp_path / 'other'
+    other.mkdir()
+    (other / 'f.jpg').write_bytes(b'x')
+    (img / 'linked').symlink_to(other)  # a link to a folder elsewhere is followed, as MMSeg does
+    assert C.list_images(img, '.jpg') == ['.hidden/c', 'a', 'linked/f', 'sub/b']
+    (img / 'sub' / 'up').symlink_to('..')
+    with pytest.raises(C.DataLayoutError, match=r"'.*/img/sub/up' is a symbolic link to '.*/img', a folder above"):
+        C.list_images(img, '.jpg')

@@ -253,9 +253,52 @@ def test_main_coco_object_on_a_folder(tmp_path):
     np.testing.assert_array_equal(_read(ann / '000000000005_instanceTrainIds.png'), [[4, 0]])
     proc = prepare(*argv)
     assert proc.returncode == 0 and '0 written, 1 already there' in proc.stdout
-    # a step whose archive is missing fails with exit code 1 and a one-line error
+    # a step whose archive is missing fails with exit code 2 and a one-line error
     proc = prepare('ade20k', '--data-root', str(tmp_path / 'data'), '--no-download')
-    assert proc.returncode == 1 and 'ADEChallengeData2016.zip not found' in proc.stderr
+    assert proc.returncode == 2 and 'ADEChallengeData2016.zip not found' in proc.stderr
+    assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == [ln for ln in proc.stderr.splitlines()
+                                                                       if ln.startswith('error: ade20k: ')]
+    # a truncated archive: exit code 2, one line naming the archive and what was expected
+    downloads = tmp_path / 'data' / 'downloads'
+    downloads.mkdir(parents=True)
+    zip_bytes = io.BytesIO()
+    with zipfile.ZipFile(zip_bytes, 'w') as zf:
+        zf.writestr('ADEChallengeData2016/images/validation/a.jpg', b'x' * 1000)
+    (downloads / 'ADEChallengeData2016.zip').write_bytes(zip_bytes.getvalue()[:300])
+    proc = prepare('ade20k', '--data-root', str(tmp_path / 'data'), '--no-download', '--no-verify')
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert str(downloads / 'ADEChallengeData2016.zip') in lines[0] and 'expected a zip archive' in lines[0]
+
+
+def _tar_bytes(members, mode='w'):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize('name,content,says', [
+    ('v.tar', lambda: _tar_bytes({'VOCdevkit/VOC2012/a.jpg': bytes(range(256)) * 40})[:3000],
+     'cannot be extracted (ReadError'),
+    ('v.tar', lambda: _tar_bytes({'VOCdevkit/VOC2012/a.jpg': os.urandom(20000)}, 'w:gz')[:5000],
+     'cannot be extracted'),
+    ('v.zip', lambda: b'<html>404 Not Found</html>', 'not a zip or tar archive'),
+    ('v.tar', lambda: b'', 'not a zip or tar archive'),
+])
+def test_damaged_archives_are_one_line_errors(tmp_path, name, content, says):
+    arc = tmp_path / name
+    arc.write_bytes(content())
+    dest = tmp_path / 'out' / 'VOC2012'
+    with pytest.raises(P.PrepareError) as info:
+        P.extract_subtree(arc, 'VOCdevkit/VOC2012/', dest)
+    msg = str(info.value)
+    assert '\n' not in msg and msg.startswith(f'{arc}: ') and says in msg, msg
+    assert f'expected a {"zip" if name.endswith(".zip") else "tar"} archive' in msg or 'expected a complete' in msg
+    assert not dest.exists() and _hidden(tmp_path / 'out') == []  # nothing half-extracted left behind
 
 
 def test_context_step_with_a_stub_detail_api(tmp_path, monkeypatch):

@@ -11,7 +11,11 @@ split file, each of which must have its image), that every image has its label f
 that every image and label decodes in full (a zero-byte or truncated JPEG fails here,
 not hours into ``tools/test.py``), and that label maps are single-channel, the size of
 their image, and hold only the benchmark's ``label_values`` range plus its
-``extra_label_values`` (e.g. 255). Decoding runs in ``--nproc`` processes (default:
+``extra_label_values`` (e.g. 255), read as stored (a 16-bit label's 261 is 261, not the
+5 an 8-bit cast would make of it). It also names what would be scored wrongly: split
+files with blank lines or repeated ids, JPEGs with an EXIF orientation tag (the loader
+turns them, their labels stay), symbolic-link loops in the image folder, and a benchmark
+whose labels hold no pixel to score. Decoding runs in ``--nproc`` processes (default:
 the CPU count, at most 8) with a progress bar on a terminal. Layout, suffixes, counts
 and value ranges come from ``clearclip_seg/protocol/benchmarks.py``.
 
@@ -20,7 +24,8 @@ the current directory, exactly as in ``tools/test.py``; paths you type
 (``--data-root``, ``--data-root-override``) are relative to the current directory.
 
 Prints the first few offenders of each kind and a one-line verdict per benchmark.
-Exit code 0 when every benchmark given is fine, 1 otherwise. The checks are in
+Exit code 0 when every benchmark given is fine, 1 when one is not, 2 on a usage mistake
+(an unknown benchmark, ``--max-files 0``). The checks are in
 ``clearclip_seg.data_check``; this file is the command line over them.
 """
 import argparse
@@ -38,9 +43,9 @@ def _parse_overrides(items: Sequence[str]) -> Dict[str, str]:
     for item in items or ():
         key, sep, path = item.partition('=')
         if not sep or not key or not path:
-            raise SystemExit(f'error: --data-root-override {item!r}: expected KEY=PATH')
+            raise ValueError(f'--data-root-override {item!r}: expected KEY=PATH')
         if key not in BENCHMARKS:
-            raise SystemExit(f'error: --data-root-override {item!r}: unknown benchmark {key!r}, '
+            raise ValueError(f'--data-root-override {item!r}: unknown benchmark {key!r}, '
                              f'expected one of {", ".join(BENCHMARKS)}')
         out[key] = path
     return out
@@ -60,6 +65,13 @@ def main(argv=None) -> int:
     p.add_argument('--nproc', type=int, default=min(8, os.cpu_count() or 1),
                    help='processes decoding images and labels (default: the CPU count, at most 8)')
     args = p.parse_args(argv)
+    for flag, value in (('--max-files', args.max_files), ('--expected-count', args.expected_count),
+                        ('--nproc', args.nproc)):
+        low = 0 if flag == '--expected-count' else 1
+        if value is not None and value < low:
+            print(f'error: {flag} {value}: expected {"a count >= 0" if low == 0 else "a positive number"}'
+                  f'{" (omit it to read every label)" if flag == "--max-files" else ""}', file=sys.stderr)
+            return 2
 
     keys = [k for k in args.benchmarks if k != 'all'] or list(BENCHMARKS)
     unknown = [k for k in keys if k not in BENCHMARKS]
@@ -67,7 +79,11 @@ def main(argv=None) -> int:
         print(f'error: unknown benchmark(s) {", ".join(unknown)}: expected one of {", ".join(BENCHMARKS)}',
               file=sys.stderr)
         return 2
-    overrides = _parse_overrides(args.data_root_override)
+    try:
+        overrides = _parse_overrides(args.data_root_override)
+    except ValueError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
     all_ok = True
     for key in dict.fromkeys(keys):
         b = get_benchmark(key)

@@ -14,6 +14,10 @@ folders already extracted are skipped, label files already written are skipped, 
 nothing is ever left half-written (extraction goes to a temporary folder that is renamed
 into place; each label file is written under a temporary name and renamed).
 
+Exit code 0 when every step went well, 1 when a step ran but its check found problems,
+2 when a step could not run (an archive missing with ``--no-download``, truncated or not
+the expected archive): the one-line error names the archive and what was expected.
+
 The steps and the conversions (plain functions on numpy arrays) live in
 ``clearclip_seg.data_prep``; this file is the command line over them.
 """
@@ -28,15 +32,16 @@ from clearclip_seg.data_prep import STEPS, Options, PrepareError, bench_root
 from clearclip_seg.protocol.data_roots import DATA_DIR
 
 
-def run_step(name: str, opts: Options) -> bool:
-    """Run one step, then check its benchmarks; return True when all went well."""
+def run_step(name: str, opts: Options) -> int:
+    """Run one step, then check its benchmarks; return 0 when all went well, 1 when a check failed,
+    2 when the step could not run (a missing or damaged archive: the message says what to fetch)."""
     print(f'== {name}')
     t0 = time.time()
     try:
         keys = STEPS[name](opts)
     except PrepareError as e:
         print(f'error: {name}: {e}', file=sys.stderr)
-        return False
+        return 2
     ok = True
     if opts.check:
         for key in keys:
@@ -46,7 +51,7 @@ def run_step(name: str, opts: Options) -> bool:
             ok = ok and not problems
             print(f'  check {key}: {"OK" if not problems else "FAILED"}')
     print(f'== {name}: {"done" if ok else "done, with problems"} ({time.time() - t0:.0f} s)')
-    return ok
+    return 0 if ok else 1
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -85,8 +90,8 @@ def main(argv=None) -> int:
     steps = list(STEPS) if args.step == 'all' else [args.step]
     results = {s: run_step(s, opts) for s in steps}
     if len(steps) > 1:
-        print('summary: ' + ', '.join(f'{s} {"ok" if ok else "FAILED"}' for s, ok in results.items()))
-    return 0 if all(results.values()) else 1
+        print('summary: ' + ', '.join(f'{s} {"ok" if not code else "FAILED"}' for s, code in results.items()))
+    return max(results.values())
 
 
 if __name__ == '__main__':

@@ -11,6 +11,7 @@ import tarfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence, Tuple
@@ -222,6 +223,13 @@ def _locate_prefix(names: Sequence[str], wanted: str, archive) -> str:
     raise PrepareError(f'{archive}: no members under {wanted!r}; is this the right archive?')
 
 
+def _expected_kind(archive: Path) -> str:
+    name = archive.name.lower()
+    if name.endswith('.zip'):
+        return 'a zip archive'
+    return 'a tar archive' if name.endswith(('.tar', '.tar.gz', '.tgz')) else 'a zip or tar archive'
+
+
 def extract_subtree(archive, member_prefix: str, dest) -> bool:
     """Extract the members under ``member_prefix`` so that they become ``dest``.
 
@@ -254,7 +262,7 @@ def extract_subtree(archive, member_prefix: str, dest) -> bool:
                 chosen = [i for i in infos if _norm_member(i.filename).startswith(prefix)]
                 for info in tqdm(chosen, desc=desc, unit='file'):
                     zf.extract(info, tmp)
-        else:
+        elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
                 members = tf.getmembers()
                 prefix = _locate_prefix([_norm_member(m.name) for m in members], member_prefix, archive)
@@ -262,7 +270,15 @@ def extract_subtree(archive, member_prefix: str, dest) -> bool:
                 kwargs = {'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}
                 for m in tqdm(chosen, desc=desc, unit='file'):
                     tf.extract(m, tmp, **kwargs)
+        else:
+            raise PrepareError(f'{archive}: not a zip or tar archive (a truncated download, or another file '
+                               f'such as an error page); expected {_expected_kind(archive)}: delete it and '
+                               're-run')
         os.replace(tmp / prefix.rstrip('/'), dest)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as e:
+        first = (str(e).splitlines() or [''])[0][:120]
+        raise PrepareError(f'{archive}: cannot be extracted ({type(e).__name__}: {first}); expected a complete '
+                           f'{_expected_kind(archive)[2:]}: it is truncated or damaged, delete it and re-run') from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

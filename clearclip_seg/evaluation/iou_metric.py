@@ -1,8 +1,10 @@
 """IoU metric that keeps the full-precision per-class numbers for records."""
+import os.path as osp
 from collections import OrderedDict
 from typing import Dict, List, Sequence
 
 import numpy as np
+from PIL import Image
 from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import METRICS
 
@@ -35,8 +37,25 @@ class ClearCLIPIoUMetric(IoUMetric):
                     continue
                 check_label_map(sample['gt_sem_seg']['data'], tuple(sample['pred_sem_seg']['data'].shape[-2:]),
                                 num_classes, self.ignore_index, sample.get('seg_map_path'),
-                                bool(sample.get('reduce_zero_label', False)), self.data_hint)
-        super().process(data_batch, data_samples)
+                                bool(sample.get('reduce_zero_label', False)), self.data_hint,
+                                img_path=sample.get('img_path'))
+        thin = any(min(s['pred_sem_seg']['data'].shape[-2:]) == 1 for s in data_samples)
+        if self.output_dir is None or not thin:
+            super().process(data_batch, data_samples)
+            return
+        # MMSeg saves ``pred.squeeze()``, which a 1-pixel-thin prediction turns 1-D (PIL refuses it):
+        # score as MMSeg does, then save every prediction of the batch in MMSeg's format, kept 2-D
+        output_dir, self.output_dir = self.output_dir, None
+        try:
+            super().process(data_batch, data_samples)
+        finally:
+            self.output_dir = output_dir
+        for sample in data_samples:
+            mask = sample['pred_sem_seg']['data'][0].cpu().numpy()
+            if sample.get('reduce_zero_label', False):
+                mask = mask + 1  # as MMSeg: files hold the dataset's own label values
+            name = osp.splitext(osp.basename(sample['img_path']))[0]
+            Image.fromarray(mask.astype(np.uint8)).save(osp.abspath(osp.join(output_dir, f'{name}.png')))
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
         metrics = super().compute_metrics(results)
