@@ -1,7 +1,8 @@
 """The method registry: training-free dense-prediction methods picked by name.
 
 A method decides how a window's per-patch query logits are computed from a
-wrapped CLIP tower (``DenseCLIPEncoder``): which blocks run unchanged, what the
+wrapped CLIP tower (a ``models.dense_encoder.DenseEncoder``, whose stages are
+the whole interface a method may call): which blocks run unchanged, what the
 last block(s) do, and how patch features meet the text classifier. Everything
 around it (resize, windows, text classifier, post-processing, thresholds) stays
 in the segmentor, so adding a method is one module here.
@@ -13,7 +14,7 @@ Like timm's ``register_model`` / ``create_model``::
 
     method = build_method(dict(type='NACLIP', gaussian_std=5.0))
 """
-from typing import List, Type
+from typing import List, Optional, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -64,8 +65,17 @@ class DenseMethod:
     defaults are the authors' published settings) and override ``features``
     (projected patch features) or, when the text classifier takes part in the
     forward pass itself, ``patch_logits``.
+
+    What the segmentor and the shared pass read from a method besides its
+    calls is declared here, with its default: ``method_name``,
+    ``shares_trunk``, ``needs_class_token`` and ``window_multiple``.
     """
     method_name = 'DenseMethod'
+
+    # Windows are padded (``patch_fit='pad'``) to a multiple of this many pixels, an int
+    # or an (h, w) pair, instead of the tower's patch size; None = the patch size.
+    # ProxyCLIP sets it (56: its CLIP and its vision foundation model see the same window).
+    window_multiple: Optional[Union[int, Tuple[int, int]]] = None
     # Capability: a window's forward starts with ``encoder.last_block_input(x)``, called
     # once per window batch, and blocks 0..L-2 run unchanged. A shared pass
     # (``clearclip_seg.sweep``) then computes those frozen blocks once for several runs
@@ -81,7 +91,7 @@ class DenseMethod:
 
     def check_tower(self, encoder) -> None:
         """One-line error when the tower's prefix tokens don't suit the method."""
-        prefix = getattr(encoder, 'num_prefix_tokens', 1)
+        prefix = encoder.num_prefix_tokens
         if self.needs_class_token and prefix != 1:
             raise ValueError(f'model.method.type={self.method_name} needs a tower with exactly one class token '
                              f'before the patch tokens; this tower has {prefix} prefix tokens '

@@ -21,10 +21,9 @@ from mmseg.structures import SegDataSample
 from ..vocab import load_templates, load_vocabulary
 from .classify import classify, classify_tiled
 from .clip_loader import create_clip, resolve_precision
-from .encoder import DenseCLIPEncoder  # noqa: F401  (re-exported; the encoder class comes from wrap_visual)
+from ..protocol import constants
 from .postprocess import build_postprocessor
-from .segmentor_options import (LAST_BLOCK_DEFAULTS, TEST_MODES, check_max_windows, check_thresholds,  # noqa: F401
-                                resolve_max_windows, resolve_method, resolve_test_cfg)
+from .segmentor_options import check_thresholds, resolve_max_windows, resolve_method, resolve_test_cfg
 from .scoring import Scorer, check_scoring, classify_scored
 from .slide import slide_inference, whole_inference
 from .towers import load_tokenizer, wrap_visual
@@ -44,14 +43,17 @@ class ClearCLIPSegmentor(BaseSegmentor):
             ``fp32 | fp16 | bf16``), ``quick_gelu`` (None follows the tag).
         last_block: ``attn`` (``qk | qq | kk | vv | qq+kk | identity``),
             ``residual`` and ``ffn`` booleans of the ``LastBlock`` method.
-            Defaults are ClearCLIP's: qq, off, off. None with another ``method``.
+            Defaults are ClearCLIP's (``protocol.constants.CLEARCLIP_LAST_BLOCK``).
+            None with another ``method``.
         method: ``dict(type=NAME, **options)``, a registered dense method
             (``clearclip_seg.methods``: ``LastBlock``, ``SCLIP``, ``NACLIP``...);
             None = ``LastBlock`` from ``last_block``.
         vocabulary: a shipped vocabulary name (``'voc21'``) or a file path.
         templates: template-set name (``'openai_imagenet'``, the 80 OpenAI
             ImageNet templates) or a file with one template per line.
-        logit_scale: multiplies cosine similarities before the softmax (50).
+        logit_scale: multiplies cosine similarities before the softmax; None:
+            the protocol's (``protocol.constants.LOGIT_SCALE``); ``'model'``: the
+            CLIP's learned scale.
         prob_thd: pixels whose top class probability is below it become class 0.
         area_thd: SCLIP's rule: classes 1..C-1 predicted on at most this
             fraction of the predicted foreground area are suppressed (their
@@ -60,7 +62,8 @@ class ClearCLIPSegmentor(BaseSegmentor):
         postprocess: ``dict(type=NAME, **options)`` refining the query logits
             at the original size before the logit scale, guided by the
             normalised input resized to that size (``PAMR``); None = off.
-        test_cfg: ``mode`` (``slide`` or ``whole``), ``crop_size``, ``stride``,
+        test_cfg: ``mode`` (``slide`` or ``whole``), ``crop_size``, ``stride``
+            (defaults: the protocol's ``SLIDE_CROP`` / ``SLIDE_STRIDE``),
             ``max_windows`` (windows per encoder batch; 1 = plain path;
             ``'auto'``: 16 on a GPU, 1 on a CPU, where one 448x448 window
             already runs the matmuls near peak and bigger batches only spill
@@ -83,7 +86,7 @@ class ClearCLIPSegmentor(BaseSegmentor):
                  last_block: Optional[dict] = None,
                  vocabulary: Union[str, Sequence[str]] = 'voc21',
                  templates: Union[str, Sequence[str]] = 'openai_imagenet',
-                 logit_scale: float = 50.0,
+                 logit_scale: Union[None, float, str] = None,
                  prob_thd: float = 0.0,
                  test_cfg: Optional[dict] = None,
                  method: Optional[dict] = None,
@@ -109,6 +112,7 @@ class ClearCLIPSegmentor(BaseSegmentor):
         # every option is checked before any weights are loaded
         self.method = resolve_method(method, last_block)
         self.test_cfg = resolve_test_cfg(test_cfg)
+        logit_scale = constants.LOGIT_SCALE if logit_scale is None else logit_scale
         # logit_scale='model' (the CLIP's learned scale) is resolved once the CLIP is loaded
         self.logit_scale, self.prob_thd, self.area_thd = check_thresholds(
             1.0 if logit_scale == 'model' else logit_scale, prob_thd, area_thd)
@@ -131,11 +135,9 @@ class ClearCLIPSegmentor(BaseSegmentor):
         self.tokenizer_path = clip.get('tokenizer')
         self.scorer = Scorer(scoring, 'model' if logit_scale == 'model' else self.logit_scale, logit_bias, model)
         self.logit_scale = self.scorer.logit_scale
-        # the encoder's own last-block switches are LastBlock's (other methods bring their own)
-        switches = self.method.options() if self.method.method_name == 'LastBlock' else LAST_BLOCK_DEFAULTS
-        # the encoder class follows the tower (open_clip ViT, timm ViT/Eva trunk: models/towers.py)
-        self.encoder = wrap_visual(model.visual, fused_attn=fused_attn, map_head=clip.get('map_head', 'full'),
-                                   **switches)
+        # the encoder class follows the tower (open_clip ViT, timm ViT/Eva trunk: models/towers.py);
+        # it holds no last-block switches: the method passes its own on each call
+        self.encoder = wrap_visual(model.visual, fused_attn=fused_attn, map_head=clip.get('map_head', 'full'))
         self.method.bind(self.encoder)
         # kept in a list: a compiled function must not enter the module tree / state_dict
         self._compiled = [torch.compile(partial(self.method.patch_logits, self.encoder))] if compile else [None]
@@ -191,7 +193,7 @@ class ClearCLIPSegmentor(BaseSegmentor):
         self.build_text_classifier()
         images = list(images)
         # windows are padded to the patch size, or to a method's own multiple (ProxyCLIP: 56)
-        patch = getattr(self.method, 'window_multiple', None) or self.encoder.patch_size
+        patch = self.method.window_multiple or self.encoder.patch_size
         fit = self.test_cfg['patch_fit']
         if self.test_cfg['mode'] == 'whole':
             return whole_inference(images, self._patch_logits, patch, fit=fit)

@@ -10,7 +10,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import torch
 
 from ..records import atomic_write_json
-from .flops import encoder_geometry
+from .flops import encoder_geometry, last_block_of
 from .inputs import (DTYPES, benchmark_slide, bf16_advice, build_segmentor, machine_info, protocol_resize,
                      synthetic_images, voc_sizes)
 from .memory import process_peak_rss_mib
@@ -110,7 +110,7 @@ def speed_report(arch: Optional[str] = None, arch_file: Optional[str] = None, pr
     seg = build(precision)
     res['build_s'] = time.perf_counter() - t0
     res['config']['arch'] = seg.arch
-    geo = encoder_geometry(seg.encoder)
+    geo = encoder_geometry(seg.encoder, last_block_of(seg.method))
     res['encoder_geometry'] = dict(geo, patch=list(geo['patch']))
 
     peak = measure_matmul_peak(device, DTYPES[precision], n=matmul_size)
