@@ -50,7 +50,8 @@ class ClearCLIPSegmentor(BaseSegmentor):
             None = ``LastBlock`` from ``last_block``.
         vocabulary: a shipped vocabulary name (``'voc21'``) or a file path.
         templates: template-set name (``'openai_imagenet'``, the 80 OpenAI
-            ImageNet templates) or a file with one template per line.
+            ImageNet templates) or a file with one template per line; None:
+            the protocol's (``protocol.constants.TEMPLATES``).
         logit_scale: multiplies cosine similarities before the softmax; None:
             the protocol's (``protocol.constants.LOGIT_SCALE``); ``'model'``: the
             CLIP's learned scale.
@@ -85,7 +86,7 @@ class ClearCLIPSegmentor(BaseSegmentor):
                  clip: dict,
                  last_block: Optional[dict] = None,
                  vocabulary: Union[str, Sequence[str]] = 'voc21',
-                 templates: Union[str, Sequence[str]] = 'openai_imagenet',
+                 templates: Union[None, str, Sequence[str]] = None,
                  logit_scale: Union[None, float, str] = None,
                  prob_thd: float = 0.0,
                  test_cfg: Optional[dict] = None,
@@ -113,6 +114,7 @@ class ClearCLIPSegmentor(BaseSegmentor):
         self.method = resolve_method(method, last_block)
         self.test_cfg = resolve_test_cfg(test_cfg)
         logit_scale = constants.LOGIT_SCALE if logit_scale is None else logit_scale
+        templates = constants.TEMPLATES if templates is None else templates
         # logit_scale='model' (the CLIP's learned scale) is resolved once the CLIP is loaded
         self.logit_scale, self.prob_thd, self.area_thd = check_thresholds(
             1.0 if logit_scale == 'model' else logit_scale, prob_thd, area_thd)

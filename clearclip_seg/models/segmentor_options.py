@@ -22,7 +22,7 @@ PATCH_FITS = ('pad', 'truncate')
 
 def test_cfg_defaults() -> dict:
     """``model.test_cfg``'s defaults: the protocol's windows (``protocol.constants``), read when called."""
-    return dict(mode='slide', crop_size=(constants.SLIDE_CROP,) * 2, stride=(constants.SLIDE_STRIDE,) * 2,
+    return dict(mode=constants.TEST_MODE, crop_size=(constants.SLIDE_CROP,) * 2, stride=(constants.SLIDE_STRIDE,) * 2,
                 max_windows='auto', patch_fit='pad', keep_probs=True)
 
 

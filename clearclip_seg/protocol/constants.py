@@ -37,10 +37,14 @@ VANILLA_CLIP_LAST_BLOCK: Dict[str, object] = dict(attn='qk', residual=True, ffn=
 # prob_thd of vanilla CLIP on the benchmarks with background (the authors ran it at 0.2 there).
 VANILLA_CLIP_BACKGROUND_PROB_THD = 0.2
 
-# ClearCLIP's scoring defaults.
+# ClearCLIP's scoring defaults: sliding windows, logit scale, the 80 OpenAI ImageNet templates.
+TEST_MODE = 'slide'
 LOGIT_SCALE = 50.0
 SLIDE_CROP = 448
 SLIDE_STRIDE = 224
+TEMPLATES = 'openai_imagenet'
+# the precision the published numbers were computed in (the authors' GPU runs)
+PAPER_PRECISION = 'fp16'
 
 # PAMR as the SCLIP-family code runs it: 10 propagation steps over dilations 8 and 16.
 PAMR_NUM_ITER = 10
