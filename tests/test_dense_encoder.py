@@ -131,3 +131,18 @@ def test_segmentor_pads_windows_to_the_method_multiple():
     seg.method.window_multiple = 32  # a method's own multiple replaces the patch size (16: 48 here)
     seg.query_logits([torch.randn(3, 40, 40)])
     assert seen and all(h % 32 == 0 and w % 32 == 0 for h, w in seen)
+
+
+def test_a_method_bound_to_one_tower_kind_refuses_others_in_one_line():
+    import os
+
+    from clearclip_seg.methods import build_method
+    from clearclip_seg.models.clip_loader import create_clip
+    from clearclip_seg.models.towers import wrap_visual
+    torch.manual_seed(0)
+    model, _ = create_clip(None, arch_file=os.path.join(ROOT, 'tests', 'assets', 'clearclip-tiny-rope.json'))
+    enc = wrap_visual(model.visual)
+    assert (enc.kind, enc.num_prefix_tokens) == ('timm_eva', 1)
+    with pytest.raises(ValueError, match=r"model.method.type=GEM runs on \['openclip_vit'\] towers; "
+                                         r"this tower is 'timm_eva' \(model.clip.arch\)"):
+        build_method(dict(type='GEM', depth=2)).bind(enc)

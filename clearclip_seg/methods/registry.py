@@ -68,7 +68,8 @@ class DenseMethod:
 
     What the segmentor and the shared pass read from a method besides its
     calls is declared here, with its default: ``method_name``,
-    ``shares_trunk``, ``needs_class_token`` and ``window_multiple``.
+    ``shares_trunk``, ``needs_class_token``, ``tower_kinds`` and
+    ``window_multiple``.
     """
     method_name = 'DenseMethod'
 
@@ -89,13 +90,20 @@ class DenseMethod:
     # (SigLIP, SigLIP2) or with several prefix tokens (PE, registers) are refused.
     needs_class_token = False
 
+    # Tower kinds (``models.dense_encoder.tower_kind``) the method is written for; None = any.
+    # A method that reads a tower's own modules beyond the ``DenseEncoder`` stages names them.
+    tower_kinds: Optional[Tuple[str, ...]] = None
+
     def check_tower(self, encoder) -> None:
-        """One-line error when the tower's prefix tokens don't suit the method."""
+        """One-line error when the tower's kind or prefix tokens don't suit the method."""
         prefix = encoder.num_prefix_tokens
         if self.needs_class_token and prefix != 1:
             raise ValueError(f'model.method.type={self.method_name} needs a tower with exactly one class token '
                              f'before the patch tokens; this tower has {prefix} prefix tokens '
                              '(the LastBlock presets and ProxyCLIP work with any tower)')
+        if self.tower_kinds is not None and encoder.kind not in self.tower_kinds:
+            raise ValueError(f'model.method.type={self.method_name} runs on {list(self.tower_kinds)} towers; '
+                             f'this tower is {encoder.kind!r} (model.clip.arch)')
 
     def bind(self, encoder) -> None:
         """Check that the wrapped tower suits the method (called once, at build time)."""

@@ -53,6 +53,7 @@ class DenseEncoder(nn.Module, metaclass=abc.ABCMeta):
             attention maps are read).
 
     Attributes:
+        kind: the tower kind wrapped (one of ``kinds``).
         patch_size: (ph, pw) in pixels.
         native_grid: the patch grid of the tower's own positional embedding.
     """
@@ -66,6 +67,7 @@ class DenseEncoder(nn.Module, metaclass=abc.ABCMeta):
         self.check_tower(visual)
         super().__init__()
         self.visual = visual
+        self.kind = self.kind_of(visual)
         self.fused_attn = fused_attn
         self.patch_size: Tuple[int, int] = (0, 0)
         self.native_grid: Tuple[int, int] = (0, 0)
