@@ -18,10 +18,10 @@ from mmseg.models.segmentors.base import BaseSegmentor
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
+from ..protocol import constants
 from ..vocab import load_templates, load_vocabulary
 from .classify import classify, classify_tiled
 from .clip_loader import create_clip, resolve_precision
-from ..protocol import constants
 from .postprocess import build_postprocessor
 from .segmentor_options import check_thresholds, resolve_max_windows, resolve_method, resolve_test_cfg
 from .scoring import Scorer, check_scoring, classify_scored

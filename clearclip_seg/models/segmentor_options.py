@@ -19,8 +19,7 @@ TEST_MODES = ('slide', 'whole')
 PATCH_FITS = ('pad', 'truncate')
 
 
-
-def test_cfg_defaults() -> dict:
+def default_test_cfg() -> dict:
     """``model.test_cfg``'s defaults: the protocol's windows (``protocol.constants``), read when called."""
     return dict(mode=constants.TEST_MODE, crop_size=(constants.SLIDE_CROP,) * 2, stride=(constants.SLIDE_STRIDE,) * 2,
                 max_windows='auto', patch_fit='pad', keep_probs=True)
@@ -36,7 +35,7 @@ def resolve_test_cfg(test_cfg: Optional[dict]) -> dict:
     labels, computed in bounded memory).
     """
     given = dict(test_cfg or {})
-    defaults = test_cfg_defaults()
+    defaults = default_test_cfg()
     check_keys(given, defaults, 'model.test_cfg')
     cfg = {**defaults, **given}
     if cfg['mode'] not in TEST_MODES:

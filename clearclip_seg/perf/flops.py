@@ -2,6 +2,7 @@
 from typing import Mapping, Optional, Sequence, Tuple
 
 from ..models.attention import ATTENTION_MODES, needed_projections
+from ..models.dense_encoder import clearclip_switches
 from ..protocol import constants
 
 
@@ -28,9 +29,7 @@ def vit_encoder_flops(grid: Tuple[int, int], width: int, layers: int, mlp_width:
     Returns:
         The FLOP count.
     """
-    clear = constants.CLEARCLIP_LAST_BLOCK
-    last_attn = clear['attn'] if last_attn is None else last_attn
-    last_ffn = clear['ffn'] if last_ffn is None else last_ffn
+    last_attn, _, last_ffn = clearclip_switches(last_attn, None, last_ffn)
     gh, gw = grid
     g = gh * gw
     n = g + 1  # class token
@@ -66,14 +65,14 @@ def encoder_geometry(encoder, last_block: Optional[Mapping] = None) -> dict:
         last_block: the last block's ``attn`` / ``ffn`` switches (``last_block_of(method)``);
             None: ClearCLIP's.
     """
-    lb = {**constants.CLEARCLIP_LAST_BLOCK, **(last_block or {})}
+    attn, _, ffn = clearclip_switches((last_block or {}).get('attn'), None, (last_block or {}).get('ffn'))
     v = encoder.visual
     blocks = encoder.blocks
     mlp = blocks[0].mlp
     mlp_width = mlp.c_fc.out_features if hasattr(mlp, 'c_fc') else mlp[0].out_features
     return dict(width=v.conv1.out_channels, layers=len(blocks), mlp_width=mlp_width,
                 out_dim=v.proj.shape[1], patch=tuple(encoder.patch_size), in_chans=v.conv1.in_channels,
-                last_attn=lb['attn'], last_ffn=bool(lb['ffn']))
+                last_attn=attn, last_ffn=ffn)
 
 
 def windows_flops(encoder, shapes: Sequence[Tuple[int, int]], last_block: Optional[Mapping] = None) -> int:
