@@ -136,5 +136,5 @@ def test_class_token_methods_refuse_towers_without_exactly_one_class_token():
         for prefix in (0, 3):  # SigLIP (no class token), PE (class token + registers)
             with _pytest.raises(ValueError, match=f'type={name} needs a tower with exactly one class token.*{prefix} prefix'):
                 method.check_tower(SimpleNamespace(num_prefix_tokens=prefix, num_blocks=12))
-        method.check_tower(SimpleNamespace(num_prefix_tokens=1, num_blocks=12))
+        method.check_tower(SimpleNamespace(num_prefix_tokens=1, num_blocks=12, kind='openclip_vit'))
     build_method(dict(type='LastBlock')).check_tower(SimpleNamespace(num_prefix_tokens=0))
