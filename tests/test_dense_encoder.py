@@ -3,6 +3,7 @@
 Also: the packages a method author imports (``clearclip_seg.methods``,
 ``clearclip_seg.models``) load without MMSegmentation.
 """
+import os
 import subprocess
 import sys
 
@@ -22,7 +23,7 @@ def test_methods_and_models_import_without_mmseg():
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('mmseg', 'mmcv', 'mmengine')); "
             'assert not bad, bad')
     proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={'PYTHONPATH': ROOT, 'PATH': '/usr/bin:/bin'})
+                          env=dict(os.environ, PYTHONPATH=ROOT))
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
@@ -134,8 +135,6 @@ def test_segmentor_pads_windows_to_the_method_multiple():
 
 
 def test_a_method_bound_to_one_tower_kind_refuses_others_in_one_line():
-    import os
-
     from clearclip_seg.methods import build_method
     from clearclip_seg.models.clip_loader import create_clip
     from clearclip_seg.models.towers import wrap_visual
