@@ -1,8 +1,8 @@
 """``DenseEncoder``: the stages a dense method may call on a wrapped CLIP image tower.
 
-A method (``clearclip_seg.methods``) never touches the tower's modules itself;
-it composes these stages, which every tower kind implements from its own
-weights::
+A method (``clearclip_seg.methods``) composes these stages, which every
+tower kind implements from its own weights (a method that reads a tower's own
+modules instead names the kinds it supports, ``DenseMethod.tower_kinds``)::
 
     tokens, grid = encoder.last_block_input(x)        # embed + blocks 0..L-2
     t = encoder.qkv(tokens, ('q', 'k', 'v'))          # per-head (B, heads, N, d)
@@ -12,7 +12,7 @@ weights::
 
 Abstract (per tower kind): ``embed``, ``run_blocks``, ``qkv``,
 ``project_heads``, ``ffn_branch``, ``head``, ``pooled``, ``blocks``, ``dtype``,
-``embed_dim``, ``num_prefix_tokens`` and ``can_wrap`` / ``check_tower``.
+``embed_dim``, ``num_prefix_tokens`` and, per class, ``kind_of`` / ``check_tower``.
 Shared here: the switchable last block (``attention_branch``, ``last_block``,
 ``forward``), its decomposition and the positional-embedding cache.
 
@@ -20,9 +20,10 @@ An encoder holds no last-block switches: the ``LastBlock`` method passes them
 on each call, and a call that leaves them out gets ClearCLIP's
 (``protocol.constants.CLEARCLIP_LAST_BLOCK``, read when called).
 
-Tower kinds register with ``register_tower``; ``tower_kind`` and
-``encoder_class`` pick the encoder for an open_clip ``model.visual``. This
-module is plain torch (no MMSeg).
+Tower kinds register with ``register_tower`` (a class names its ``kinds``,
+answers ``kind_of(visual)`` and lists its own keywords in ``tower_options``);
+``tower_kind`` and ``encoder_class`` pick the encoder for an open_clip
+``model.visual``. This module is plain torch (no MMSeg).
 """
 import abc
 from typing import Callable, Dict, List, Optional, Tuple, Type
