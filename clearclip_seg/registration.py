@@ -4,3 +4,4 @@ Configs name this module in ``custom_imports``; code calls
 ``clearclip_seg.register_all_modules()``.
 """
 from . import datasets, evaluation, methods, models, visualization  # noqa: F401
+from .models import data_preprocessor, segmentor, wrapper  # noqa: F401  (models/__init__ stays MMSeg-free)

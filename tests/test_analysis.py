@@ -22,10 +22,10 @@ def images():
 def test_res_plus_attn_is_block_output_with_residual_and_no_ffn(tiny_clip, images, mode):
     from clearclip_seg.models.encoder import DenseCLIPEncoder
     model, _ = tiny_clip
-    enc = DenseCLIPEncoder(model.visual, attn=mode, residual=True, ffn=False, fused_attn=False)
+    enc = DenseCLIPEncoder(model.visual, fused_attn=False)
     with torch.no_grad():
-        parts = enc.decompose(images)
-        block_output = enc.last_block(parts['x_res'])
+        parts = enc.decompose(images, mode, residual=True, ffn=False)
+        block_output = enc.last_block(parts['x_res'], mode, residual=True, ffn=False)
     # residual on, FFN off: the block's own output is exactly X_res + X_attn
     torch.testing.assert_close(parts['x_res+x_attn'], block_output, rtol=0, atol=1e-6)
     torch.testing.assert_close(parts['x_res'] + parts['x_attn'], parts['output'], rtol=0, atol=0)
@@ -36,10 +36,10 @@ def test_ffn_on_adds_the_ffn_term_to_the_sum(tiny_clip, images):
     """FFN on: output = X_res + X_attn + ls_2(mlp(ln_2(X_res + X_attn))); for qk this is open_clip's block."""
     from clearclip_seg.models.encoder import DenseCLIPEncoder
     model, _ = tiny_clip
-    enc = DenseCLIPEncoder(model.visual, attn='qk', residual=True, ffn=True, fused_attn=False)
+    enc = DenseCLIPEncoder(model.visual, fused_attn=False)
     with torch.no_grad():
-        parts = enc.decompose(images)
-        output = enc.last_block(parts['x_res'])
+        parts = enc.decompose(images, 'qk', residual=True, ffn=True)
+        output = enc.last_block(parts['x_res'], 'qk', residual=True, ffn=True)
         native = model.visual.transformer.resblocks[-1](parts['x_res'])
     assert (output - parts['x_res+x_attn']).abs().max() > 1e-3  # the FFN term is not negligible here
     torch.testing.assert_close(parts['x_res+x_attn'] + parts['ffn'], output, rtol=0, atol=1e-5)
@@ -54,8 +54,8 @@ def test_decompose_does_not_change_the_encoder(tiny_clip, images):
     with torch.no_grad():
         kk = enc.decompose(images, mode='kk')
         own = enc.decompose(images)
-        ref = DenseCLIPEncoder(model.visual, attn='kk').decompose(images)
-    assert (enc.attn_mode, enc.residual, enc.ffn) == ('qq', False, False)
+        ref = DenseCLIPEncoder(model.visual).decompose(images, 'kk')
+    assert not hasattr(enc, 'attn_mode')  # the encoder holds no switches: every call names its own
     assert torch.equal(kk['x_attn'], ref['x_attn']) and not torch.equal(kk['x_attn'], own['x_attn'])
     assert torch.equal(own['output'], own['x_attn'])  # ClearCLIP: no residual, no FFN
     with pytest.raises(ValueError, match='unknown attention mode'):
@@ -97,9 +97,9 @@ def test_attention_map_float64_matches_encoder_map(tiny_clip, images):
     from clearclip_seg.models.encoder import DenseCLIPEncoder
     model, _ = tiny_clip
     for mode in ('qk', 'qq+kk', 'identity'):
-        enc = DenseCLIPEncoder(model.visual, attn=mode)
+        enc = DenseCLIPEncoder(model.visual)
         with torch.no_grad():
-            own = enc.decompose(images, attn_map=True)
+            own = enc.decompose(images, mode, attn_map=True)
             amap = attention_map_float64(enc, own['x_res'], mode)
         assert amap.dtype == torch.float64
         torch.testing.assert_close(amap.float(), own['attn_map'], rtol=1e-4, atol=1e-5)
@@ -137,7 +137,7 @@ def test_component_logits_reuse_the_segmentor_scoring():
     ref = tiny_segmentor(last_block=dict(attn='qk', residual=True, ffn=False)).query_logits(imgs)
     for a, b in zip(comp['x_res+x_attn'], ref):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    assert (seg.encoder.attn_mode, seg.encoder.residual) == ('qq', False)
+    assert seg.method.options() == dict(attn='qq', residual=False, ffn=False)
 
 
 def test_last_block_input_cache_reuses_windows_exactly():

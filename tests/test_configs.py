@@ -166,6 +166,6 @@ def test_every_config_builds_model_and_dataset(synthetic_roots):
         assert len(dataset) == 1, path
         assert model.num_classes == len(dataset.metainfo['classes']) == BENCHMARKS[cfg.benchmark].num_classes
         if cfg.model.last_block is not None:
-            assert model.encoder.attn_mode == cfg.model.last_block.attn
+            assert model.method.options() == cfg.model.last_block.to_dict()
         else:
             assert model.method.method_name == cfg.model.method.type, path

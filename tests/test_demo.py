@@ -36,7 +36,7 @@ def test_demo_draws_the_predictions_and_skips_bad_files(models, tmp_path):
     from clearclip_seg.protocol.constants import RESIZE
     from clearclip_seg.visualization import make_palette, overlay
     assert {p: m.precision for p, m in models.items()} == {'clearclip': 'fp32', 'clip': 'fp32'}  # auto on a CPU
-    assert (models['clip'].encoder.attn_mode, models['clip'].encoder.residual) == ('qk', True)
+    assert (models['clip'].method.attn, models['clip'].method.residual) == ('qk', True)
     inputs = tmp_path / 'in'
     write_inputs(inputs)
     paths, problems = collect_images([str(inputs)])

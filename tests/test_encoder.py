@@ -15,14 +15,14 @@ def _images(n=2, h=64, w=64, seed=1):
 def test_surgery_off_equals_open_clip_forward(tiny_clip):
     model, _ = tiny_clip
     visual = model.visual
-    enc = DenseCLIPEncoder(visual, attn='qk', residual=True, ffn=True)
+    enc = DenseCLIPEncoder(visual)
     x = _images()
     visual.output_tokens = True
     try:
         pooled, tokens = visual(x)
     finally:
         visual.output_tokens = False
-    patches, cls = enc(x, return_cls=True)
+    patches, cls = enc(x, return_cls=True, attn='qk', residual=True, ffn=True)
     assert patches.shape == (2, 4, 4, 32)
     torch.testing.assert_close(patches.flatten(1, 2), tokens @ visual.proj, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(cls, pooled, rtol=1e-5, atol=1e-5)
@@ -36,8 +36,8 @@ def test_plain_and_fused_encoder_agree_for_every_mode(tiny_clip):
     for mode in ATTENTION_MODES:
         for residual in (False, True):
             for ffn in (False, True):
-                fused = DenseCLIPEncoder(model.visual, mode, residual, ffn, fused_attn=True)(x)
-                plain = DenseCLIPEncoder(model.visual, mode, residual, ffn, fused_attn=False)(x)
+                fused = DenseCLIPEncoder(model.visual, fused_attn=True)(x, attn=mode, residual=residual, ffn=ffn)
+                plain = DenseCLIPEncoder(model.visual, fused_attn=False)(x, attn=mode, residual=residual, ffn=ffn)
                 torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-5)
 
 
@@ -73,18 +73,16 @@ def _manual_last_block(visual, x_in, mode, residual, ffn):
 def test_each_mode_equals_its_formula(tiny_clip, mode):
     model, _ = tiny_clip
     visual = model.visual
-    enc = DenseCLIPEncoder(visual, attn=mode, residual=False, ffn=False)
+    enc = DenseCLIPEncoder(visual)
     x = _images(n=1)
     x_in, grid = enc.last_block_input(x)
     for residual, ffn in [(False, False), (True, False), (False, True), (True, True)]:
-        enc.residual, enc.ffn = residual, ffn
         expected = _manual_last_block(visual, x_in, mode, residual, ffn)
-        torch.testing.assert_close(enc.last_block(x_in), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(enc.last_block(x_in, mode, residual, ffn), expected, rtol=1e-5, atol=1e-5)
     # and the whole head: ln_post on every token, drop the class token, proj
-    enc.residual = enc.ffn = False
     y = _manual_last_block(visual, x_in, mode, False, False)
     expected = (visual.ln_post(y) @ visual.proj)[:, 1:].reshape(1, *grid, -1)
-    torch.testing.assert_close(enc(x), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(enc(x, attn=mode, residual=False, ffn=False), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('mode', list(ATTENTION_MODES))
@@ -106,7 +104,7 @@ def test_unknown_mode_is_a_clear_error(tiny_clip):
     with pytest.raises(ValueError, match=r"unknown attention mode 'qv' \(model.last_block.attn\)"):
         check_mode('qv')
     with pytest.raises(ValueError, match='model.last_block.attn'):
-        DenseCLIPEncoder(tiny_clip[0].visual, attn='qv')
+        DenseCLIPEncoder(tiny_clip[0].visual).last_block(torch.zeros(1, 17, 64), attn='qv')
 
 
 def test_pos_embed_identity_at_native_grid(tiny_clip):
@@ -130,7 +128,7 @@ def test_pos_embed_interpolation_follows_protocol():
 
 
 def test_non_square_crop_and_identity_skips_qk(tiny_clip, monkeypatch):
-    enc = DenseCLIPEncoder(tiny_clip[0].visual, attn='identity')
+    enc = DenseCLIPEncoder(tiny_clip[0].visual)
     seen = {}
     orig = enc.qkv
 
@@ -138,14 +136,14 @@ def test_non_square_crop_and_identity_skips_qk(tiny_clip, monkeypatch):
         seen['names'] = names
         return orig(x, names)
     monkeypatch.setattr(enc, 'qkv', spy)
-    out = enc(_images(n=1, h=32, w=80))
+    out = enc(_images(n=1, h=32, w=80), attn='identity')
     assert out.shape == (1, 2, 5, 32)
     assert seen['names'] == ('v',)
 
 
 def test_decompose_reconstructs_block_output(tiny_clip):
-    enc = DenseCLIPEncoder(tiny_clip[0].visual, attn='qq', residual=True, ffn=False)
-    parts = enc.decompose(_images(n=1), attn_map=True)
+    enc = DenseCLIPEncoder(tiny_clip[0].visual)
+    parts = enc.decompose(_images(n=1), 'qq', attn_map=True, residual=True, ffn=False)
     torch.testing.assert_close(parts['x_res'] + parts['x_attn'], parts['output'])
     n = parts['x_res'].shape[1]
     assert parts['attn_map'].shape[-2:] == (n, n)

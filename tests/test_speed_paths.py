@@ -146,14 +146,15 @@ def test_flop_counter_matches_torch_counter(tiny_clip, slow_mha_path, attn, ffn,
 
     from clearclip_seg.models.encoder import DenseCLIPEncoder
     model, _ = tiny_clip
-    enc = DenseCLIPEncoder(model.visual, attn=attn, residual=True, ffn=ffn, fused_attn=fused)
-    geo = bs.encoder_geometry(enc)
+    enc = DenseCLIPEncoder(model.visual, fused_attn=fused)
+    switches = dict(attn=attn, residual=True, ffn=ffn)
+    geo = bs.encoder_geometry(enc, switches)
     assert (geo['width'], geo['layers'], geo['mlp_width'], geo['out_dim']) == (64, 3, 256, 32)
     # the CPU flash-attention kernel has no formula in torch's registry: give it one
     mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_flops}
     x = torch.randn(2, 3, 32, 64)
     with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        enc(x)
+        enc(x, **switches)
     assert counter.get_total_flops() == 2 * bs.vit_encoder_flops((2, 4), **geo)
 
 

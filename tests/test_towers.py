@@ -92,15 +92,15 @@ def test_surgery_off_reproduces_the_tower(name):
     model, visual = _tower(name)
     kind, npt = TIMM_TOWERS[name]
     assert tower_kind(visual) == kind
-    enc = wrap_visual(visual, attn='qk', residual=True, ffn=True)
+    enc = wrap_visual(visual)
     assert type(enc) is TOWER_ENCODERS[kind] and enc.num_prefix_tokens == npt
     x = _images()
     with torch.no_grad():
-        patches, pooled = enc(x, return_cls=True)
+        patches, pooled = enc(x, return_cls=True, attn='qk', residual=True, ffn=True)
         tokens, grid = enc.last_block_input(x)
         trunk_tokens = visual.trunk.forward_features(x)  # after the trunk's final norm
         torch.testing.assert_close(pooled, model.encode_image(x), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(visual.trunk.norm(enc.last_block(tokens)), trunk_tokens, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(visual.trunk.norm(enc.last_block(tokens, 'qk', True, True)), trunk_tokens, rtol=1e-5, atol=1e-5)
         # patch features are the dense projection of the trunk's own last-block patch tokens
         trunk_patches = visual.trunk.forward_intermediates(x, indices=1, output_fmt='NLC',
                                                            intermediates_only=True)[0]
@@ -114,19 +114,19 @@ def test_surgery_off_reproduces_the_tower(name):
 def test_each_mode_equals_its_formula_with_rotary(name, mode):
     from clearclip_seg.models.towers import wrap_visual
     _, visual = _tower(name)
-    enc = wrap_visual(visual, attn=mode)
+    enc = wrap_visual(visual)
     x_in, grid = enc.last_block_input(_images(n=1))
     rope = visual.trunk.rope.get_embed() if getattr(visual.trunk, 'rope', None) is not None else None
     with torch.no_grad():
         for residual, ffn in [(False, False), (True, False), (True, True)]:
             expected = _manual_last_block(enc, x_in, mode, residual, ffn, rope)
             torch.testing.assert_close(enc.last_block(x_in, mode, residual, ffn), expected, rtol=1e-5, atol=1e-5)
-        plain_enc = wrap_visual(visual, attn=mode, fused_attn=False)
-        plain = plain_enc.last_block(plain_enc.last_block_input(_images(n=1))[0])
-        torch.testing.assert_close(enc.last_block(x_in), plain, rtol=1e-5, atol=1e-5)
+        plain_enc = wrap_visual(visual, fused_attn=False)
+        plain = plain_enc.last_block(plain_enc.last_block_input(_images(n=1))[0], mode, False, False)
+        torch.testing.assert_close(enc.last_block(x_in, mode, False, False), plain, rtol=1e-5, atol=1e-5)
     if rope is not None and mode in ('qk', 'qq', 'kk', 'qq+kk'):  # rotary matters: leaving it out is wrong
         wrong = _manual_last_block(enc, x_in, mode, False, False, None)
-        assert (wrong - enc.last_block(x_in)).abs().max() > 1e-3
+        assert (wrong - enc.last_block(x_in, mode, False, False)).abs().max() > 1e-3
 
 
 def test_rotary_recomputed_for_another_grid():
@@ -144,12 +144,12 @@ def test_rotary_recomputed_for_another_grid():
     dynamic.load_state_dict(trunk.state_dict())
     visual = nn.Module()
     visual.trunk, visual.head = trunk, nn.Sequential()
-    enc = wrap_visual(visual, attn='qk', residual=True, ffn=True)
+    enc = wrap_visual(visual)
     x = _images(n=1, h=48, w=80)
     with torch.no_grad():
         tokens, grid = enc.last_block_input(x)
         assert grid == (3, 5)
-        torch.testing.assert_close(trunk.norm(enc.last_block(tokens)), dynamic.forward_features(x),
+        torch.testing.assert_close(trunk.norm(enc.last_block(tokens, 'qk', True, True)), dynamic.forward_features(x),
                                    rtol=1e-5, atol=1e-5)
         # and the native grid's cached embedding is the trunk's own
         enc.last_block_input(_images(n=1))
@@ -160,7 +160,7 @@ def test_map_value_path_equals_direct_computation():
     from clearclip_seg.models.towers import wrap_visual
     _, visual = _tower('clearclip-tiny-map')
     pool = visual.trunk.attn_pool
-    enc = wrap_visual(visual, attn='qq')
+    enc = wrap_visual(visual)
     t = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         n = visual.trunk.norm(t)
@@ -215,9 +215,9 @@ def test_factory_picks_the_open_clip_encoder_and_rejects_other_towers(tiny_clip)
     from clearclip_seg.models.timm_encoder import TimmCLIPEncoder
     from clearclip_seg.models.towers import tower_kind, wrap_visual
     model, _ = tiny_clip
-    enc = wrap_visual(model.visual, attn='qk', residual=True, ffn=True, map_head='proj')
+    enc = wrap_visual(model.visual, map_head='proj')
     assert type(enc) is DenseCLIPEncoder and tower_kind(model.visual) == 'openclip_vit'
-    torch.testing.assert_close(enc.pooled(enc.last_block(enc.last_block_input(_images())[0])),
+    torch.testing.assert_close(enc.pooled(enc.last_block(enc.last_block_input(_images())[0], 'qk', True, True)),
                                model.encode_image(_images()), rtol=1e-5, atol=1e-5)
     conv = nn.Module()
     conv.trunk, conv.head = nn.Conv2d(3, 8, 3), nn.Sequential()

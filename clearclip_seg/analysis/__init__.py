@@ -8,7 +8,7 @@ last block of CLIP's ViT is
     output = X_sum + FFN(X_sum)  (when the FFN is kept)
 
 so ``X_res + X_attn`` is exactly the block's output with the residual on and
-the FFN off; the decomposition (``DenseCLIPEncoder.decompose``, as in the
+the FFN off; the decomposition (``DenseEncoder.decompose``, as in the
 paper's figures) is of the sum *before* the FFN. Nothing in the encoder or
 the segmentor is changed: each mode's attention branch is asked for by name,
 the per-component logits reuse the segmentor's text classifier, slide

@@ -1,6 +1,6 @@
 """The last block's components as features: X_res, X_attn and their sum, scored like the segmentor scores.
 
-The decomposition itself is ``DenseCLIPEncoder.decompose`` / ``decompose_tokens``;
+The decomposition itself is ``DenseEncoder.decompose`` / ``decompose_tokens``;
 here the components of slide-inference windows are projected (``ln_post`` +
 ``proj``), compared with the segmentor's text classifier and stitched by its
 own slide (or whole) inference rules. The encoder is never switched: each

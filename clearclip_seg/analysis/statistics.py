@@ -55,7 +55,7 @@ def attention_map_float64(encoder, x_res: torch.Tensor, mode: str,
     products and the softmax are done in float64.
 
     Args:
-        encoder: a ``DenseCLIPEncoder``.
+        encoder: a ``DenseEncoder``.
         x_res: tokens entering the last block (B, N, C).
         mode: attention mode.
         qkv: :func:`qkv_float64` of ``x_res``, to share between modes.
@@ -73,7 +73,7 @@ def window_statistics(encoder, windows: Sequence[torch.Tensor], modes: Sequence[
     """Norms and attention entropy of the last block, averaged over an image's windows.
 
     Args:
-        encoder: a ``DenseCLIPEncoder``.
+        encoder: a ``DenseEncoder``.
         windows: (1, 3, h, w) padded windows of one image (``slide.iter_windows``).
         modes: attention modes.
         cache: reuse blocks 0..L-2 across passes (:class:`LastBlockInputCache`).

@@ -89,6 +89,8 @@ class GEM(DenseMethod):
     """
 
     needs_class_token = True
+    # the SS branch reads open_clip's ``ln_1`` and packed ``in_proj`` (GEM's own rounding)
+    tower_kinds = ('openclip_vit',)
 
     def __init__(self, depth: int = 7, ss_attn_iter: int = 1, ss_attn_temp: Optional[float] = None,
                  ignore_residual: bool = False, pos_interp: str = 'antialias', key: str = 'model.method'):

@@ -1,7 +1,8 @@
 """The method registry: training-free dense-prediction methods picked by name.
 
 A method decides how a window's per-patch query logits are computed from a
-wrapped CLIP tower (``DenseCLIPEncoder``): which blocks run unchanged, what the
+wrapped CLIP tower (a ``models.dense_encoder.DenseEncoder``, whose stages are
+the whole interface a method may call): which blocks run unchanged, what the
 last block(s) do, and how patch features meet the text classifier. Everything
 around it (resize, windows, text classifier, post-processing, thresholds) stays
 in the segmentor, so adding a method is one module here.
@@ -13,7 +14,7 @@ Like timm's ``register_model`` / ``create_model``::
 
     method = build_method(dict(type='NACLIP', gaussian_std=5.0))
 """
-from typing import List, Type
+from typing import List, Optional, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -64,8 +65,18 @@ class DenseMethod:
     defaults are the authors' published settings) and override ``features``
     (projected patch features) or, when the text classifier takes part in the
     forward pass itself, ``patch_logits``.
+
+    What the segmentor and the shared pass read from a method besides its
+    calls is declared here, with its default: ``method_name``,
+    ``shares_trunk``, ``needs_class_token``, ``tower_kinds`` and
+    ``window_multiple``.
     """
     method_name = 'DenseMethod'
+
+    # Windows are padded (``patch_fit='pad'``) to a multiple of this many pixels, an int
+    # or an (h, w) pair, instead of the tower's patch size; None = the patch size.
+    # ProxyCLIP sets it (56: its CLIP and its vision foundation model see the same window).
+    window_multiple: Optional[Union[int, Tuple[int, int]]] = None
     # Capability: a window's forward starts with ``encoder.last_block_input(x)``, called
     # once per window batch, and blocks 0..L-2 run unchanged. A shared pass
     # (``clearclip_seg.sweep``) then computes those frozen blocks once for several runs
@@ -79,13 +90,20 @@ class DenseMethod:
     # (SigLIP, SigLIP2) or with several prefix tokens (PE, registers) are refused.
     needs_class_token = False
 
+    # Tower kinds (``models.dense_encoder.tower_kind``) the method is written for; None = any.
+    # A method that reads a tower's own modules beyond the ``DenseEncoder`` stages names them.
+    tower_kinds: Optional[Tuple[str, ...]] = None
+
     def check_tower(self, encoder) -> None:
-        """One-line error when the tower's prefix tokens don't suit the method."""
-        prefix = getattr(encoder, 'num_prefix_tokens', 1)
+        """One-line error when the tower's kind or prefix tokens don't suit the method."""
+        prefix = encoder.num_prefix_tokens
         if self.needs_class_token and prefix != 1:
             raise ValueError(f'model.method.type={self.method_name} needs a tower with exactly one class token '
                              f'before the patch tokens; this tower has {prefix} prefix tokens '
                              '(the LastBlock presets and ProxyCLIP work with any tower)')
+        if self.tower_kinds is not None and encoder.kind not in self.tower_kinds:
+            raise ValueError(f'model.method.type={self.method_name} runs on {list(self.tower_kinds)} towers; '
+                             f'this tower is {encoder.kind!r} (model.clip.arch)')
 
     def bind(self, encoder) -> None:
         """Check that the wrapped tower suits the method (called once, at build time)."""

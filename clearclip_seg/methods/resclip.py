@@ -69,6 +69,7 @@ import torch.nn.functional as F
 
 from ..models.pamr import check_dilations, pamr
 from ..options import check_bool, check_number
+from ..protocol import constants
 from .naclip import cached_neighbourhood_bias
 from .registry import DenseMethod, register_method, truncate_to_patches
 from .resclip_sfr import patch_labels, sfr_attention
@@ -129,7 +130,8 @@ class ResCLIP(DenseMethod):
         rcs_layers: 0-based blocks whose attention RCS averages ((5, 6, 7, 8)).
         use_rcs, use_sfr: the two components (always on in the official code).
         logit_scale: SFR first-pass softmax scale (40, the segmentor's in every config).
-        pamr_iter, pamr_dilations: the internal PAMR of SFR (10, (8, 16)).
+        pamr_iter, pamr_dilations: the internal PAMR of SFR; None: the SCLIP family's
+            (``protocol.constants.PAMR_NUM_ITER`` / ``PAMR_DILATIONS``: 10, (8, 16)).
         sfr_fp16: round Ŝ to fp16, as the official code hard-codes (True).
         key: config key named in errors.
     """
@@ -140,7 +142,8 @@ class ResCLIP(DenseMethod):
                  attn_sfr_weights: Optional[Sequence[float]] = None, delete_same_entity: bool = True,
                  gaussian_std: float = 5.0, arch: str = 'wo_resi', attn_strategy: str = 'resclip',
                  rcs_layers: Sequence[int] = (5, 6, 7, 8), use_rcs: bool = True, use_sfr: bool = True,
-                 logit_scale: float = 40.0, pamr_iter: int = 10, pamr_dilations: Sequence[int] = (8, 16),
+                 logit_scale: float = 40.0, pamr_iter: Optional[int] = None,
+                 pamr_dilations: Optional[Sequence[int]] = None,
                  sfr_fp16: bool = True, key: str = 'model.method'):
         self.use_rcs = check_bool(use_rcs, f'{key}.use_rcs')
         self.use_sfr = check_bool(use_sfr, f'{key}.use_sfr')
@@ -166,6 +169,8 @@ class ResCLIP(DenseMethod):
             raise ValueError(f'{key}.rcs_layers={rcs_layers!r}: expected a non-empty list of block indices')
         self.rcs_layers = tuple(check_number(i, f'{key}.rcs_layers', low=0, integer=True) for i in rcs_layers)
         self.logit_scale = check_number(logit_scale, f'{key}.logit_scale', low=0, low_open=True)
+        pamr_iter = constants.PAMR_NUM_ITER if pamr_iter is None else pamr_iter
+        pamr_dilations = constants.PAMR_DILATIONS if pamr_dilations is None else pamr_dilations
         self.pamr_iter = check_number(pamr_iter, f'{key}.pamr_iter', low=0, integer=True)
         self.pamr_dilations = check_dilations(pamr_dilations, f'{key}.pamr_dilations')
         self.sfr_fp16 = check_bool(sfr_fp16, f'{key}.sfr_fp16')

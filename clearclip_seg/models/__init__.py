@@ -1,9 +1,29 @@
+"""Models: the dense encoders, their stages and the scoring pieces (plain torch + open_clip).
+
+``import clearclip_seg.models`` does not import MMSegmentation. The MMSeg
+components (``ClearCLIPSegmentor``, ``ClearCLIPDataPreProcessor``,
+``ClearCLIPTestWrapper``) live in their own modules and are loaded on first
+use of their name here (or by ``clearclip_seg.register_all_modules()``).
+"""
+import importlib
+
 from .attention import ATTENTION_MODES, attend, attention_map
 from .clip_loader import create_clip
-from .data_preprocessor import ClearCLIPDataPreProcessor
+from .dense_encoder import DenseEncoder, register_tower, tower_encoders, tower_kind
 from .encoder import DenseCLIPEncoder, interpolate_pos_embed
-from .segmentor import ClearCLIPSegmentor
-from .wrapper import ClearCLIPTestWrapper
+from .towers import wrap_visual
 
-__all__ = ['ATTENTION_MODES', 'attend', 'attention_map', 'create_clip', 'ClearCLIPDataPreProcessor',
-           'DenseCLIPEncoder', 'interpolate_pos_embed', 'ClearCLIPSegmentor', 'ClearCLIPTestWrapper']
+# name -> module of the MMSeg-registered classes, imported when first asked for
+_MMSEG_CLASSES = {'ClearCLIPSegmentor': 'segmentor', 'ClearCLIPDataPreProcessor': 'data_preprocessor',
+                  'ClearCLIPTestWrapper': 'wrapper'}
+
+
+def __getattr__(name):
+    if name in _MMSEG_CLASSES:
+        return getattr(importlib.import_module(f'.{_MMSEG_CLASSES[name]}', __name__), name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+__all__ = ['ATTENTION_MODES', 'attend', 'attention_map', 'create_clip', 'DenseEncoder', 'register_tower',
+           'tower_encoders', 'tower_kind', 'DenseCLIPEncoder', 'interpolate_pos_embed', 'wrap_visual',
+           *_MMSEG_CLASSES]

@@ -1,21 +1,29 @@
 """Data preprocessor that lets a test batch hold images of different sizes."""
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 from mmseg.models.data_preprocessor import SegDataPreProcessor
 from mmseg.registry import MODELS
+
+from ..protocol import constants
 
 
 @MODELS.register_module()
 class ClearCLIPDataPreProcessor(SegDataPreProcessor):
     """``SegDataPreProcessor`` whose test batches may mix image sizes.
 
-    Normalisation (mean/std, BGR to RGB) is MMSeg's and comes from the config.
-    In test mode, same-size images are stacked as usual; a batch of different
+    Normalisation (mean/std, BGR to RGB) is MMSeg's and comes from the config;
+    mean/std default to CLIP's (``protocol.constants.CLIP_MEAN`` / ``CLIP_STD``,
+    x 255, RGB) when neither is given. In test mode, same-size images are stacked as usual; a batch of different
     sizes is returned as a list of (3, H, W) tensors instead of failing, so
     that a batch scores exactly as its images one at a time. No padding is
     added here: windows are padded to the patch size by the segmentor.
     """
+
+    def __init__(self, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None, **kwargs):
+        if mean is None and std is None:
+            mean, std = list(constants.CLIP_MEAN), list(constants.CLIP_STD)
+        super().__init__(mean=mean, std=std, **kwargs)
 
     def forward(self, data: dict, training: bool = False) -> Dict[str, Any]:
         if training:

@@ -1,7 +1,8 @@
-"""Dense CLIP image encoder: an open_clip ViT whose last block is switchable.
+"""Dense CLIP image encoder for open_clip's own ViT (the ``openclip_vit`` tower kind).
 
-Wraps (does not copy) an ``open_clip`` ``VisionTransformer``. Blocks 0..L-2 run
-unchanged; the last block is recomputed from its own weights as
+Wraps (does not copy) an ``open_clip`` ``VisionTransformer`` and implements the
+``DenseEncoder`` stages from its weights. Blocks 0..L-2 run unchanged; the last
+block is recomputed (``DenseEncoder.last_block``) as
 
     X_attn = ls_1(out_proj(Attn_mode(ln_1(x))))
     y      = X_attn (+ x if residual)
@@ -20,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import attend, attention_map, check_mode, needed_projections
+from .dense_encoder import DenseEncoder, register_tower
 
 _REQUIRED_VISUAL = ('conv1', 'class_embedding', 'positional_embedding', 'ln_pre',
                     'transformer', 'ln_post', 'proj')
@@ -118,37 +119,37 @@ def interpolate_pos_embed(pos_embed: torch.Tensor, native_grid: Tuple[int, int],
     return torch.cat([cls_pos, patch_pos], dim=0)
 
 
-class DenseCLIPEncoder(nn.Module):
-    """Patch features from an open_clip ViT with a configurable last block.
+@register_tower
+class DenseCLIPEncoder(DenseEncoder):
+    """The ``DenseEncoder`` of an open_clip ``VisionTransformer`` (OpenAI, OpenCLIP, MetaCLIP, DFN...).
 
     Args:
         visual: ``open_clip`` ``VisionTransformer`` (``model.visual``).
-        attn: attention of the last block, a key of ``ATTENTION_MODES``
-            (``qk | qq | kk | vv | qq+kk | identity``). Default ``qq`` (ClearCLIP).
-        residual: keep the last block's residual connection. Default False.
-        ffn: keep the last block's feed-forward network. Default False.
         fused_attn: use ``scaled_dot_product_attention``; False runs the
             explicit formula (same numbers; needed when attention maps are read).
     """
 
-    # tokens ahead of the patch tokens (the class token); timm-trunk towers have 0 to several
+    kinds = ('openclip_vit',)
+    # tokens ahead of the patch tokens: the class token
     num_prefix_tokens = 1
 
-    def __init__(self, visual: nn.Module, attn: str = 'qq', residual: bool = False,
-                 ffn: bool = False, fused_attn: bool = True):
-        super().__init__()
-        _check_wrappable(visual)
-        self.visual = visual
-        self.attn_mode = check_mode(attn)
-        self.residual = bool(residual)
-        self.ffn = bool(ffn)
-        self.fused_attn = fused_attn
+    def __init__(self, visual: nn.Module, fused_attn: bool = True):
+        super().__init__(visual, fused_attn)
         ps = visual.patch_size if hasattr(visual, 'patch_size') else visual.conv1.kernel_size
         self.patch_size = tuple(ps) if isinstance(ps, (tuple, list)) else (ps, ps)
         n = visual.positional_embedding.shape[0] - 1
         grid = getattr(visual, 'grid_size', None)
         self.native_grid = tuple(grid) if grid else (int(math.sqrt(n)),) * 2
-        self._pos_cache: Dict[tuple, torch.Tensor] = {}
+
+    @classmethod
+    def kind_of(cls, visual: nn.Module) -> Optional[str]:
+        if getattr(visual, 'trunk', None) is None and hasattr(visual, 'transformer') and hasattr(visual, 'conv1'):
+            return 'openclip_vit'
+        return None
+
+    @classmethod
+    def check_tower(cls, visual: nn.Module) -> None:
+        _check_wrappable(visual)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -158,25 +159,22 @@ class DenseCLIPEncoder(nn.Module):
     def embed_dim(self) -> int:
         return self.visual.proj.shape[1]
 
+    @property
+    def blocks(self):
+        """The tower's residual blocks (``nn.ModuleList``)."""
+        return self.visual.transformer.resblocks
+
     # -- stages -------------------------------------------------------------
     def pos_embed(self, grid: Tuple[int, int], mode: str = 'dino') -> torch.Tensor:
         """Positional embeddings for a grid, cached per grid and mode (they are weights)."""
         pe = self.visual.positional_embedding
-        key = (tuple(grid), mode, pe.dtype, pe.device, pe.data_ptr(), pe._version)
-        if torch.is_grad_enabled():
-            return interpolate_pos_embed(pe, self.native_grid, grid, mode)
-        if key not in self._pos_cache:
-            self._pos_cache.clear()  # one live entry per grid would also do; keep it tiny
-            self._pos_cache[key] = interpolate_pos_embed(pe, self.native_grid, grid, mode)
-        return self._pos_cache[key]
+        return self.cached_positions(pe, grid, mode, lambda: interpolate_pos_embed(pe, self.native_grid, grid, mode))
 
     def embed(self, x: torch.Tensor, pos_interp: str = 'dino') -> Tuple[torch.Tensor, Tuple[int, int]]:
         """Patchify, prepend the class token, add positions (resampled by ``pos_interp``,
         a key of ``POS_INTERPOLATIONS``), ``ln_pre``."""
         v = self.visual
-        ph, pw = self.patch_size
-        if x.shape[-2] % ph or x.shape[-1] % pw:
-            raise ValueError(f'input {tuple(x.shape[-2:])} is not a multiple of the patch size {self.patch_size}')
+        self.check_input(x)
         x = v.conv1(x.to(self.dtype))
         grid = tuple(x.shape[-2:])
         x = x.flatten(2).transpose(1, 2)
@@ -184,15 +182,6 @@ class DenseCLIPEncoder(nn.Module):
         x = torch.cat([cls, x], dim=1)
         x = x + self.pos_embed(grid, pos_interp).to(x.dtype)
         return v.ln_pre(x), grid
-
-    @property
-    def blocks(self):
-        """The tower's residual blocks (``nn.ModuleList``)."""
-        return self.visual.transformer.resblocks
-
-    @property
-    def num_blocks(self) -> int:
-        return len(self.visual.transformer.resblocks)
 
     def run_blocks(self, x: torch.Tensor, start: int = 0, stop: Optional[int] = None) -> torch.Tensor:
         """Tokens (B, N, width) through the unchanged blocks ``start..stop-1``."""
@@ -204,11 +193,6 @@ class DenseCLIPEncoder(nn.Module):
             for blk in blocks:
                 x = blk(x)
         return x if batch_first else x.transpose(0, 1)
-
-    def last_block_input(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        """Tokens entering the last block (B, 1 + gh*gw, width) and the grid."""
-        x, grid = self.embed(x)
-        return self.run_blocks(x, 0, self.num_blocks - 1), grid
 
     def qkv(self, x: torch.Tensor, names=('q', 'k', 'v'), block: int = -1) -> Dict[str, torch.Tensor]:
         """Per-head projections of ``ln_1(x)`` in a block (default: the last), (B, heads, N, d)."""
@@ -238,25 +222,6 @@ class DenseCLIPEncoder(nn.Module):
         mlp = blk.mlp(blk.ln_2(y))
         return blk.ls_2(mlp) if hasattr(blk, 'ls_2') else mlp
 
-    def attention_branch(self, x: torch.Tensor, mode: Optional[str] = None) -> torch.Tensor:
-        """X_attn: the last block's attention output for ``mode`` (default: the encoder's), before any residual."""
-        mode = self.attn_mode if mode is None else check_mode(mode)
-        t = self.qkv(x, needed_projections(mode))
-        o = attend(mode, t.get('q'), t.get('k'), t['v'], fused=self.fused_attn)
-        return self.project_heads(o)
-
-    def last_block(self, x: torch.Tensor, attn: Optional[str] = None, residual: Optional[bool] = None,
-                   ffn: Optional[bool] = None) -> torch.Tensor:
-        """The last block with the given switches (defaults: the encoder's own)."""
-        residual = self.residual if residual is None else residual
-        ffn = self.ffn if ffn is None else ffn
-        y = self.attention_branch(x, attn)
-        if residual:
-            y = x + y
-        if ffn:
-            y = y + self.ffn_branch(y)
-        return y
-
     def head(self, tokens: torch.Tensor) -> torch.Tensor:
         """``ln_post`` on every token, then ``proj``: (B, N, width) -> (B, N, dim)."""
         return self.visual.ln_post(tokens) @ self.visual.proj
@@ -264,68 +229,3 @@ class DenseCLIPEncoder(nn.Module):
     def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
         """The tower's pooled embedding of final tokens (B, N, width) -> (B, dim): the projected class token."""
         return self.head(tokens[:, :1])[:, 0]
-
-    # -- public -------------------------------------------------------------
-    def forward(self, x: torch.Tensor, return_cls: bool = False):
-        """Projected patch features.
-
-        Args:
-            x: normalised images (B, 3, H, W), H and W multiples of the patch size.
-            return_cls: also return the projected class token (B, dim).
-
-        Returns:
-            (B, gh, gw, dim) patch features (not normalised), and the class
-            token if asked.
-        """
-        tokens, (gh, gw) = self.last_block_input(x)
-        out = self.head(self.last_block(tokens))
-        patches = out[:, 1:].reshape(out.shape[0], gh, gw, -1)
-        return (patches, out[:, 0]) if return_cls else patches
-
-    def decompose(self, x: torch.Tensor, mode: Optional[str] = None,
-                  attn_map: bool = False) -> Dict[str, torch.Tensor]:
-        """The last block's residual and attention components (paper Sec. 3) of images.
-
-        ``decompose_tokens`` of the tokens entering the last block, plus their ``grid``.
-
-        Args:
-            x: normalised images (B, 3, H, W), H and W multiples of the patch size.
-            mode: attention mode of ``x_attn`` (default: the encoder's).
-            attn_map: also return the attention matrix.
-        """
-        x_res, grid = self.last_block_input(x)
-        return dict(self.decompose_tokens(x_res, mode, attn_map), grid=grid)
-
-    def decompose_tokens(self, x_res: torch.Tensor, mode: Optional[str] = None,
-                         attn_map: bool = False) -> Dict[str, torch.Tensor]:
-        """The last block split into its terms, from the tokens entering it::
-
-            X_sum  = X_res + X_attn          X_attn = ls_1(out_proj(Attn_mode(ln_1(X_res))))
-            output = X_sum + FFN(X_sum)      (residual and FFN on)
-
-        Args:
-            x_res: tokens entering the last block (B, N, width): the residual stream.
-            mode: attention mode of ``x_attn`` (default: the encoder's); the
-                encoder itself is not changed.
-            attn_map: also return the attention matrix.
-
-        Returns:
-            ``x_res``; ``x_attn`` (the attention branch, no residual);
-            ``x_res+x_attn`` (the block's output with the residual on and the
-            FFN off); ``ffn`` (``ls_2(mlp(ln_2(x_res + x_attn)))``, what the FFN
-            adds to that sum); ``output`` (the block under this encoder's
-            residual and FFN switches, with ``mode``); with ``attn_map`` the
-            (B, heads, N, N) matrix (a sum of softmaxes for ``qq+kk``).
-        """
-        mode = self.attn_mode if mode is None else check_mode(mode)
-        x_attn = self.attention_branch(x_res, mode)
-        total = x_res + x_attn
-        ffn = self.ffn_branch(total)
-        y = total if self.residual else x_attn
-        if self.ffn:
-            y = y + (ffn if self.residual else self.ffn_branch(y))
-        out = {'x_res': x_res, 'x_attn': x_attn, 'x_res+x_attn': total, 'ffn': ffn, 'output': y}
-        if attn_map:
-            t = self.qkv(x_res)
-            out['attn_map'] = attention_map(mode, t['q'], t['k'], t['v'])
-        return out

@@ -9,11 +9,12 @@
 numbers, or ``'model'`` for the CLIP's own learned values (``exp(logit_scale)``
 and ``logit_bias``; a model without a bias has 0).
 """
-from typing import Callable, Dict, Union
+from typing import Callable, Dict, Optional, Union
 
 import torch
 
 from ..options import check_number
+from ..protocol import constants
 
 Number = Union[int, float, str]
 
@@ -56,14 +57,16 @@ class Scorer:
 
     Args:
         scoring: a key of ``SCORINGS``.
-        logit_scale: multiplies the cosine similarities (number or ``'model'``).
+        logit_scale: multiplies the cosine similarities (number or ``'model'``); None:
+            the protocol's (``protocol.constants.LOGIT_SCALE``).
         logit_bias: added before a sigmoid (number or ``'model'``); no effect on softmax.
         clip_model: the CLIP, to resolve ``'model'``.
     """
 
-    def __init__(self, scoring: str = 'softmax', logit_scale: Number = 50.0, logit_bias: Number = 0.0,
+    def __init__(self, scoring: str = 'softmax', logit_scale: Optional[Number] = None, logit_bias: Number = 0.0,
                  clip_model=None):
         self.scoring = check_scoring(scoring)
+        logit_scale = constants.LOGIT_SCALE if logit_scale is None else logit_scale
         self.logit_scale = resolve_logit(logit_scale, 'model.logit_scale', clip_model)
         self.logit_bias = resolve_logit(logit_bias, 'model.logit_bias', clip_model)
 

@@ -18,12 +18,12 @@ from mmseg.models.segmentors.base import BaseSegmentor
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
+from ..protocol import constants
 from ..vocab import load_templates, load_vocabulary
 from .classify import classify, classify_tiled
 from .clip_loader import create_clip, resolve_precision
 from .postprocess import build_postprocessor
-from .segmentor_options import (LAST_BLOCK_DEFAULTS, check_thresholds, resolve_max_windows, resolve_method,
-                                resolve_test_cfg)
+from .segmentor_options import check_thresholds, resolve_max_windows, resolve_method, resolve_test_cfg
 from .scoring import Scorer, check_scoring, classify_scored
 from .slide import slide_inference, whole_inference
 from .towers import load_tokenizer, wrap_visual
@@ -43,14 +43,18 @@ class ClearCLIPSegmentor(BaseSegmentor):
             ``fp32 | fp16 | bf16``), ``quick_gelu`` (None follows the tag).
         last_block: ``attn`` (``qk | qq | kk | vv | qq+kk | identity``),
             ``residual`` and ``ffn`` booleans of the ``LastBlock`` method.
-            Defaults are ClearCLIP's: qq, off, off. None with another ``method``.
+            Defaults are ClearCLIP's (``protocol.constants.CLEARCLIP_LAST_BLOCK``).
+            None with another ``method``.
         method: ``dict(type=NAME, **options)``, a registered dense method
             (``clearclip_seg.methods``: ``LastBlock``, ``SCLIP``, ``NACLIP``...);
             None = ``LastBlock`` from ``last_block``.
         vocabulary: a shipped vocabulary name (``'voc21'``) or a file path.
         templates: template-set name (``'openai_imagenet'``, the 80 OpenAI
-            ImageNet templates) or a file with one template per line.
-        logit_scale: multiplies cosine similarities before the softmax (50).
+            ImageNet templates) or a file with one template per line; None:
+            the protocol's (``protocol.constants.TEMPLATES``).
+        logit_scale: multiplies cosine similarities before the softmax; None:
+            the protocol's (``protocol.constants.LOGIT_SCALE``); ``'model'``: the
+            CLIP's learned scale.
         prob_thd: pixels whose top class probability is below it become class 0.
         area_thd: SCLIP's rule: classes 1..C-1 predicted on at most this
             fraction of the predicted foreground area are suppressed (their
@@ -59,7 +63,8 @@ class ClearCLIPSegmentor(BaseSegmentor):
         postprocess: ``dict(type=NAME, **options)`` refining the query logits
             at the original size before the logit scale, guided by the
             normalised input resized to that size (``PAMR``); None = off.
-        test_cfg: ``mode`` (``slide`` or ``whole``), ``crop_size``, ``stride``,
+        test_cfg: ``mode`` (``slide`` or ``whole``), ``crop_size``, ``stride``
+            (defaults: the protocol's ``SLIDE_CROP`` / ``SLIDE_STRIDE``),
             ``max_windows`` (windows per encoder batch; 1 = plain path;
             ``'auto'``: 16 on a GPU; on a CPU 1 in fp32, where one 448x448
             window already runs the matmuls near peak and bigger batches only
@@ -82,8 +87,8 @@ class ClearCLIPSegmentor(BaseSegmentor):
                  clip: dict,
                  last_block: Optional[dict] = None,
                  vocabulary: Union[str, Sequence[str]] = 'voc21',
-                 templates: Union[str, Sequence[str]] = 'openai_imagenet',
-                 logit_scale: float = 50.0,
+                 templates: Union[None, str, Sequence[str]] = None,
+                 logit_scale: Union[None, float, str] = None,
                  prob_thd: float = 0.0,
                  test_cfg: Optional[dict] = None,
                  method: Optional[dict] = None,
@@ -109,6 +114,8 @@ class ClearCLIPSegmentor(BaseSegmentor):
         # every option is checked before any weights are loaded
         self.method = resolve_method(method, last_block)
         self.test_cfg = resolve_test_cfg(test_cfg)
+        logit_scale = constants.LOGIT_SCALE if logit_scale is None else logit_scale
+        templates = constants.TEMPLATES if templates is None else templates
         # logit_scale='model' (the CLIP's learned scale) is resolved once the CLIP is loaded
         self.logit_scale, self.prob_thd, self.area_thd = check_thresholds(
             1.0 if logit_scale == 'model' else logit_scale, prob_thd, area_thd)
@@ -131,11 +138,9 @@ class ClearCLIPSegmentor(BaseSegmentor):
         self.tokenizer_path = clip.get('tokenizer')
         self.scorer = Scorer(scoring, 'model' if logit_scale == 'model' else self.logit_scale, logit_bias, model)
         self.logit_scale = self.scorer.logit_scale
-        # the encoder's own last-block switches are LastBlock's (other methods bring their own)
-        switches = self.method.options() if self.method.method_name == 'LastBlock' else LAST_BLOCK_DEFAULTS
-        # the encoder class follows the tower (open_clip ViT, timm ViT/Eva trunk: models/towers.py)
-        self.encoder = wrap_visual(model.visual, fused_attn=fused_attn, map_head=clip.get('map_head', 'full'),
-                                   **switches)
+        # the encoder class follows the tower (open_clip ViT, timm ViT/Eva trunk: models/towers.py);
+        # it holds no last-block switches: the method passes its own on each call
+        self.encoder = wrap_visual(model.visual, fused_attn=fused_attn, map_head=clip.get('map_head', 'full'))
         self.method.bind(self.encoder)
         # kept in a list: a compiled function must not enter the module tree / state_dict
         self._compiled = [torch.compile(partial(self.method.patch_logits, self.encoder))] if compile else [None]
@@ -191,7 +196,7 @@ class ClearCLIPSegmentor(BaseSegmentor):
         self.build_text_classifier()
         images = list(images)
         # windows are padded to the patch size, or to a method's own multiple (ProxyCLIP: 56)
-        patch = getattr(self.method, 'window_multiple', None) or self.encoder.patch_size
+        patch = self.method.window_multiple or self.encoder.patch_size
         fit = self.test_cfg['patch_fit']
         if self.test_cfg['mode'] == 'whole':
             return whole_inference(images, self._patch_logits, patch, fit=fit)

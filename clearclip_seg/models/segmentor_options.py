@@ -9,6 +9,7 @@ from typing import Optional
 import torch
 
 from ..options import check_bool, check_keys, check_number, check_pair
+from ..protocol import constants
 
 TEST_MODES = ('slide', 'whole')
 # How windows whose size is not a patch multiple reach the encoder:
@@ -17,9 +18,11 @@ TEST_MODES = ('slide', 'whole')
 #              logits are stretched over the whole window (SCLIP / NACLIP / ResCLIP code)
 PATCH_FITS = ('pad', 'truncate')
 
-TEST_CFG_DEFAULTS = dict(mode='slide', crop_size=(448, 448), stride=(224, 224), max_windows='auto',
-                         patch_fit='pad', keep_probs=True)
-LAST_BLOCK_DEFAULTS = dict(attn='qq', residual=False, ffn=False)
+
+def default_test_cfg() -> dict:
+    """``model.test_cfg``'s defaults: the protocol's windows (``protocol.constants``), read when called."""
+    return dict(mode=constants.TEST_MODE, crop_size=(constants.SLIDE_CROP,) * 2, stride=(constants.SLIDE_STRIDE,) * 2,
+                max_windows='auto', patch_fit='pad', keep_probs=True)
 
 
 def resolve_test_cfg(test_cfg: Optional[dict]) -> dict:
@@ -32,8 +35,9 @@ def resolve_test_cfg(test_cfg: Optional[dict]) -> dict:
     labels, computed in bounded memory).
     """
     given = dict(test_cfg or {})
-    check_keys(given, TEST_CFG_DEFAULTS, 'model.test_cfg')
-    cfg = {**TEST_CFG_DEFAULTS, **given}
+    defaults = default_test_cfg()
+    check_keys(given, defaults, 'model.test_cfg')
+    cfg = {**defaults, **given}
     if cfg['mode'] not in TEST_MODES:
         raise ValueError(f"unknown test mode {cfg['mode']!r} (model.test_cfg.mode): expected one of {list(TEST_MODES)}")
     crop = check_pair(cfg['crop_size'], 'model.test_cfg.crop_size')
@@ -88,16 +92,17 @@ def resolve_method(method, last_block: Optional[dict]):
     """The dense method: ``model.method`` if given, else ``LastBlock`` from ``model.last_block``.
 
     ``model.last_block`` keeps its meaning (the three switches of ``LastBlock``,
-    defaults qq / off / off). With ``model.method`` of another type it must be
-    None; with ``model.method.type='LastBlock'`` the two must agree.
+    defaults ClearCLIP's: ``protocol.constants.CLEARCLIP_LAST_BLOCK``). With
+    ``model.method`` of another type it must be None; with
+    ``model.method.type='LastBlock'`` the two must agree.
     """
     from ..methods import build_method
     from ..methods.last_block import LastBlock
     if last_block is not None:
         last_block = dict(last_block)
-        check_keys(last_block, LAST_BLOCK_DEFAULTS, 'model.last_block')
+        check_keys(last_block, constants.CLEARCLIP_LAST_BLOCK, 'model.last_block')
     if method is None:
-        return LastBlock(**{**LAST_BLOCK_DEFAULTS, **(last_block or {})}, key='model.last_block')
+        return LastBlock(**{**constants.CLEARCLIP_LAST_BLOCK, **(last_block or {})}, key='model.last_block')
     built = build_method(method)
     if last_block is None:
         return built

@@ -4,10 +4,12 @@ open_clip wraps these as ``TimmModel``: ``visual.trunk`` is a timm
 ``VisionTransformer`` (SigLIP: fused qkv, q/k norms, no class token, an
 attention-pool "MAP" head) or ``Eva`` (EVA02, PE: fused or separate q/k/v,
 rotary position embeddings, layer scale, class and register tokens), and
-``visual.head`` an optional extra projection. ``TimmCLIPEncoder`` exposes the
-same stages as ``DenseCLIPEncoder`` (``embed``, ``run_blocks``, ``qkv``,
-``project_heads``, ``ffn_branch``, ``attention_branch``, ``last_block``,
-``head``), so the methods of ``clearclip_seg.methods`` run on it unchanged.
+``visual.head`` an optional extra projection. ``TimmCLIPEncoder`` implements
+the ``DenseEncoder`` stages (``embed``, ``run_blocks``, ``qkv``,
+``project_heads``, ``ffn_branch``, ``head``, ``pooled``) as a sibling of the
+open_clip ViT's ``DenseCLIPEncoder``, so the methods of
+``clearclip_seg.methods`` run on it unchanged (tower kinds ``timm_vit`` and
+``timm_eva``).
 
 What differs from the open_clip ViT, and how it is handled:
 
@@ -36,8 +38,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import check_mode
-from .encoder import DenseCLIPEncoder, interpolate_pos_embed
+from .dense_encoder import DenseEncoder, register_tower
+from .encoder import interpolate_pos_embed
 
 # Dense projection through a MAP (attention-pool) head, picked by name.
 MAP_HEADS = ('full', 'proj')
@@ -135,39 +137,52 @@ def _projections(attn: nn.Module) -> Dict[str, Tuple[torch.Tensor, Optional[torc
     return {n: (weights[i], biases[i]) for i, n in enumerate('qkv')}
 
 
-class TimmCLIPEncoder(DenseCLIPEncoder):
-    """Patch features from an open_clip timm-trunk tower with a configurable last block.
+@register_tower
+class TimmCLIPEncoder(DenseEncoder):
+    """The ``DenseEncoder`` of an open_clip timm-trunk tower.
 
     Args:
         visual: open_clip ``TimmModel`` (``model.visual``) whose trunk is a timm
             ``VisionTransformer`` or ``Eva``.
-        attn, residual, ffn, fused_attn: as ``DenseCLIPEncoder``.
+        fused_attn: as ``DenseEncoder``.
         map_head: dense projection through a MAP head, ``'full'`` (value path,
             output projection and the head's norm/MLP residual; default) or
             ``'proj'`` (no MLP). Unused by towers without a MAP head.
     """
 
-    def __init__(self, visual: nn.Module, attn: str = 'qq', residual: bool = False, ffn: bool = False,
-                 fused_attn: bool = True, map_head: str = 'full'):
-        # DenseCLIPEncoder.__init__ checks for the open_clip ViT layout; this tower has its own check
-        nn.Module.__init__(self)
-        check_timm_tower(visual)
+    kinds = ('timm_vit', 'timm_eva')
+    tower_options = ('map_head',)
+
+    def __init__(self, visual: nn.Module, fused_attn: bool = True, map_head: str = 'full'):
         if map_head not in MAP_HEADS:
             raise ValueError(f"unknown MAP-head projection '{map_head}' (model.clip.map_head): "
                              f'expected one of {list(MAP_HEADS)}')
-        self.visual = visual
-        self.attn_mode = check_mode(attn)
-        self.residual = bool(residual)
-        self.ffn = bool(ffn)
-        self.fused_attn = fused_attn
+        super().__init__(visual, fused_attn)
         self.map_head = map_head
         pe = visual.trunk.patch_embed
         self.patch_size = tuple(pe.patch_size)
         self.native_grid = tuple(pe.grid_size)
-        self._pos_cache: Dict[tuple, torch.Tensor] = {}
         self._rope_cache: Dict[tuple, torch.Tensor] = {}
         self._grid: Optional[Tuple[int, int]] = None
         self._embed_dim: Optional[int] = None
+
+    @classmethod
+    def kind_of(cls, visual: nn.Module) -> Optional[str]:
+        trunk = getattr(visual, 'trunk', None)
+        if trunk is None:
+            return None
+        from timm.models.eva import Eva
+        from timm.models.vision_transformer import VisionTransformer
+        if isinstance(trunk, Eva):
+            return 'timm_eva'
+        if isinstance(trunk, VisionTransformer):
+            return 'timm_vit'
+        raise TypeError(f'timm trunk {type(trunk).__name__} is not supported: expected a timm '
+                        'VisionTransformer (SigLIP) or Eva (EVA02, PE); convolutional trunks have no patch tokens')
+
+    @classmethod
+    def check_tower(cls, visual: nn.Module) -> None:
+        check_timm_tower(visual)
 
     # -- layout ---------------------------------------------------------------
     @property
@@ -196,10 +211,6 @@ class TimmCLIPEncoder(DenseCLIPEncoder):
     def blocks(self):
         return self.trunk.blocks
 
-    @property
-    def num_blocks(self) -> int:
-        return len(self.trunk.blocks)
-
     # -- positions ------------------------------------------------------------
     def pos_embed(self, grid: Tuple[int, int], mode: str = 'dino') -> Optional[torch.Tensor]:
         """Absolute positions for a grid (prefix rows first when the trunk embeds them), or None."""
@@ -207,13 +218,7 @@ class TimmCLIPEncoder(DenseCLIPEncoder):
         if pe is None:
             return None
         npt = 0 if self.trunk.no_embed_class else self.num_prefix_tokens
-        key = (tuple(grid), mode, pe.dtype, pe.device, pe.data_ptr(), pe._version)
-        if torch.is_grad_enabled():
-            return resize_abs_pos(pe[0], npt, self.native_grid, grid, mode)
-        if key not in self._pos_cache:
-            self._pos_cache.clear()
-            self._pos_cache[key] = resize_abs_pos(pe[0], npt, self.native_grid, grid, mode)
-        return self._pos_cache[key]
+        return self.cached_positions(pe, grid, mode, lambda: resize_abs_pos(pe[0], npt, self.native_grid, grid, mode))
 
     def rope(self, grid: Optional[Tuple[int, int]] = None) -> Optional[torch.Tensor]:
         """The rotary embedding for a grid (default: the last embedded one), or None."""
@@ -250,9 +255,7 @@ class TimmCLIPEncoder(DenseCLIPEncoder):
     def embed(self, x: torch.Tensor, pos_interp: str = 'dino') -> Tuple[torch.Tensor, Tuple[int, int]]:
         """Patchify, prepend the prefix tokens, add positions, ``norm_pre``; remembers the grid."""
         t = self.trunk
-        ph, pw = self.patch_size
-        if x.shape[-2] % ph or x.shape[-1] % pw:
-            raise ValueError(f'input {tuple(x.shape[-2:])} is not a multiple of the patch size {self.patch_size}')
+        self.check_input(x)
         # the trunk's PatchEmbed asserts its training size; its conv and norm take any multiple
         x = t.patch_embed.proj(x.to(self.dtype))
         grid = tuple(x.shape[-2:])
@@ -348,11 +351,3 @@ class TimmCLIPEncoder(DenseCLIPEncoder):
     def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
         """The tower's own pooled embedding of final tokens (B, N, width) -> (B, dim)."""
         return self.visual.head(self.trunk.forward_head(self.trunk.norm(tokens)))
-
-    # -- public -------------------------------------------------------------
-    def forward(self, x: torch.Tensor, return_cls: bool = False):
-        """Projected patch features (B, gh, gw, dim), and the pooled embedding (B, dim) if asked."""
-        tokens, (gh, gw) = self.last_block_input(x)
-        y = self.last_block(tokens)
-        patches = self.head(y)[:, self.num_prefix_tokens:].reshape(y.shape[0], gh, gw, -1)
-        return (patches, self.pooled(y)) if return_cls else patches

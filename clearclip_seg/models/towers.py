@@ -8,61 +8,41 @@ Two tower layouts carry every CLIP family open_clip ships as a ViT:
   ``VisionTransformer`` (SigLIP, SigLIP2) or ``Eva`` (EVA02, PE-Core):
   ``TimmCLIPEncoder``.
 
-``wrap_visual`` checks the layout once, at wrap time, and fails in one line on
-anything else. ``load_tokenizer`` gets the text tokenizer the way open_clip
-does, with one-line errors (and a local-folder option) for the tokenizers
-open_clip fetches from the Hugging Face hub (SigLIP, SigLIP2, MetaCLIP 2).
+Both implement ``DenseEncoder`` and register their kinds with
+``register_tower`` (``dense_encoder.py``); a new tower kind is one more
+registered ``DenseEncoder`` subclass, imported here. ``wrap_visual`` asks the
+registered encoders which one wraps the tower, checks the layout once, at
+wrap time, and fails in one line on anything else. ``load_tokenizer`` gets the
+text tokenizer the way open_clip does, with one-line errors (and a local-folder
+option) for the tokenizers open_clip fetches from the Hugging Face hub
+(SigLIP, SigLIP2, MetaCLIP 2).
 """
 import os
 from typing import Dict, Optional, Type
 
 import torch.nn as nn
 
-from .encoder import DenseCLIPEncoder
-from .timm_encoder import TimmCLIPEncoder
+from .dense_encoder import DenseEncoder, encoder_class, tower_encoders, tower_kind  # noqa: F401  (API)
+from .encoder import DenseCLIPEncoder  # noqa: F401  (registers openclip_vit)
+from .timm_encoder import TimmCLIPEncoder  # noqa: F401  (registers timm_vit, timm_eva)
 
-# tower kind -> encoder class
-TOWER_ENCODERS: Dict[str, Type[DenseCLIPEncoder]] = {
-    'openclip_vit': DenseCLIPEncoder,
-    'timm_vit': TimmCLIPEncoder,
-    'timm_eva': TimmCLIPEncoder,
-}
+# tower kind -> encoder class (a view of the registry, for tables and tests)
+TOWER_ENCODERS: Dict[str, Type[DenseEncoder]] = tower_encoders()
 
 
-def tower_kind(visual: nn.Module) -> str:
-    """``openclip_vit``, ``timm_vit`` or ``timm_eva`` (a key of ``TOWER_ENCODERS``)."""
-    trunk = getattr(visual, 'trunk', None)
-    if trunk is not None:
-        from timm.models.eva import Eva
-        from timm.models.vision_transformer import VisionTransformer
-        if isinstance(trunk, Eva):
-            return 'timm_eva'
-        if isinstance(trunk, VisionTransformer):
-            return 'timm_vit'
-        raise TypeError(f'timm trunk {type(trunk).__name__} is not supported: expected a timm '
-                        'VisionTransformer (SigLIP) or Eva (EVA02, PE); convolutional trunks have no patch tokens')
-    if hasattr(visual, 'transformer') and hasattr(visual, 'conv1'):
-        return 'openclip_vit'
-    raise TypeError(f'image tower {type(visual).__name__} is not supported: expected an open_clip '
-                    'VisionTransformer or a TimmModel with a ViT/Eva trunk (ResNet and ConvNeXt towers '
-                    'have no patch tokens)')
-
-
-def wrap_visual(visual: nn.Module, attn: str = 'qq', residual: bool = False, ffn: bool = False,
-                fused_attn: bool = True, map_head: str = 'full') -> DenseCLIPEncoder:
+def wrap_visual(visual: nn.Module, fused_attn: bool = True, map_head: str = 'full') -> DenseEncoder:
     """The dense encoder for an open_clip image tower (``model.visual``).
 
     Args:
         visual: the tower.
-        attn, residual, ffn, fused_attn: the last-block switches (``DenseCLIPEncoder``).
+        fused_attn: ``scaled_dot_product_attention`` in the last block (``DenseEncoder``).
         map_head: dense projection through a MAP head (``TimmCLIPEncoder``);
-            ignored by towers that pool otherwise.
+            ignored by towers that pool otherwise (an encoder takes the
+            options it names in ``tower_options``).
     """
-    cls = TOWER_ENCODERS[tower_kind(visual)]
-    kwargs = dict(attn=attn, residual=residual, ffn=ffn, fused_attn=fused_attn)
-    if issubclass(cls, TimmCLIPEncoder):
-        kwargs['map_head'] = map_head
-    return cls(visual, **kwargs)
+    cls = encoder_class(visual)
+    options = {k: v for k, v in dict(map_head=map_head).items() if k in cls.tower_options}
+    return cls(visual, fused_attn=fused_attn, **options)
 
 
 def hub_tokenizer_name(arch: str) -> Optional[str]:

@@ -1,12 +1,14 @@
 """Analytic matmul FLOPs of the dense encoder (what the speed figures divide by)."""
-from typing import Sequence, Tuple
+from typing import Mapping, Optional, Sequence, Tuple
 
 from ..models.attention import ATTENTION_MODES, needed_projections
+from ..models.dense_encoder import clearclip_switches
+from ..protocol import constants
 
 
 def vit_encoder_flops(grid: Tuple[int, int], width: int, layers: int, mlp_width: int,
                       out_dim: int, patch: Tuple[int, int], in_chans: int = 3,
-                      last_attn: str = 'qq', last_ffn: bool = False) -> int:
+                      last_attn: Optional[str] = None, last_ffn: Optional[bool] = None) -> int:
     """Matmul FLOPs (2 x multiply-adds) of one DenseCLIPEncoder forward on one crop.
 
     Counted: the patch embedding (a conv = a matmul over 3*p*p inputs per patch),
@@ -21,12 +23,13 @@ def vit_encoder_flops(grid: Tuple[int, int], width: int, layers: int, mlp_width:
         grid: (gh, gw) patches of the crop.
         width, layers, mlp_width, out_dim, patch, in_chans: the tower's geometry
             (``encoder_geometry``).
-        last_attn: the last block's attention mode.
-        last_ffn: whether the last block keeps its FFN.
+        last_attn: the last block's attention mode (None: ClearCLIP's).
+        last_ffn: whether the last block keeps its FFN (None: ClearCLIP's).
 
     Returns:
         The FLOP count.
     """
+    last_attn, _, last_ffn = clearclip_switches(last_attn, None, last_ffn)
     gh, gw = grid
     g = gh * gw
     n = g + 1  # class token
@@ -45,19 +48,35 @@ def vit_encoder_flops(grid: Tuple[int, int], width: int, layers: int, mlp_width:
     return int(flops)
 
 
-def encoder_geometry(encoder) -> dict:
-    """The numbers ``vit_encoder_flops`` needs, read from a DenseCLIPEncoder."""
+def last_block_of(method) -> Mapping:
+    """The last-block switches a method's forward runs: ``LastBlock``'s own, else ClearCLIP's.
+
+    The other methods are costed as a ClearCLIP forward (their own extra work is not counted).
+    """
+    from ..methods.last_block import LastBlock
+    return method.options() if isinstance(method, LastBlock) else dict(constants.CLEARCLIP_LAST_BLOCK)
+
+
+def encoder_geometry(encoder, last_block: Optional[Mapping] = None) -> dict:
+    """The numbers ``vit_encoder_flops`` needs, read from a DenseCLIPEncoder.
+
+    Args:
+        encoder: the wrapped tower.
+        last_block: the last block's ``attn`` / ``ffn`` switches (``last_block_of(method)``);
+            None: ClearCLIP's.
+    """
+    attn, _, ffn = clearclip_switches((last_block or {}).get('attn'), None, (last_block or {}).get('ffn'))
     v = encoder.visual
     blocks = encoder.blocks
     mlp = blocks[0].mlp
     mlp_width = mlp.c_fc.out_features if hasattr(mlp, 'c_fc') else mlp[0].out_features
     return dict(width=v.conv1.out_channels, layers=len(blocks), mlp_width=mlp_width,
                 out_dim=v.proj.shape[1], patch=tuple(encoder.patch_size), in_chans=v.conv1.in_channels,
-                last_attn=encoder.attn_mode, last_ffn=encoder.ffn)
+                last_attn=attn, last_ffn=ffn)
 
 
-def windows_flops(encoder, shapes: Sequence[Tuple[int, int]]) -> int:
+def windows_flops(encoder, shapes: Sequence[Tuple[int, int]], last_block: Optional[Mapping] = None) -> int:
     """Encoder FLOPs for padded windows of the given shapes (``slide.padded_window_shapes``)."""
-    geo = encoder_geometry(encoder)
+    geo = encoder_geometry(encoder, last_block)
     ph, pw = geo['patch']
     return sum(vit_encoder_flops((h // ph, w // pw), **geo) for h, w in shapes)

@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from ..models.slide import padded_window_shapes
-from .flops import windows_flops
+from .flops import last_block_of, windows_flops
 from .inputs import load_average
 from .memory import PeakMemory
 from .timing import synchronize, timed
@@ -43,7 +43,7 @@ def measure_paths(seg, images: Sequence[torch.Tensor], max_windows_list: Sequenc
     old = seg.test_cfg.get('max_windows', 16)
     crop, stride = seg.test_cfg['crop_size'], seg.test_cfg['stride']
     shapes = padded_window_shapes([tuple(i.shape[-2:]) for i in images], crop, stride, seg.encoder.patch_size)
-    flops = windows_flops(seg.encoder, shapes)
+    flops = windows_flops(seg.encoder, shapes, last_block_of(seg.method))
     runs = [dict(max_windows=int(m), times_s=[], cpu_times_s=[], mem=[], logits=None) for m in max_windows_list]
     load0 = load_average()
     try:
@@ -92,23 +92,24 @@ def measure_encoder_only(seg, crop_hw: Tuple[int, int], batches: Sequence[int], 
     Interleaved like ``measure_paths``; the best wall time per batch size is kept.
     """
     (h, w), = padded_window_shapes([tuple(crop_hw)], crop_hw, crop_hw, seg.encoder.patch_size)
+    switches = last_block_of(seg.method)  # the encoder holds no switches: the method's (LastBlock's) own
     xs = {b: torch.randn(b, 3, h, w, generator=torch.Generator().manual_seed(1)).to(device) for b in batches}
     times = {b: [] for b in batches}
     cpus = {b: [] for b in batches}
     with torch.inference_mode():
         for b in batches:
             for _ in range(warmup):
-                seg.encoder(xs[b])
+                seg.encoder(xs[b], **switches)
         for _ in range(max(1, repeats)):
             for b in batches:
-                wall, cpu, _ = timed(lambda: seg.encoder(xs[b]), device)
+                wall, cpu, _ = timed(lambda: seg.encoder(xs[b], **switches), device)
                 times[b].append(wall)
                 cpus[b].append(cpu)
     out = []
     for b in batches:
         i = min(range(len(times[b])), key=times[b].__getitem__)
         t = times[b][i]
-        flops = windows_flops(seg.encoder, [(h, w)] * b)
+        flops = windows_flops(seg.encoder, [(h, w)] * b, switches)
         out.append(dict(batch=b, crop=f'{h}x{w}', time_s=t, times_s=times[b], cpu_s=cpus[b][i],
                         windows_per_s=b / t, encoder_gflop=flops / 1e9, achieved_gflops=flops / t / 1e9))
     return out

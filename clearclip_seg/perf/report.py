@@ -9,8 +9,9 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
+from ..protocol import constants
 from ..records import atomic_write_json
-from .flops import encoder_geometry
+from .flops import encoder_geometry, last_block_of
 from .inputs import (DTYPES, benchmark_slide, bf16_advice, build_segmentor, machine_info, protocol_resize,
                      synthetic_images, voc_sizes)
 from .memory import process_peak_rss_mib
@@ -45,7 +46,7 @@ def speed_report(arch: Optional[str] = None, arch_file: Optional[str] = None, pr
                  protocol_resize_sizes: bool = False, num_images: int = 3, warmup: int = 1, repeats: int = 1,
                  skip_images: bool = False, skip_encoder_only: bool = False, skip_text: bool = False,
                  profile: bool = False,
-                 text_vocab: str = 'coco_stuff164k', text_templates: str = 'openai_imagenet',
+                 text_vocab: str = 'coco_stuff164k', text_templates: Optional[str] = None,
                  matmul_size: Optional[int] = None, threads: Optional[int] = None, seed: int = 0,
                  json_path: Optional[str] = None, log: Callable[[str], None] = print) -> dict:
     """Measure speed, FLOP efficiency and memory of a random-weight segmentor on synthetic images.
@@ -64,7 +65,8 @@ def speed_report(arch: Optional[str] = None, arch_file: Optional[str] = None, pr
         num_images, warmup, repeats: images, untimed passes, timed passes (the best is kept).
         skip_images, skip_encoder_only, skip_text: leave out those figures.
         profile: also break one batched pass down by kind of work (``perf.profile``).
-        text_vocab, text_templates: what the text-classifier timing embeds.
+        text_vocab, text_templates: what the text-classifier timing embeds (templates None:
+            the protocol's, ``protocol.constants.TEMPLATES``).
         matmul_size: n of the n x n matmul peak (default 2048 on CPU / 8192 on GPU).
         threads: ``torch.set_num_threads``.
         seed: weights and images.
@@ -110,7 +112,7 @@ def speed_report(arch: Optional[str] = None, arch_file: Optional[str] = None, pr
     seg = build(precision)
     res['build_s'] = time.perf_counter() - t0
     res['config']['arch'] = seg.arch
-    geo = encoder_geometry(seg.encoder)
+    geo = encoder_geometry(seg.encoder, last_block_of(seg.method))
     res['encoder_geometry'] = dict(geo, patch=list(geo['patch']))
 
     peak = measure_matmul_peak(device, DTYPES[precision], n=matmul_size)
@@ -154,7 +156,7 @@ def speed_report(arch: Optional[str] = None, arch_file: Optional[str] = None, pr
             res['encoder_only'] = enc
 
     if not skip_text:
-        t = time_text_classifier(seg, text_vocab, text_templates)
+        t = time_text_classifier(seg, text_vocab, text_templates or constants.TEMPLATES)
         res['text_classifier'] = t
         log(f"text classifier {t['vocabulary']} x {t['templates']} ({t['queries']} queries x "
             f"{t['num_templates']} templates = {t['prompts']} prompts): cold {t['cold_s']:.2f} s, "

@@ -13,6 +13,8 @@ and the config generator writes it into the data preprocessor.
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
+from . import constants
+
 
 @dataclass(frozen=True)
 class Family:
@@ -110,16 +112,11 @@ BACKBONE_INFO: Dict[str, Backbone] = {b.slug: b for b in BACKBONE_TABLE}
 # slug -> (open_clip arch, pretrained tag, title): the view the rest of the package reads
 BACKBONES: Dict[str, Tuple[str, str, str]] = {b.slug: (b.arch, b.pretrained, b.title) for b in BACKBONE_TABLE}
 
-# OpenAI's normalisation (open_clip's OPENAI_DATASET_MEAN/STD), the default of every tag without its own
-_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
 def backbone_mean_std(slug: str) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
     """Image mean/std (0-1 scale, RGB) a backbone's configs normalise with (see ``Backbone.norm``)."""
     b = BACKBONE_INFO[slug]
     if b.norm == 'protocol':
-        return _OPENAI_MEAN, _OPENAI_STD
+        return constants.OPENAI_MEAN, constants.OPENAI_STD
     return preprocess_mean_std(b.arch, b.pretrained)
 
 
@@ -130,7 +127,7 @@ def preprocess_mean_std(arch: str, pretrained: str = None) -> Tuple[Tuple[float,
     then open_clip's default (OpenAI's statistics).
     """
     import open_clip
-    mean, std = _OPENAI_MEAN, _OPENAI_STD
+    mean, std = constants.OPENAI_MEAN, constants.OPENAI_STD  # open_clip's default: OpenAI's
     arch_cfg = (open_clip.get_model_config(arch) or {}).get('preprocess_cfg', {})
     mean, std = arch_cfg.get('mean', mean), arch_cfg.get('std', std)
     if pretrained and pretrained in open_clip.list_pretrained_tags_by_model(arch):

@@ -139,9 +139,8 @@ BENCHMARKS: Dict[str, Benchmark] = {b.key: b for b in [
               method_vocabularies=dict(proxyclip=_proxyclip('ade20k'))),
 ]}
 
-# The paper's table order: three sets with background, then five without.
-PAPER_ORDER = ('voc21', 'context60', 'coco_object', 'voc20', 'context59', 'coco_stuff164k',
-               'cityscapes', 'ade20k')
+# The paper's table order (three sets with background, then five without): protocol constants.
+from .constants import PAPER_ORDER  # noqa: E402,F401
 
 # Backbones: config-name slug -> (open_clip arch, pretrained tag, title), from the one
 # backbone table (backbones.py: families, sizes, normalisation source).

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
 from .benchmarks import BENCHMARKS
-from .constants import LOGIT_SCALE, RESIZE_LONG_SIDE, RESIZE_SHORT_SIDE, SLIDE_CROP, SLIDE_STRIDE
+from .constants import (LOGIT_SCALE, PAMR_DILATIONS, PAMR_NUM_ITER, RESIZE_LONG_SIDE, RESIZE_SHORT_SIDE, SLIDE_CROP,
+                        SLIDE_STRIDE)
 
 # The SCLIP family's class-name files (SCLIP, NACLIP, ResCLIP, SC-CLIP share them): shipped
 # where they differ from ClearCLIP's, the same names elsewhere (clearclip_seg/vocab.py).
@@ -31,7 +32,7 @@ SCLIP_FAMILY_VOCABULARIES: Dict[str, str] = {k: b.vocabulary_for('sclip') for k,
 # ProxyCLIP's class-name files, verbatim: synonyms split on '; ' (clearclip_seg/vocab.py VOCAB_FORMATS)
 PROXYCLIP_VOCABULARIES: Dict[str, str] = {k: b.vocabulary_for('proxyclip') for k, b in BENCHMARKS.items()}
 
-PAMR_10 = dict(type='PAMR', num_iter=10, dilations=(8, 16))
+PAMR_10 = dict(type='PAMR', num_iter=PAMR_NUM_ITER, dilations=PAMR_DILATIONS)
 
 
 @dataclass(frozen=True)

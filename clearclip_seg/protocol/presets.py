@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from .benchmarks import BACKBONES, Benchmark
+from .constants import CLEARCLIP_LAST_BLOCK, VANILLA_CLIP_BACKGROUND_PROB_THD, VANILLA_CLIP_LAST_BLOCK
 
 ALL_BACKBONES = tuple(BACKBONES)
 
@@ -19,7 +20,7 @@ class Preset:
     last_block: Dict
     backbones: Tuple[str, ...] = ('vit-b16',)
     # prob_thd on the benchmarks with background, where it differs from the
-    # benchmark's own (the authors ran vanilla CLIP at 0.2 there)
+    # benchmark's own (the authors ran vanilla CLIP at VANILLA_CLIP_BACKGROUND_PROB_THD there)
     background_prob_thd: Optional[float] = None
     note: str = ''
 
@@ -39,9 +40,9 @@ class Preset:
 
 
 PRESETS: Dict[str, Preset] = {p.name: p for p in [
-    Preset('clearclip', 'ClearCLIP', dict(attn='qq', residual=False, ffn=False), ALL_BACKBONES),
-    Preset('clip', 'vanilla CLIP', dict(attn='qk', residual=True, ffn=True), ALL_BACKBONES,
-           background_prob_thd=0.2),
+    Preset('clearclip', 'ClearCLIP', dict(CLEARCLIP_LAST_BLOCK), ALL_BACKBONES),
+    Preset('clip', 'vanilla CLIP', dict(VANILLA_CLIP_LAST_BLOCK), ALL_BACKBONES,
+           background_prob_thd=VANILLA_CLIP_BACKGROUND_PROB_THD),
     # The ClearCLIP paper's baseline rows read "plain / + no-residual". In the authors'
     # code "plain" keeps the residual *and* the FFN; "+ no-residual" drops both
     # (measured against their evaluation code: 100 % pixel agreement).

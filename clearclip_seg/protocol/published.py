@@ -38,15 +38,13 @@ sibling ``published_methods.py``; the tables look a record up in both.
 from typing import Dict, FrozenSet, Optional, Tuple
 
 from .benchmarks import BENCHMARKS
+from .constants import PAPER_ORDER, VANILLA_CLIP_BACKGROUND_PROB_THD  # noqa: F401  (re-exported for the tables)
 
 PAPER = ('Lan et al., "ClearCLIP: Decomposing CLIP Representations for Dense '
          'Vision-Language Inference", ECCV 2024 (arXiv 2407.12442)')
 
-VANILLA_CLIP_BACKGROUND_PROB_THD = 0.2
-
-_ALL8 = ('voc21', 'context60', 'coco_object', 'voc20', 'context59', 'coco_stuff164k',
-         'cityscapes', 'ade20k')
-_NO_BG5 = ('voc20', 'context59', 'coco_stuff164k', 'cityscapes', 'ade20k')
+# the paper's eight columns, and the five sets without background
+_NO_BG5 = PAPER_ORDER[3:]
 
 
 def _row(keys, values) -> Dict[str, float]:
@@ -58,10 +56,10 @@ Key = Tuple[str, str]   # (backbone slug, preset name)
 
 # Main table: all eight benchmarks ('-' in the source table is left out).
 MAIN_TABLE: Dict[Key, Dict[str, float]] = {
-    ('vit-b16', 'clearclip'): _row(_ALL8, (51.8, 32.6, 33.0, 80.9, 35.9, 23.9, 30.0, 16.7)),
-    ('vit-l14', 'clearclip'): _row(_ALL8, (48.7, 28.3, 29.7, 80.0, 29.6, 19.9, 27.9, 15.0)),
-    ('vit-b16', 'clip'): _row(_ALL8, (16.2, 7.7, 5.5, 41.8, 9.2, 4.4, 5.5, 2.1)),
-    ('vit-l14', 'clip'): _row(_ALL8, (None, None, None, 15.8, 4.5, 2.4, 2.9, 1.2)),
+    ('vit-b16', 'clearclip'): _row(PAPER_ORDER, (51.8, 32.6, 33.0, 80.9, 35.9, 23.9, 30.0, 16.7)),
+    ('vit-l14', 'clearclip'): _row(PAPER_ORDER, (48.7, 28.3, 29.7, 80.0, 29.6, 19.9, 27.9, 15.0)),
+    ('vit-b16', 'clip'): _row(PAPER_ORDER, (16.2, 7.7, 5.5, 41.8, 9.2, 4.4, 5.5, 2.1)),
+    ('vit-l14', 'clip'): _row(PAPER_ORDER, (None, None, None, 15.8, 4.5, 2.4, 2.9, 1.2)),
 }
 
 # Backbone table: the five sets without background.
@@ -87,7 +85,7 @@ BACKBONE_TABLE: Dict[Key, Dict[str, float]] = {
 
 # Entries "as quoted by later papers" (see the module docstring).
 QUOTED: FrozenSet[Tuple[str, str, str]] = frozenset(
-    [('vit-b16', 'clearclip', b) for b in ('voc21', 'context60', 'coco_object')]
+    [('vit-b16', 'clearclip', b) for b in PAPER_ORDER[:3]]
     + [('vit-l14', p, b) for p in ('clearclip', 'clip') for b in MAIN_TABLE[('vit-l14', p)]]
 )
 

@@ -21,8 +21,10 @@ This module imports nothing heavy (no torch, no MMSeg).
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
-_ALL8 = ('voc21', 'context60', 'coco_object', 'voc20', 'context59', 'coco_stuff164k', 'cityscapes', 'ade20k')
-_NO_BG5 = ('voc20', 'context59', 'coco_stuff164k', 'cityscapes', 'ade20k')
+from .constants import PAPER_ORDER
+
+# the paper's eight columns, and the five sets without background
+_NO_BG5 = PAPER_ORDER[3:]
 
 SOURCES: Dict[str, str] = {
     'sclip-readme': 'wangf3014/SCLIP README, "default setup in this repo" table (ViT-B/16, PAMR off)',
@@ -74,46 +76,46 @@ METHOD_ENTRIES: Tuple[MethodEntry, ...] = (
     # SCLIP: the README is the code's own run; the ResCLIP figure quotes the SCLIP paper
     # (ViT-B/16 59.1 / 30.4 / 30.5 / 80.4 / 34.2 / 22.4 / 32.2 / 16.1) and gives ViT-L/14.
     MethodEntry('sclip', 'SCLIP', 'vit-b16', 'own', False,
-                _row(_ALL8, (59.63, 31.74, 33.52, 81.54, 34.46, 22.77, 32.34, 16.45)), 'sclip-readme',
+                _row(PAPER_ORDER, (59.63, 31.74, 33.52, 81.54, 34.46, 22.77, 32.34, 16.45)), 'sclip-readme',
                 note='the SCLIP paper prints 59.1 / 30.4 / 30.5 / 80.4 / 34.2 / 22.4 / 32.2 / 16.1'),
     MethodEntry('sclip', 'SCLIP', 'vit-l14', 'own', False,
-                _row(_ALL8, (44.4, 22.3, 24.9, 60.3, 20.5, 13.1, 17.0, 7.1)), 'resclip-readme', quoted=True,
+                _row(PAPER_ORDER, (44.4, 22.3, 24.9, 60.3, 20.5, 13.1, 17.0, 7.1)), 'resclip-readme', quoted=True,
                 note='from the ResCLIP figure; the SCLIP repository ships no ViT-L/14 settings'),
     # NACLIP: README v2 with PAMR; without PAMR as the ResCLIP figure quotes it (the NACLIP paper's)
     MethodEntry('naclip', 'NACLIP', 'vit-b16', 'own', True,
-                _row(_ALL8, (64.07, 34.99, 36.19, 83.03, 38.35, 25.69, 38.27, 19.05)), 'naclip-readme'),
+                _row(PAPER_ORDER, (64.07, 34.99, 36.19, 83.03, 38.35, 25.69, 38.27, 19.05)), 'naclip-readme'),
     MethodEntry('naclip', 'NACLIP w/o PAMR', 'vit-b16', 'own', False,
-                _row(_ALL8, (58.9, 32.2, 33.2, 79.7, 35.2, 23.3, 35.5, 17.4)), 'resclip-readme', quoted=True),
+                _row(PAPER_ORDER, (58.9, 32.2, 33.2, 79.7, 35.2, 23.3, 35.5, 17.4)), 'resclip-readme', quoted=True),
     MethodEntry('naclip', 'NACLIP w/o PAMR', 'vit-l14', 'own', False,
-                _row(_ALL8, (52.2, 28.7, 29.9, 78.7, 32.1, 21.4, 31.4, 17.3)), 'resclip-readme', quoted=True,
+                _row(PAPER_ORDER, (52.2, 28.7, 29.9, 78.7, 32.1, 21.4, 31.4, 17.3)), 'resclip-readme', quoted=True,
                 note='the NACLIP repository ships no ViT-L/14 settings'),
     # ResCLIP: the repository default is NACLIP + RCS + SFR; the other rows are its variants
     MethodEntry('resclip', 'NACLIP+ResCLIP', 'vit-b16', 'own', False,
-                _row(_ALL8, (61.1, 33.5, 35.0, 86.0, 36.8, 24.7, 35.9, 18.0)), 'resclip-readme',
+                _row(PAPER_ORDER, (61.1, 33.5, 35.0, 86.0, 36.8, 24.7, 35.9, 18.0)), 'resclip-readme',
                 method=dict(attn_strategy=('resclip', 'naclip'))),
     MethodEntry('resclip', 'NACLIP+ResCLIP', 'vit-l14', 'own', False,
-                _row(_ALL8, (54.1, 30.9, 32.5, 85.5, 34.5, 23.4, 33.7, 18.2)), 'resclip-readme',
+                _row(PAPER_ORDER, (54.1, 30.9, 32.5, 85.5, 34.5, 23.4, 33.7, 18.2)), 'resclip-readme',
                 method=dict(attn_strategy=('resclip', 'naclip')),
                 note='the repository ships no ViT-L/14 values: L/14 runs reuse the B/16 configs'),
     MethodEntry('resclip', 'SCLIP+ResCLIP', 'vit-b16', 'own', False,
-                _row(_ALL8, (60.7, 32.9, 34.3, 84.6, 35.8, 23.9, 34.4, 17.6)), 'resclip-readme',
+                _row(PAPER_ORDER, (60.7, 32.9, 34.3, 84.6, 35.8, 23.9, 34.4, 17.6)), 'resclip-readme',
                 method=dict(attn_strategy='sclip'), quoted=True,
                 note='the repository ships no per-benchmark values for this variant'),
     MethodEntry('resclip', 'SCLIP+ResCLIP', 'vit-l14', 'own', False,
-                _row(_ALL8, (52.8, 28.7, 30.9, 83.9, 30.6, 21.2, 32.2, 15.8)), 'resclip-readme',
+                _row(PAPER_ORDER, (52.8, 28.7, 30.9, 83.9, 30.6, 21.2, 32.2, 15.8)), 'resclip-readme',
                 method=dict(attn_strategy='sclip'), quoted=True,
                 note='the repository ships no per-benchmark values for this variant'),
     MethodEntry('resclip', 'ClearCLIP+ResCLIP', 'vit-b16', 'own', False,
-                _row(_ALL8, (59.0, 32.9, 34.0, 87.1, 36.4, 24.3, 34.5, 17.8)), 'resclip-readme',
+                _row(PAPER_ORDER, (59.0, 32.9, 34.0, 87.1, 36.4, 24.3, 34.5, 17.8)), 'resclip-readme',
                 method=dict(attn_strategy='clearclip'), quoted=True,
                 note='the repository ships no per-benchmark values for this variant'),
     MethodEntry('resclip', 'ClearCLIP+ResCLIP', 'vit-l14', 'own', False,
-                _row(_ALL8, (50.7, 29.8, 31.1, 84.2, 33.4, 22.3, 34.1, 17.9)), 'resclip-readme',
+                _row(PAPER_ORDER, (50.7, 29.8, 31.1, 84.2, 33.4, 22.3, 34.1, 17.9)), 'resclip-readme',
                 method=dict(attn_strategy='clearclip'), quoted=True,
                 note='the repository ships no per-benchmark values for this variant'),
     # SC-CLIP: radar-chart labels only
     MethodEntry('scclip', 'SC-CLIP', 'vit-b16', 'own', False,
-                _row(_ALL8, (64.6, 36.8, 37.7, 84.3, 40.1, 26.6, 41.0, 20.1)), 'scclip-readme', quoted=True,
+                _row(PAPER_ORDER, (64.6, 36.8, 37.7, 84.3, 40.1, 26.6, 41.0, 20.1)), 'scclip-readme', quoted=True,
                 note='values labelled on a radar chart; the backbone is presumably ViT-B/16'),
     # GEM in ClearCLIP's harness; "+ ClearCLIP" read as ignore_residual=True (the card's inference)
     MethodEntry('gem', 'GEM', 'vit-b16', 'own', False,

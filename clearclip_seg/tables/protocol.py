@@ -4,19 +4,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
+from ..protocol import constants
 from ..protocol.benchmarks import BENCHMARKS
-from ..protocol.constants import RESIZE
 from ..protocol.presets import PRESETS
+from ..vocab import load_templates
 from .labels import bench_title, order_benchmarks
 from .methods import method_run, setting_deviations
 from .records import Record
-
-# The published protocol (docs/protocol.md) beyond what BENCHMARKS / PRESETS hold.
-EXPECTED_RESIZE = list(RESIZE)
-EXPECTED_MODE = 'slide'
-EXPECTED_LOGIT_SCALE = 50.0
-EXPECTED_TEMPLATES = 'openai_imagenet (80)'
-EXPECTED_PRECISION = 'fp16'
 
 # Row-level protocol fields (one value expected per model) and per-benchmark ones.
 ROW_FIELDS = (('resize', 'resize'), ('mode', 'mode'), ('logit_scale', 'logit scale'),
@@ -95,19 +89,21 @@ def protocol_deviations(rec: Record) -> List[str]:
         if got is not None and _norm(got) != _norm(want):
             out.append(f'{name} {show_value(got)} (published: {show_value(_norm(want))})')
 
+    # the published protocol beyond what BENCHMARKS / PRESETS hold (protocol/constants.py)
+    templates = f'{constants.TEMPLATES} ({len(load_templates(constants.TEMPLATES))})'
     mr = method_run(rec)
     if mr is not None:  # another method: its own protocol card, or the common one (tables/methods.py)
         out += setting_deviations(rec, mr)
-        check('templates', p['templates'], EXPECTED_TEMPLATES)
-        check('precision', p['precision'], EXPECTED_PRECISION)
+        check('templates', p['templates'], templates)
+        check('precision', p['precision'], constants.PAPER_PRECISION)
         if b is not None:
             check('images', p['num_images'], b.num_images)
         return out
-    check('resize', p['resize'], EXPECTED_RESIZE)
-    check('mode', p['mode'], EXPECTED_MODE)
-    check('logit scale', p['logit_scale'], EXPECTED_LOGIT_SCALE)
-    check('templates', p['templates'], EXPECTED_TEMPLATES)
-    check('precision', p['precision'], EXPECTED_PRECISION)
+    check('resize', p['resize'], list(constants.RESIZE))
+    check('mode', p['mode'], constants.TEST_MODE)
+    check('logit scale', p['logit_scale'], constants.LOGIT_SCALE)
+    check('templates', p['templates'], templates)
+    check('precision', p['precision'], constants.PAPER_PRECISION)
     if b is not None:
         check('crop/stride', p['crop_stride'], f'{b.crop}/{b.stride}')
         want_thd = PRESETS[rec.preset].prob_thd(b) if rec.preset in PRESETS else b.prob_thd
