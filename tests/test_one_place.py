@@ -9,6 +9,8 @@ import ast
 import dataclasses
 import os
 
+from helpers import ROOT
+
 
 def load_generator():
     """The config renderer (it reads the protocol tables when called, so patched values show)."""
