@@ -7,11 +7,9 @@ import os
 import os.path as osp
 from typing import Optional, Union
 
+from ..options import ConfigError  # noqa: F401  (defined with the option checks; exported here)
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-
-class ConfigError(ValueError):
-    """A config mistake; the message is one line naming the file or key."""
 
 
 def load_config(config, cfg_options: Optional[dict] = None):
@@ -21,17 +19,42 @@ def load_config(config, cfg_options: Optional[dict] = None):
         config: config file path or ``mmengine.Config``.
         cfg_options: ``{'a.b': value}`` overrides (``--cfg-options``).
     """
-    from mmengine.config import Config
+    from .config_keys import check_dataloader, check_model, check_override_paths
     if isinstance(config, (str, os.PathLike)):
         if not osp.isfile(config):
             raise ConfigError(f"config '{config}' not found")
-        cfg = Config.fromfile(str(config))
+        cfg = read_config_file(str(config))
         cfg.filename_ = str(config)
     else:
         cfg = config.copy() if hasattr(config, 'copy') else config
+    filename = getattr(cfg, 'filename_', None) or getattr(cfg, 'filename', None)
+    # every key must be read by some part of the run: a typo is an error, never a silent default
     if cfg_options:
+        check_override_paths(cfg, cfg_options, filename)
         cfg.merge_from_dict(dict(cfg_options))
+    check_model(cfg, cfg_options, filename)
+    check_dataloader(cfg)
     return cfg
+
+
+def read_config_file(path: str):
+    """``Config.fromfile`` with a syntax error (here or in a ``_base_`` file) as one line naming file and line."""
+    import ast
+
+    from mmengine.config import Config
+    try:
+        return Config.fromfile(path)
+    except SyntaxError as e:
+        where = path
+        try:
+            with open(path, encoding='utf-8') as f:
+                ast.parse(f.read(), filename=path)
+            where = f"a _base_ file of '{path}'"  # the file itself parses: the error is in a base
+        except SyntaxError as own:
+            e = own
+        line = f' line {e.lineno}' if e.lineno else ''
+        raise ConfigError(f"config '{where}'{line}: syntax error ({e.msg}): "
+                          f'{(e.text or "").strip()[:80]!r}') from None
 
 
 def resolve_device(device: Union[None, str, 'torch.device'] = None) -> str:
