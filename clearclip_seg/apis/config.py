@@ -37,26 +37,6 @@ def load_config(config, cfg_options: Optional[dict] = None):
     return cfg
 
 
-def read_config_file(path: str):
-    """``Config.fromfile`` with a syntax error (here or in a ``_base_`` file) as one line naming file and line."""
-    import ast
-
-    from mmengine.config import Config
-    try:
-        return Config.fromfile(path)
-    except SyntaxError as e:
-        where = path
-        try:
-            with open(path, encoding='utf-8') as f:
-                ast.parse(f.read(), filename=path)
-            where = f"a _base_ file of '{path}'"  # the file itself parses: the error is in a base
-        except SyntaxError as own:
-            e = own
-        line = f' line {e.lineno}' if e.lineno else ''
-        raise ConfigError(f"config '{where}'{line}: syntax error ({e.msg}): "
-                          f'{(e.text or "").strip()[:80]!r}') from None
-
-
 def resolve_device(device: Union[None, str, 'torch.device'] = None) -> str:
     """``None``: the GPU when there is one, else the CPU."""
     import torch
@@ -82,3 +62,41 @@ def relative_to_root(path: str) -> str:
     """A config path as recorded: relative to the repository when inside it."""
     path = osp.abspath(path)
     return osp.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
+
+
+def read_config_file(path: str):
+    """``Config.fromfile`` with a syntax error (here or in a ``_base_`` file) as one line naming file and line."""
+    from mmengine.config import Config
+    try:
+        return Config.fromfile(path)
+    except SyntaxError as e:
+        where, err = _syntax_error(path) or (path, e)
+        line = f' line {err.lineno}' if err.lineno else ''
+        text = (err.text or '').strip()[:80]
+        raise ConfigError(f"config '{where}'{line}: syntax error ({err.msg})" + (f': {text!r}' if text else '')
+                          ) from None
+
+
+def _syntax_error(path: str, seen=()):
+    """(file, SyntaxError) of the first file that does not parse: ``path`` or one of its ``_base_`` files."""
+    import ast
+    try:
+        with open(path, encoding='utf-8') as f:
+            tree = ast.parse(f.read(), filename=path)
+    except SyntaxError as e:
+        return path, e
+    except OSError:
+        return None
+    for node in tree.body:  # _base_ = '...' or [...]: literal paths relative to this file
+        if isinstance(node, ast.Assign) and any(getattr(t, 'id', None) == '_base_' for t in node.targets):
+            try:
+                bases = ast.literal_eval(node.value)
+            except ValueError:
+                return None
+            for base in [bases] if isinstance(bases, str) else list(bases):
+                full = osp.normpath(osp.join(osp.dirname(path), base))
+                if full not in seen:
+                    found = _syntax_error(full, (*seen, path))
+                    if found:
+                        return found
+    return None
