@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import ROOT, TINY_ARCH, TINY_NAME, make_voc2012
+from helpers import ROOT, TINY_ARCH, TINY_NAME, make_voc2012, tiny_cfg_options
 
 CONFIG = os.path.join(ROOT, 'configs', 'clearclip', 'clearclip_vit-b16_voc21.py')
 
@@ -556,7 +556,7 @@ def test_a_signal_while_a_child_starts_is_raised_only_once_its_handle_is_kept():
 # -- issue 20: config keys and values ---------------------------------------------------------------
 # Typo'd keys at every level: merged by MMEngine as keys nothing reads, they silently ran the default.
 @pytest.mark.parametrize('extra,names', [
-    (['modle.prob_thd=0.5'], ["'modle.prob_thd'", "did you mean 'model'"]),
+    (['modle.prob_thd=0.5'], ["'modle'", 'modle.prob_thd', "did you mean 'model'"]),
     (['model.prob_thdd=0.5'], ["'model.prob_thdd'", "did you mean 'model.prob_thd'"]),
     (['model.clip.archh=ViT-B-16'], ["'model.clip.archh'", "did you mean 'model.clip.arch'"]),
     (['model.test_cfg.strid=(32,32)'], ["'model.test_cfg.strid'", "did you mean 'model.test_cfg.stride'"]),
@@ -586,7 +586,7 @@ def test_unknown_model_key_in_a_config_file_names_the_file(tools, capsys, tmp_pa
 def test_valid_overrides_of_every_kind_pass(tmp_path, voc):
     """Existing paths, new keys a class takes, Runner keys: not refused (and the merge happened)."""
     from clearclip_seg.apis import load_config
-    opts = {**dict(o.split('=', 1) for o in tiny(voc[0])[1:]), 'test_dataloader.pin_memory': True,
+    opts = {**tiny_cfg_options(voc[0]), 'test_dataloader.pin_memory': True,
             'model.area_thd': 0.1, 'model.postprocess': dict(type='PAMR'), 'work_dir': str(tmp_path),
             'env_cfg.cudnn_benchmark': True, 'test_dataloader.dataset.pipeline.1.keep_ratio': False,
             'model.test_cfg.keep_probs': True}
@@ -614,7 +614,7 @@ def test_bad_values_are_refused_when_the_config_loads(voc, options, names):
     """Strings in boolean options ('False' is truthy), NaN/inf/1e300 floats, zero batches, negative workers."""
     from clearclip_seg.apis import ConfigError, load_config
     with pytest.raises(ConfigError) as e:
-        load_config(CONFIG, {**dict(o.split('=', 1) for o in tiny(voc[0])[1:]), **options})
+        load_config(CONFIG, {**tiny_cfg_options(voc[0]), **options})
     line = str(e.value)
     assert '\n' not in line
     for n in names:

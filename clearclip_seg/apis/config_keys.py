@@ -115,7 +115,7 @@ def check_override_paths(cfg, cfg_options: Dict, filename: Optional[str] = None)
     for key in cfg_options:
         parts = str(key).split('.')
         if parts[0] not in top:
-            raise _unknown(key, top, origin(key), '', listed=False)
+            raise _unknown(parts[0], top, origin(key), '', listed=False)
         if parts[0] == 'model':
             continue  # checked after the merge, with the method the merged config names
         node = cfg
@@ -203,9 +203,6 @@ def check_model(cfg, cfg_options: Optional[Dict] = None, filename: Optional[str]
 
 def _check_model_values(model, schema) -> None:
     _check_finite(model, 'model')
-    for key in ('fused_attn', 'compile'):
-        if key in model:
-            check_bool(model[key], f'model.{key}')
     cache = model.get('text_cache')
     if cache is not None and not isinstance(cache, bool):
         if not isinstance(cache, str) or cache.strip().lower() in BOOL_WORDS:
@@ -216,15 +213,31 @@ def _check_model_values(model, schema) -> None:
         from ..models.timm_encoder import MAP_HEADS
         if not isinstance(clip['map_head'], str) or clip['map_head'] not in MAP_HEADS:
             raise ValueError(f"model.clip.map_head={clip['map_head']!r}: expected one of {list(MAP_HEADS)}")
-    # options whose default is a boolean take real booleans only (a method's, a post-processor's)
-    for section in ('model.method', 'model.postprocess'):
-        node = model.get(section.split('.', 1)[1])
-        if section in schema and hasattr(node, 'keys'):
-            cls = _component(section, node['type'])
-            defaults = {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()}
-            for k, v in node.items():
-                if isinstance(defaults.get(k), bool):
-                    check_bool(v, f'{section}.{k}')
+    # options whose default is a boolean take real booleans only (bool('False') is True)
+    for section in schema:
+        node = model if section == 'model' else model.get(section.split('.', 1)[1])
+        if not hasattr(node, 'keys'):
+            continue
+        defaults = _defaults(section, node)
+        for k, v in node.items():
+            if isinstance(defaults.get(k), bool):
+                check_bool(v, f'{section}.{k}')
+
+
+def _defaults(section: str, node) -> dict:
+    """Default values of a ``model`` section's options (constructor defaults, or the resolved defaults)."""
+    from ..models.segmentor_options import LAST_BLOCK_DEFAULTS, TEST_CFG_DEFAULTS
+    if section == 'model.test_cfg':
+        return dict(TEST_CFG_DEFAULTS)
+    if section == 'model.last_block':
+        return dict(LAST_BLOCK_DEFAULTS)
+    if section in ('model.method', 'model.postprocess'):
+        cls = _component(section, node['type'])
+    elif section == 'model':
+        from ..models.segmentor import ClearCLIPSegmentor as cls
+    else:
+        return {}
+    return {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()}
 
 
 def _component(section: str, name: str):
