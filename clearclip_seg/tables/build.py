@@ -199,8 +199,7 @@ class MainTable:
         n, total = len(self.avg_over), len(PAPER_ORDER)
         missing = self.paper_benchmarks_missing()
         return f'Avg: mean mIoU over the {n} benchmark{"s" if n != 1 else ""} present ({names})' + (
-            f'; the paper averages {total}: not comparable with its Avg (missing: '
-            f'{", ".join(bench_title(b) for b in missing)})' if missing else '') + '.'
+            f'; the paper averages {total}: not comparable with its Avg' if missing else '') + '.'
 
 
 def _row_sort_key(row: Row, group_by: Optional[str]):
