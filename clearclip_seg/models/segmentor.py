@@ -18,9 +18,9 @@ from mmseg.models.segmentors.base import BaseSegmentor
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
+from ..options import check_keys
 from ..vocab import load_templates, load_vocabulary
 from .classify import classify, classify_tiled
-from ..options import check_keys
 from .clip_loader import CLIP_KEYS, create_clip, resolve_precision
 from .encoder import DenseCLIPEncoder  # noqa: F401  (re-exported; the encoder class comes from wrap_visual)
 from .postprocess import build_postprocessor
