@@ -135,8 +135,8 @@ def demo_config(preset: str, vocabulary, config: str = DEFAULT_CONFIG, arch: Opt
     model.test_cfg = dict(model.get('test_cfg') or {}, mode='slide', crop_size=(crop, crop), stride=(stride, stride))
     if templates:
         model.templates = templates
-    cfg.merge_from_dict(dict(cfg_options or {}))  # last: any key can still be overridden
-    return cfg
+    # last: any key can still be overridden (each checked: a typo is an error, not a silent default)
+    return load_config(cfg, cfg_options)
 
 
 def build_models(presets: Sequence[str], vocabulary, device=None, seed: int = 0,
@@ -148,17 +148,32 @@ def build_models(presets: Sequence[str], vocabulary, device=None, seed: int = 0,
     """
     import torch
 
-    from .apis import init_segmentor
+    from .apis import ConfigError, init_segmentor
     models = {}
     for p in presets:
         t0 = time.perf_counter()
         cfg = demo_config(p, vocabulary, **overrides)
         torch.manual_seed(seed)
-        models[p] = init_segmentor(cfg, device=device)
+        try:
+            models[p] = init_segmentor(cfg, device=device)
+        except (ValueError, FileNotFoundError, KeyError) as e:  # bad arch, method, weights: one line
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f'preset {p}: {model_error_line(e)}') from e
         m = models[p]
         log(f'built {p} ({m.arch}, {m.pretrained or "random weights"}, {m.precision}) in '
             f'{time.perf_counter() - t0:.1f}s')
     return models
+
+
+def model_error_line(err: BaseException) -> str:
+    """The last line of a build error, without MMEngine's ``class `X` in module:`` prefix."""
+    import re
+    text = str(err).strip()
+    if isinstance(err, KeyError) and len(err.args) == 1:
+        text = str(err.args[0])
+    line = text.splitlines()[-1] if text else type(err).__name__
+    return re.sub(r'^class `\w+` in [\w./]+: ', '', line)
 
 
 # -- pictures --------------------------------------------------------------------

@@ -4,33 +4,51 @@
 ablation; numbers outside their range would silently change every pixel. These
 helpers turn such values into errors that name the key and what was expected.
 """
+import difflib
+import math
 from numbers import Real
 from typing import Iterable, Mapping, Optional, Tuple
 
-_TRUE, _FALSE = ('true',), ('false',)
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+class ConfigError(ValueError):
+    """A config mistake; the message is one line naming the file or key (tools exit with code 2).
+
+    Defined here, in a module that imports nothing of the package, so that any
+    module can raise it; ``clearclip_seg.apis`` exports it.
+    """
 
 
 def check_bool(value, key: str) -> bool:
-    """A real boolean (or the literal words true/false, any case); anything else is an error."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ValueError(f'{key}={value!r}: expected a boolean (True or False)')
+    """A real boolean; anything else (the string ``'False'`` included) is an error.
+
+    ``--cfg-options k=False`` already arrives as a boolean; a string here comes
+    from a quoted value in a config or matrix file, and ``bool('False')`` is True.
+    """
+    if isinstance(value, bool) or type(value).__name__ == 'bool_':  # numpy.bool_ too
+        return bool(value)
+    raise ValueError(f'{key}={value!r}: expected a boolean (True or False, not a string or number)')
 
 
 def check_number(value, key: str, low: Optional[float] = None, high: Optional[float] = None,
                  low_open: bool = False, high_open: bool = False, integer: bool = False) -> float:
-    """A real number in [low, high] (open ends with ``low_open``/``high_open``)."""
+    """A finite real number in [low, high] (open ends with ``low_open``/``high_open``).
+
+    NaN and infinities are refused, and so are floats beyond float32's range
+    (``1e300``): the model computes in float32 or less, where they become inf.
+    """
+    kind = 'an integer' if integer else 'a finite number'
     if isinstance(value, bool) or not isinstance(value, Real) or (integer and int(value) != value):
-        kind = 'an integer' if integer else 'a number'
         raise ValueError(f'{key}={value!r}: expected {kind}{_range_text(low, high, low_open, high_open)}')
-    bad = ((low is not None and (value < low or (low_open and value == low)))
-           or (high is not None and (value > high or (high_open and value == high)))
-           or value != value)  # NaN
+    bad = (not math.isfinite(value)  # NaN and +-inf are never an option's value
+           or (not integer and abs(value) > FLOAT32_MAX)
+           or (low is not None and (value < low or (low_open and value == low)))
+           or (high is not None and (value > high or (high_open and value == high))))
     if bad:
-        kind = 'an integer' if integer else 'a number'
-        raise ValueError(f'{key}={value!r}: expected {kind}{_range_text(low, high, low_open, high_open)}')
+        too_big = '' if integer or not math.isfinite(value) or abs(value) <= FLOAT32_MAX else \
+            f' (at most {FLOAT32_MAX:.3g} in size, the float32 range)'
+        raise ValueError(f'{key}={value!r}: expected {kind}{_range_text(low, high, low_open, high_open)}{too_big}')
     return int(value) if integer else float(value)
 
 
@@ -49,7 +67,20 @@ def check_keys(given: Mapping, allowed: Iterable[str], key: str) -> None:
     allowed = tuple(allowed)
     unknown = sorted(set(given) - set(allowed))
     if unknown:
-        raise ValueError(f'unknown keys {unknown} in {key}: expected {", ".join(allowed)}')
+        raise ValueError(f'unknown keys {unknown} in {key}{did_you_mean(unknown[0], allowed)}: '
+                         f'expected {", ".join(allowed)}')
+
+
+def nearest(name: str, allowed: Iterable[str]) -> Optional[str]:
+    """The allowed name closest to ``name`` (difflib), or None when none is near."""
+    near = difflib.get_close_matches(str(name), [str(a) for a in allowed], n=1, cutoff=0.6)
+    return near[0] if near else None
+
+
+def did_you_mean(name: str, allowed: Iterable[str], prefix: str = '') -> str:
+    """`` (did you mean 'prefix.x'?)`` for the nearest allowed name, or ``''`` when none is near."""
+    near = nearest(name, allowed)
+    return f" (did you mean '{prefix}{near}'?)" if near else ''
 
 
 def check_pair(value, key: str, minimum: int = 1) -> Tuple[int, int]:

@@ -33,6 +33,7 @@ and no ``model.method``; ``upgrade_record`` converts them on read.
 """
 import datetime
 import json
+import math
 import os
 import platform
 import subprocess
@@ -40,22 +41,36 @@ import sys
 import tempfile
 from typing import Optional
 
+from .options import ConfigError
+
 RECORD_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 RECORD_MODE = 0o644   # group- and world-readable, like any result file
 
 
-class RecordVersionError(ValueError):
-    """A record of a schema this code cannot read."""
+class RecordVersionError(ConfigError):
+    """A record of a schema this code cannot read (or must not overwrite)."""
 
 
 def atomic_write_json(obj, path: str) -> None:
-    """Write JSON via a temporary file + rename: never a half-written record."""
+    """Write strict JSON via a temporary file + rename: never a half-written record.
+
+    NaN and infinities are not JSON (``json.dump`` would write ``NaN``/``Infinity``,
+    which other readers refuse): a value holding one is an error naming its key.
+    """
+    try:
+        text = json.dumps(obj, indent=2, default=_jsonable, allow_nan=False)
+    except ValueError:
+        key = nonfinite_key(obj)
+        if key is None:
+            raise
+        raise ConfigError(f"refusing to write '{path}': {key} is not a finite number (NaN or inf is not "
+                          'valid JSON; the run produced no valid value there)') from None
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix='.tmp-', suffix='.json')
     try:
         with os.fdopen(fd, 'w') as f:
-            json.dump(obj, f, indent=2, default=_jsonable)
+            f.write(text)
             f.write('\n')
         os.chmod(tmp, RECORD_MODE)  # mkstemp creates 0600
         os.replace(tmp, path)
@@ -73,8 +88,47 @@ def _jsonable(o):
     return str(o)
 
 
+def nonfinite_key(obj, key: str = '') -> Optional[str]:
+    """The dotted key of the first NaN/inf float in ``obj`` (``metrics.IoU.3``), or None."""
+    if hasattr(obj, 'tolist') and not isinstance(obj, (str, bytes)):
+        obj = obj.tolist()
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else f'{key or "<value>"}={obj!r}'
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple, set)):
+        items = enumerate(obj)
+    else:
+        return None
+    for k, v in items:
+        found = nonfinite_key(v, f'{key}.{k}' if key else str(k))
+        if found:
+            return found
+    return None
+
+
+def check_overwrite(path: str) -> None:
+    """Refuse to replace a record written by a newer clearclip_seg (its schema is unknown here).
+
+    Raises:
+        RecordVersionError: ``path`` holds a record whose ``record_version`` is
+            newer than ``RECORD_VERSION``, naming the file and both versions.
+    """
+    try:
+        with open(path, encoding='utf-8') as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return  # nothing there, or not readable JSON: nothing a newer version would miss
+    version = old.get('record_version') if isinstance(old, dict) else None
+    if isinstance(version, (int, float)) and not isinstance(version, bool) and version > RECORD_VERSION:
+        raise RecordVersionError(f"'{path}' holds a record of record_version {version}, newer than this "
+                                 f'clearclip_seg writes ({RECORD_VERSION}): refusing to overwrite it; update '
+                                 'clearclip_seg or write the record elsewhere')
+
+
 def write_record(record: dict, path: str) -> None:
-    """Write a record atomically (temporary file + rename)."""
+    """Write a record atomically (temporary file + rename), never over a newer version's record."""
+    check_overwrite(path)
     atomic_write_json({k: v for k, v in record.items() if not k.startswith('_')}, path)
 
 
@@ -169,10 +223,6 @@ def describe_model(model) -> dict:
     last_block = None
     if method is not None and method.get('type') == 'LastBlock':
         last_block = dict(attn=method['attn'], residual=method['residual'], ffn=method['ffn'])
-    elif method is None:
-        enc = model.encoder
-        last_block = dict(attn=enc.attn_mode, residual=enc.residual, ffn=enc.ffn)
-        method = dict(type='LastBlock', **last_block)
     model_info = dict(arch=model.arch, pretrained=model.pretrained, precision=model.precision,
                       method=method, last_block=last_block,
                       vocabulary=dict(name=voc.name, digest=voc.digest(), num_classes=voc.num_classes,

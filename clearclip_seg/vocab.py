@@ -137,6 +137,10 @@ TEMPLATE_SETS: Dict[str, Callable[[], List]] = {
 }
 
 
+def _short(spec) -> str:
+    return f"'{spec}'" if isinstance(spec, str) else f'{list(spec)[:3]!r}'
+
+
 def load_templates(spec: Union[str, Sequence[str]] = 'openai_imagenet') -> List[str]:
     """Return prompt templates as format strings with one ``{}``.
 
@@ -144,25 +148,37 @@ def load_templates(spec: Union[str, Sequence[str]] = 'openai_imagenet') -> List[
         spec: a template-set name from ``TEMPLATE_SETS``, a file with one
             template per line (each containing ``{}``), or a list of templates.
     """
+    lines = None  # (line number, template) of a file, for errors naming the line
     if isinstance(spec, str):
         if spec in TEMPLATE_SETS:
             raw = TEMPLATE_SETS[spec]()
         elif os.path.isfile(spec):
             with open(spec, encoding='utf-8') as f:
-                raw = [line.strip() for line in f if line.strip()]
+                lines = [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
+            raw = [t for _, t in lines]
         else:
             raise FileNotFoundError(
                 f"templates '{spec}' not found: expected a file path or one of {sorted(TEMPLATE_SETS)}")
     else:
         raw = list(spec)
     templates = []
-    for t in raw:
+    for i, t in enumerate(raw):
+        where = f"line {lines[i][0]} of templates file '{spec}'" if lines else f"templates {_short(spec)}"
         if callable(t):
             # open_clip's templates are lambdas; turn them into format strings once.
             t = t('\x00').replace('{', '{{').replace('}', '}}').replace('\x00', '{}')
-        if '{}' not in t:
-            raise ValueError(f"template '{t}' in '{spec}' has no '{{}}' placeholder for the class name")
+        if not isinstance(t, str):
+            raise ValueError(f'{where}: template {t!r} is not a string: expected text with one {{}} '
+                             'for the class name')
+        try:  # exactly one '{}' and no other field: 'a {} of {}' or '{name}' would fail at encoding
+            ok = t.format('\x00').count('\x00') == 1
+        except (IndexError, KeyError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{where}: template {t!r} must hold exactly one '{{}}' placeholder for the class "
+                             "name (write other braces as '{{' and '}}')")
         templates.append(t)
     if not templates:
-        raise ValueError(f"templates '{spec}' are empty")
+        raise ValueError(f"templates {_short(spec)} are empty: expected one template per line, each with one "
+                         "'{}' for the class name")
     return templates

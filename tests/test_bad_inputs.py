@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import ROOT, TINY_ARCH, TINY_NAME, make_voc2012
+from helpers import ROOT, TINY_ARCH, TINY_NAME, make_voc2012, tiny_cfg_options
 
 CONFIG = os.path.join(ROOT, 'configs', 'clearclip', 'clearclip_vit-b16_voc21.py')
 
@@ -148,8 +148,11 @@ def test_text_cache_key_covers_everything_that_changes_the_embeddings(tmp_path, 
     ckpt = tmp_path / 'w.pt'
     torch.save(gelu.state_dict(), ckpt)
     keys['weights file'] = key(gelu, pretrained=str(ckpt))
-    os.utime(ckpt, ns=(1, 1))
-    keys['weights file touched'] = key(gelu, pretrained=str(ckpt))
+    os.utime(ckpt, ns=(1, 1))                              # touched, same content: the same embeddings
+    assert key(gelu, pretrained=str(ckpt)) == keys['weights file']
+    torch.save({k: v + 1 for k, v in gelu.state_dict().items()}, ckpt)
+    os.utime(ckpt, ns=(1, 1))                              # other content, same size and mtime
+    keys['weights file content'] = key(gelu, pretrained=str(ckpt))
     monkeypatch.setattr(open_clip, '__version__', '0.0.0-test')
     keys['library version'] = key(gelu)
     monkeypatch.undo()
@@ -548,3 +551,259 @@ def test_a_signal_while_a_child_starts_is_raised_only_once_its_handle_is_kept():
     assert finished and len(kept) == 1 and kept[0].poll() is None  # the child exists and the caller holds it
     end_group(kept[0], grace_s=5)
     assert kept[0].poll() is not None
+
+
+# -- issue 20: config keys and values ---------------------------------------------------------------
+# Typo'd keys at every level: merged by MMEngine as keys nothing reads, they silently ran the default.
+@pytest.mark.parametrize('extra,names', [
+    (['modle.prob_thd=0.5'], ["'modle'", 'modle.prob_thd', "did you mean 'model'"]),
+    (['model.prob_thdd=0.5'], ["'model.prob_thdd'", "did you mean 'model.prob_thd'"]),
+    (['model.clip.archh=ViT-B-16'], ["'model.clip.archh'", "did you mean 'model.clip.arch'"]),
+    (['model.test_cfg.strid=(32,32)'], ["'model.test_cfg.strid'", "did you mean 'model.test_cfg.stride'"]),
+    (['model.last_block.residul=False'], ["'model.last_block.residul'", "'model.last_block.residual'"]),
+    (['model.last_block=None', 'model.method.type=NACLIP', 'model.method.gausian_std=5.0'],
+     ["'model.method.gausian_std'", "did you mean 'model.method.gaussian_std'"]),
+    (['test_dataloader.batchsize=2'], ["'test_dataloader.batchsize'", "'test_dataloader.batch_size'"]),
+    (['test_dataloader.dataset.data_rot=/x'], ["'test_dataloader.dataset.data_rot'", 'data_root']),
+    (['test_dataloader.dataset.pipeline.1.sclae=(64,64)'], ["'test_dataloader.dataset.pipeline.1.sclae'",
+                                                            "'test_dataloader.dataset.pipeline.1.scale'"]),
+])
+def test_typo_keys_are_refused_with_the_nearest_key(tools, capsys, tmp_path, voc, extra, names):
+    line = assert_fails(tools, capsys, tmp_path, voc[0], *extra, names=('unknown config key', '--cfg-options',
+                                                                         *names))
+    assert 'TypeError' not in line
+
+
+def test_unknown_model_key_in_a_config_file_names_the_file(tools, capsys, tmp_path, voc):
+    cfg = tmp_path / 'mine.py'
+    cfg.write_text(f"_base_ = ['{CONFIG}']\nmodel = dict(clip=dict(precison='fp32'))\n")
+    code, _, err = run_test_tool(tools, capsys, [cfg, '--work-dir', tmp_path / 'w', *tiny(voc[0])])
+    assert code == 2
+    line = error_line(err)
+    assert "'model.clip.precison'" in line and str(cfg) in line and "'model.clip.precision'" in line
+
+
+def test_valid_overrides_of_every_kind_pass(tmp_path, voc):
+    """Existing paths, new keys a class takes, Runner keys: not refused (and the merge happened)."""
+    from clearclip_seg.apis import load_config
+    opts = {**tiny_cfg_options(voc[0]), 'test_dataloader.pin_memory': True,
+            'model.area_thd': 0.1, 'model.postprocess': dict(type='PAMR'), 'work_dir': str(tmp_path),
+            'env_cfg.cudnn_benchmark': True, 'test_dataloader.dataset.pipeline.1.keep_ratio': False,
+            'model.test_cfg.keep_probs': True}
+    cfg = load_config(CONFIG, opts)
+    assert cfg.test_dataloader.pin_memory is True and cfg.model.postprocess == dict(type='PAMR')
+    assert cfg.test_dataloader.dataset.pipeline[1].keep_ratio is False
+
+
+@pytest.mark.parametrize('options,names', [
+    ({'model.fused_attn': 'False'}, ['model.fused_attn', 'boolean']),
+    ({'model.compile': 'no'}, ['model.compile', 'boolean']),
+    ({'model.text_cache': 'False'}, ['model.text_cache', 'folder path']),
+    ({'model.clip.map_head': 'False'}, ['model.clip.map_head', "'full'"]),
+    ({'model.last_block': None, 'model.method': dict(type='ProxyCLIP', vfm_pretrained='False')},
+     ['model.method.vfm_pretrained', 'boolean']),
+    ({'model.test_cfg.keep_probs': 'false'}, ['model.test_cfg.keep_probs', 'boolean']),
+    ({'model.logit_scale': float('inf')}, ['model.logit_scale', 'finite']),
+    ({'model.logit_scale': 1e300}, ['model.logit_scale', 'finite']),
+    ({'model.logit_bias': float('inf')}, ['model.logit_bias', 'finite']),
+    ({'model.prob_thd': float('nan')}, ['model.prob_thd', 'finite']),
+    ({'test_dataloader.batch_size': 0}, ['test_dataloader.batch_size=0', '>= 1']),
+    ({'test_dataloader.num_workers': -1}, ['test_dataloader.num_workers=-1', '>= 0']),
+])
+def test_bad_values_are_refused_when_the_config_loads(voc, options, names):
+    """Strings in boolean options ('False' is truthy), NaN/inf/1e300 floats, zero batches, negative workers."""
+    from clearclip_seg.apis import ConfigError, load_config
+    with pytest.raises(ConfigError) as e:
+        load_config(CONFIG, {**tiny_cfg_options(voc[0]), **options})
+    line = str(e.value)
+    assert '\n' not in line
+    for n in names:
+        assert n in line, line
+
+
+@pytest.mark.parametrize('option,key', [
+    ('model.logit_scale=inf', 'model.logit_scale'), ('model.logit_scale=1e300', 'model.logit_scale'),
+    ('model.logit_bias=inf', 'model.logit_bias'), ('test_dataloader.batch_size=0', 'test_dataloader.batch_size'),
+    ('test_dataloader.num_workers=-1', 'test_dataloader.num_workers'),
+])
+def test_bad_values_exit_2_from_the_cli(tools, capsys, tmp_path, voc, option, key):
+    assert_fails(tools, capsys, tmp_path, voc[0], option, names=(key,))
+
+
+def test_a_segmentor_refuses_non_finite_options_when_built_directly():
+    from helpers import tiny_segmentor
+    for kw, key in [(dict(logit_scale=float('inf')), 'model.logit_scale'),
+                    (dict(logit_bias=float('nan')), 'model.logit_bias'),
+                    (dict(method=dict(type='NACLIP', gaussian_std=float('inf')), last_block=None),
+                     'model.method.gaussian_std')]:
+        with pytest.raises(ValueError, match=key):
+            tiny_segmentor(**kw)
+
+
+def test_config_syntax_error_names_file_and_line(tools, capsys, tmp_path):
+    bad = tmp_path / 'broken.py'
+    bad.write_text("model = dict(\n    prob_thd=0.5\n    logit_scale=50)\n")
+    code, _, err = run_test_tool(tools, capsys, [bad, '--work-dir', tmp_path / 'w'])
+    assert code == 2
+    line = error_line(err)
+    assert str(bad) in line and 'line 2' in line and 'syntax error' in line
+    # in a _base_ file: the including config is named, and the line
+    child = tmp_path / 'child.py'
+    child.write_text(f"_base_ = ['{bad}']\n")
+    code, _, err = run_test_tool(tools, capsys, [child, '--work-dir', tmp_path / 'w'])
+    assert code == 2 and str(bad) in error_line(err) and 'line 2' in error_line(err)
+
+
+@pytest.mark.parametrize('text,names', [
+    ('a photo of a {}.\n\nno placeholder here\n', ['line 3', "'no placeholder here'", '{}']),
+    ('a {} next to a {}\n', ['line 1', 'exactly one']),
+    ('\n  \n', ['empty']),
+])
+def test_malformed_template_files_name_file_and_line(tools, capsys, tmp_path, voc, text, names):
+    path = tmp_path / 'templates.txt'
+    path.write_text(text)
+    assert_fails(tools, capsys, tmp_path, voc[0], f'model.templates={path}', names=(path, *names))
+
+
+# -- non-finite logits, strict JSON records, tables -------------------------------------------------
+def test_proxyclip_all_masked_attention_stops_naming_image_method_and_option():
+    """beta=100 masks every attention entry: NaN logits, which used to become class 0 everywhere."""
+    from helpers import TINY_PROXY_VFM, tiny_segmentor
+    from mmseg.structures import SegDataSample
+
+    from clearclip_seg.apis import ConfigError
+    model = tiny_segmentor(method=dict(type='ProxyCLIP', beta=100.0, **TINY_PROXY_VFM), last_block=None)
+    image = torch.rand(1, 3, 64, 64)
+    sample = SegDataSample(metainfo=dict(img_path='/data/img_0.jpg', ori_shape=(64, 64), img_shape=(64, 64)))
+    with pytest.raises(ConfigError) as e:
+        model.predict(image, [sample])
+    line = str(e.value)
+    assert "'/data/img_0.jpg'" in line and 'ProxyCLIP' in line and "'beta': 100.0" in line and 'NaN' in line
+    # the published beta gives finite logits and a prediction
+    ok = tiny_segmentor(method=dict(type='ProxyCLIP', **TINY_PROXY_VFM), last_block=None)
+    assert ok.predict(image, [SegDataSample(metainfo=dict(ori_shape=(64, 64), img_shape=(64, 64)))])
+
+
+def test_finite_check_passes_finite_logits_and_names_inf():
+    from clearclip_seg.apis import ConfigError
+    from clearclip_seg.models.scoring import check_finite_logits
+    logits = torch.zeros(3, 4, 4)
+    check_finite_logits(logits, {}, None)
+    logits[1, 2, 2] = float('inf')
+    with pytest.raises(ConfigError, match=r"\(0 NaN, 1 inf of 48\) for image 'x.png'"):
+        check_finite_logits(logits, {'img_path': 'x.png'}, None)
+
+
+def test_records_are_strict_json_and_nan_is_refused_by_key(tmp_path):
+    from clearclip_seg.apis import ConfigError
+    from clearclip_seg.records import atomic_write_json
+    path = tmp_path / 'record.json'
+    with pytest.raises(ConfigError, match=r"metrics\.IoU\.1=nan is not a finite number") as e:
+        atomic_write_json(dict(metrics=dict(mIoU=1.0, IoU=[1.0, float('nan')])), str(path))
+    assert str(path) in str(e.value) and not path.exists()
+    atomic_write_json(dict(metrics=dict(mIoU=1.0, IoU=[1.0, None])), str(path))
+    assert json.loads(path.read_text())['metrics']['IoU'] == [1.0, None]
+
+
+def test_a_record_of_a_newer_version_is_never_overwritten(tmp_path, good_record):
+    from clearclip_seg.records import RECORD_VERSION, RecordVersionError, write_record
+    path = tmp_path / 'record.json'
+    newer = json.loads(good_record[1].read_text())
+    newer['record_version'] = 99
+    path.write_text(json.dumps(newer))
+    before = path.read_bytes()
+    with pytest.raises(RecordVersionError) as e:
+        write_record(good_record[0], str(path))
+    line = str(e.value)
+    assert str(path) in line and 'record_version 99' in line and f'({RECORD_VERSION})' in line
+    assert path.read_bytes() == before
+    other = tmp_path / 'old.json'                       # an older or a current one is replaced as before
+    other.write_text(json.dumps({**newer, 'record_version': RECORD_VERSION}))
+    write_record(good_record[0], str(other))
+    assert json.loads(other.read_text())['metrics']['mIoU'] == good_record[0]['metrics']['mIoU']
+
+
+def test_tables_refuse_a_nan_metric_and_say_when_the_average_is_partial(tools, good_record, tmp_path, capsys):
+    capsys.readouterr()
+    assert tools['collect_results'].main([str(good_record[1])]) == 0
+    md = capsys.readouterr().out
+    assert '| Avg (1 of 8) |' in md and 'the paper averages 8: not comparable with its Avg' in md
+    assert not [c for ln in md.splitlines() if ln.startswith('|') for c in ln.split('|') if c.strip() == 'nan']
+    rec = json.loads(good_record[1].read_text())
+    rec['metrics']['mIoU'] = float('nan')                # as an old writer left it (json.dump wrote NaN)
+    bad = tmp_path / 'record.json'
+    bad.write_text(json.dumps(rec))
+    assert tools['collect_results'].main([str(bad)]) == 2
+    line = error_line(capsys.readouterr().err)
+    assert str(bad) in line and 'metrics.mIoU is nan' in line
+
+
+# -- the text-classifier cache and arch_file ---------------------------------------------------------
+def test_text_cache_sees_weights_swapped_with_same_size_and_mtime(tmp_path):
+    from clearclip_seg.models import ClearCLIPSegmentor
+    from clearclip_seg.models.clip_loader import create_clip
+    ckpt, cache = tmp_path / 'w.pt', str(tmp_path / 'cache')
+
+    def save(seed):
+        torch.manual_seed(seed)
+        torch.save(create_clip(None, arch_file=TINY_ARCH)[0].state_dict(), ckpt)
+
+    def embeddings(text_cache):
+        return ClearCLIPSegmentor(clip=dict(arch=TINY_NAME, arch_file=TINY_ARCH, pretrained=str(ckpt),
+                                            precision='fp32'),
+                                  vocabulary=['sky', 'grass'], templates='a_photo_of',
+                                  text_cache=text_cache).build_text_classifier()
+    save(0)
+    first = embeddings(cache)
+    st = os.stat(ckpt)
+    save(1)                                             # same size, mtime put back: only the content differs
+    os.utime(ckpt, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.path.getsize(ckpt) == st.st_size and os.stat(ckpt).st_mtime_ns == st.st_mtime_ns
+    second = embeddings(cache)
+    assert not torch.allclose(first, second)
+    torch.testing.assert_close(second, embeddings(False))
+    assert len(os.listdir(cache)) == 2
+
+
+def test_arch_file_that_does_not_define_the_arch_is_refused(tools, capsys, tmp_path, voc):
+    line = assert_fails(tools, capsys, tmp_path, voc[0], 'model.clip.arch=ViT-B-16',
+                        names=("model.clip.arch='ViT-B-16'", TINY_ARCH, f"'{TINY_NAME}'"))
+    assert 'defines only' in line
+
+
+# -- tools: demo, benchmark_speed, analyze_decomposition ---------------------------------------------
+@pytest.mark.parametrize('extra,names', [
+    (['--arch', 'ViT-B-99', '--pretrained', 'none'], ["'ViT-B-99'", 'model.clip.arch']),
+    (['--arch-file', TINY_ARCH, '--cfg-options', 'model.last_block=None', 'model.method.type=Nope'],
+     ["'Nope'", 'model.method.type']),
+    (['--arch-file', TINY_ARCH, '--cfg-options', 'model.logit_scal=10'], ["'model.logit_scal'"]),
+])
+def test_demo_model_errors_are_one_line(tools, tmp_path, capsys, extra, names):
+    (tmp_path / 'in').mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / 'in' / 'a.png')
+    capsys.readouterr()
+    code = tools['demo'].main([str(tmp_path / 'in'), '--vocab', 'sky, grass', '--templates', 'a_photo_of',
+                               '--device', 'cpu', '--out', str(tmp_path / 'out'), *extra])
+    assert code == 2
+    line = error_line(capsys.readouterr().err)
+    for n in names:
+        assert n in line, line
+
+
+@pytest.mark.parametrize('args,name', [(['--num-images', '0'], '--num-images=0'), (['--repeats', '0'], '--repeats=0'),
+                                       (['--warmup', '-1'], '--warmup=-1')])
+def test_benchmark_speed_refuses_zero_counts(capsys, args, name):
+    with pytest.raises(SystemExit) as e:
+        load_tool('benchmark_speed').main(args)
+    assert e.value.code == 2
+    assert name in error_line(capsys.readouterr().err)
+
+
+def test_analyze_decomposition_refuses_another_method(capsys, tmp_path, voc):
+    sclip = os.path.join(ROOT, 'configs', 'sclip', 'sclip_vit-b16_voc21.py')
+    capsys.readouterr()
+    code = load_tool('analyze_decomposition').main([sclip, '--num-images', '1', '--out', str(tmp_path / 'o'),
+                                                    *tiny(voc[0])])
+    assert code == 2
+    line = error_line(capsys.readouterr().err)
+    assert "model.method.type='SCLIP'" in line and sclip in line

@@ -329,7 +329,7 @@ def test_backbone_table_groups_by_family_and_size(tmp_path):
     assert [(name, [r.backbone for r in rows]) for name, rows in table.groups()] == [
         ('OpenAI CLIP', ['vit-b16', 'vit-l14']), ('OpenCLIP', ['openclip-vit-b16']), ('SigLIP', ['siglip-vit-b16'])]
     md = to_markdown(table)
-    assert '| Method | Backbone | Size | Params (M) | img/s | VOC20 | ADE20K | Avg |' in md
+    assert '| Method | Backbone | Size | Params (M) | img/s | VOC20 | ADE20K | Avg (2 of 8) |' in md
     assert '### family: OpenAI CLIP' in md
     # img/s = all images of the row / all its wall time: (1449 + 2000) / (2 x 20 s)
     assert f'| ClearCLIP | CLIP ViT-B/16 (OpenAI) | B/16 | 86 | {3449 / 40:.2f} | 80.00 (80.9, -0.90) |' in md

@@ -112,7 +112,28 @@ def parse_args(argv=None):
     p.add_argument('--scaling', default=None, metavar='PNG',
                    help='windows/s against max_windows (1, 2, 4, 8) for fp32 and bf16, plotted to PNG '
                         '(clearclip_seg.perf.scaling)')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    problem = check_counts(args)
+    if problem:
+        p.exit(2, f'error: {problem}\n')  # one line, exit code 2 (argparse's own error adds the usage)
+    return args
+
+
+# Count arguments and their least value: zero images or zero timed passes would report no figure
+# (or divide by zero), a negative warmup is meaningless.
+COUNTS = {'num_images': 1, 'repeats': 1, 'warmup': 0, 'max_windows': 1, 'crop': 1, 'stride': 1,
+          'matmul_size': 1, 'threads': 1, 'max_runs': 1}
+
+
+def check_counts(args) -> str:
+    """The first count argument below its least value, as a one-line message ('' when all are fine)."""
+    for key, least in COUNTS.items():
+        value = getattr(args, key, None)
+        if value is not None and value < least:
+            return (f'--{key.replace("_", "-")}={value}: expected an integer >= {least}'
+                    + (' (images to time)' if key == 'num_images' else ' (timed passes)' if key == 'repeats'
+                       else ''))
+    return ''
 
 
 def main(argv=None) -> dict:

@@ -114,6 +114,22 @@ def analyze(model, dataset, modes: Sequence[str], num_images: int, ignore_index:
     return result
 
 
+def check_last_block_method(cfg, config) -> None:
+    """The analysis decomposes the ``LastBlock`` method's last block; another method is refused, by name.
+
+    Its modes replace the last block's attention, so on a config of another
+    method (SCLIP, NACLIP, ProxyCLIP...) it would silently analyse ClearCLIP's
+    decomposition instead of that method.
+    """
+    from ..apis.config import ConfigError
+    method = (cfg.get('model') or {}).get('method')
+    kind = method.get('type') if hasattr(method, 'get') else method
+    if method is not None and kind != 'LastBlock':
+        raise ConfigError(f"config '{config}' uses model.method.type={kind!r}: the decomposition analysis "
+                          "applies to the LastBlock method's last block only (ClearCLIP, MaskCLIP, CLIP configs); "
+                          'use one of those configs')
+
+
 def build_model_and_dataset(config, cfg_options: Optional[dict] = None, device=None, seed: int = 0):
     """(cfg, segmentor, test dataset) of a benchmark config; ``seed`` is set before the weights are drawn.
 
@@ -129,6 +145,7 @@ def build_model_and_dataset(config, cfg_options: Optional[dict] = None, device=N
     if 'test_dataloader' not in cfg:
         raise ConfigError(f"config '{config}' has no test_dataloader: use a benchmark config "
                           '(configs/<method>/...)')
+    check_last_block_method(cfg, config)
     torch.manual_seed(seed)
     model = init_segmentor(cfg, device=device)
     init_default_scope(cfg.get('default_scope', 'mmseg'))

@@ -19,6 +19,8 @@ from ..options import check_bool
 logger = logging.getLogger(__name__)
 
 PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+# The keys of ``model.clip`` (the segmentor reads these, and nothing else).
+CLIP_KEYS = ('arch', 'pretrained', 'arch_file', 'precision', 'quick_gelu', 'cache_dir', 'map_head', 'tokenizer')
 
 
 def resolve_precision(precision: str, device) -> str:
@@ -48,13 +50,39 @@ def register_arch_file(path: str) -> str:
     return name
 
 
+# content digests of files, remembered by (path, size, mtime, inode, ctime): hashed once per file version
+_FILE_DIGESTS: dict = {}
+
+
+def file_digest(path: str) -> str:
+    """SHA-256 of a file's content, computed once per (path, size, mtime, inode, ctime).
+
+    Path, size and mtime alone are not an identity: a file swapped for another
+    of the same size with its mtime restored would keep its cache entries.
+    The content is; the stat fields only decide when to hash it again (any
+    replacement by rename changes the inode, an in-place rewrite the ctime).
+    """
+    st = os.stat(path)
+    stamp = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+    if stamp not in _FILE_DIGESTS:
+        h = hashlib.sha256()
+        with open(path, 'rb') as f:
+            for block in iter(lambda: f.read(1 << 24), b''):
+                h.update(block)
+        _FILE_DIGESTS[stamp] = h.hexdigest()
+    return _FILE_DIGESTS[stamp]
+
+
 def weights_identity(arch: str, pretrained: Optional[str]) -> Optional[str]:
-    """A string that changes whenever the weights do (for caches); None if random."""
+    """A string that changes whenever the weights do (for caches); None if random.
+
+    A local checkpoint is identified by its content (``file_digest``), a tag by
+    name (open_clip's downloads are checked against their published hashes).
+    """
     if not pretrained:
         return None
     if os.path.isfile(pretrained):
-        st = os.stat(pretrained)
-        return f'file:{os.path.abspath(pretrained)}:{st.st_size}:{st.st_mtime_ns}'
+        return f'sha256:{file_digest(pretrained)}'
     return f'tag:{arch}:{pretrained}'
 
 
@@ -116,8 +144,7 @@ def create_clip(arch: str, pretrained: Optional[str] = None, arch_file: Optional
     """
     reuse_key = None
     if _REUSED is not None:
-        files = tuple(os.path.abspath(f) + ':' + str(os.stat(f).st_mtime_ns) if f and os.path.isfile(f) else f
-                      for f in (arch_file, pretrained))
+        files = tuple(file_digest(f) if f and os.path.isfile(f) else f for f in (arch_file, pretrained))
         reuse_key = (arch, pretrained, files, precision, str(device), quick_gelu, cache_dir)
         if reuse_key in _REUSED:
             return _REUSED[reuse_key]
@@ -130,7 +157,11 @@ def create_clip(arch: str, pretrained: Optional[str] = None, arch_file: Optional
             raise ValueError(f'{key}={value!r}: expected a string (or None)')
     if arch_file:
         registered = register_arch_file(arch_file)
-        arch = arch or registered
+        if arch and arch != registered:  # the file would be silently unused: another arch evaluated
+            raise ValueError(f"model.clip.arch='{arch}' is not defined by model.clip.arch_file='{arch_file}', "
+                             f"which defines only '{registered}' (its file name): set model.clip.arch="
+                             f"'{registered}' (or None), or drop arch_file")
+        arch = registered
     if not arch:
         raise ValueError('no CLIP architecture given: set model.clip.arch or model.clip.arch_file')
     if arch not in open_clip.list_models():

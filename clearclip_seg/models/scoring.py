@@ -13,7 +13,7 @@ from typing import Callable, Dict, Optional, Union
 
 import torch
 
-from ..options import check_number
+from ..options import ConfigError, check_number
 from ..protocol import constants
 
 Number = Union[int, float, str]
@@ -89,3 +89,25 @@ def classify_scored(logits: torch.Tensor, scorer: Scorer, query_to_class: torch.
     if area_thd is not None:
         probs = suppress_small_classes(probs, area_thd)
     return probs, labels_from_probs(probs, prob_thd)
+
+
+def check_finite_logits(logits: torch.Tensor, meta: dict, model) -> None:
+    """Stop, naming the image, method and options, when an image's query logits hold NaN or inf.
+
+    Called once per image on its final query logits (network-input size, before
+    resizing and the argmax): one ``isfinite().all()`` reduction. A NaN would
+    otherwise become class 0 on every pixel and a plausible-looking, wrong mIoU.
+    """
+    if bool(torch.isfinite(logits).all()):
+        return
+    nan = int(torch.isnan(logits).sum())
+    inf = int(torch.isinf(logits).sum())
+    method = getattr(model, 'method', None)
+    described = method.describe() if hasattr(method, 'describe') else None
+    options = {k: v for k, v in (described or {}).items() if k != 'type' and not isinstance(v, dict)}
+    image = meta.get('img_path') or 'an input image'
+    raise ConfigError(f"non-finite query logits ({nan} NaN, {inf} inf of {logits.numel()}) for image '{image}' "
+                      f"from method {(described or {}).get('type', type(method).__name__)} with options {options} "
+                      f'and model.logit_scale={getattr(model, "logit_scale", None)!r}: one of these options '
+                      'leaves the method without a finite value (e.g. an attention with every entry masked); '
+                      'change it')

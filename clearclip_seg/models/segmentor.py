@@ -18,13 +18,14 @@ from mmseg.models.segmentors.base import BaseSegmentor
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
+from ..options import check_keys
 from ..protocol import constants
 from ..vocab import load_templates, load_vocabulary
 from .classify import classify, classify_tiled
-from .clip_loader import create_clip, resolve_precision
+from .clip_loader import CLIP_KEYS, create_clip, resolve_precision
 from .postprocess import build_postprocessor
 from .segmentor_options import check_thresholds, resolve_max_windows, resolve_method, resolve_test_cfg
-from .scoring import Scorer, check_scoring, classify_scored
+from .scoring import Scorer, check_finite_logits, check_scoring, classify_scored
 from .slide import slide_inference, whole_inference
 from .towers import load_tokenizer, wrap_visual
 from .text_classifier import build_text_classifier, text_model_identity
@@ -106,11 +107,7 @@ class ClearCLIPSegmentor(BaseSegmentor):
             data_preprocessor = MODELS.build(data_preprocessor)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         clip = dict(clip)
-        unknown = set(clip) - {'arch', 'pretrained', 'arch_file', 'precision', 'quick_gelu', 'cache_dir',
-                               'map_head', 'tokenizer'}
-        if unknown:
-            raise ValueError(f'unknown keys {sorted(unknown)} in model.clip: expected arch, pretrained, '
-                             'arch_file, precision, quick_gelu, cache_dir, map_head, tokenizer')
+        check_keys(clip, CLIP_KEYS, 'model.clip')
         # every option is checked before any weights are loaded
         self.method = resolve_method(method, last_block)
         self.test_cfg = resolve_test_cfg(test_cfg)
@@ -254,6 +251,7 @@ class ClearCLIPSegmentor(BaseSegmentor):
         full = self.needs_full_map(keep_probs)
         for i, (logits, sample) in enumerate(zip(seg_logits, data_samples)):
             meta = sample.metainfo
+            check_finite_logits(logits, meta, self)  # NaN/inf stop the run, naming image and method
             guide = None if inputs is None else inputs[i]
             size = tuple(logits.shape[-2:])
             if 'ori_shape' in meta:

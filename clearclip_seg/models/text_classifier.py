@@ -4,8 +4,8 @@ Per query (docs/protocol.md, "Text side"): encode every template, L2-normalise
 each, average, L2-normalise again. The on-disk cache is keyed by everything
 that changes the embeddings (``text_model_identity``: the resolved
 architecture JSON, activation and other layer types, context length, weights
-identity, tokenizer, precision, library versions; plus the vocabulary's
-queries and the templates), and written atomically (temporary file +
+identity by content, tokenizer, precision, library versions; plus the
+vocabulary's queries and the templates), and written atomically (temporary file +
 ``os.replace``), so concurrent ranks of a multi-GPU run can share it.
 """
 import hashlib
@@ -51,13 +51,31 @@ def tokenizer_identity(tokenizer) -> dict:
     """What distinguishes one tokenizer from another for the text embeddings."""
     inner = getattr(tokenizer, 'tokenizer', None)  # HFTokenizer wraps a transformers tokenizer
     encoder = getattr(tokenizer, 'encoder', None)  # SimpleTokenizer's BPE vocabulary
+    name = getattr(inner, 'name_or_path', None)
     return dict(type=f'{type(tokenizer).__module__}.{type(tokenizer).__name__}',
                 context_length=getattr(tokenizer, 'context_length', None),
                 vocab_size=len(encoder) if isinstance(encoder, dict) else getattr(inner, 'vocab_size', None),
-                name=getattr(inner, 'name_or_path', None),
+                name=name,
+                # a local tokenizer (model.clip.tokenizer) by content: a folder edited in place keeps its name
+                files=_local_digest(name) if isinstance(name, str) and os.path.exists(name) else None,
                 clean=str(getattr(tokenizer, 'clean_fn', None).__class__.__name__)
                 if hasattr(tokenizer, 'clean_fn') else None,
                 reduction=type(getattr(tokenizer, 'reduction_fn', None)).__name__)
+
+
+def _local_digest(path: str) -> str:
+    """SHA-256 over a file's or a folder's files (names and contents, each hashed once per version)."""
+    from .clip_loader import file_digest
+    if os.path.isfile(path):
+        return file_digest(path)
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for f in sorted(files):
+            full = os.path.join(root, f)
+            h.update(os.path.relpath(full, path).encode())
+            h.update(file_digest(full).encode())
+    return h.hexdigest()
 
 
 def text_model_identity(clip_model, arch: str, pretrained: Optional[str], precision: str, tokenizer) -> dict:
@@ -68,8 +86,8 @@ def text_model_identity(clip_model, arch: str, pretrained: Optional[str], precis
     the resolved architecture (the JSON content, not only its name, which a
     changed ``arch_file`` keeps), the text tower's layer types (QuickGELU vs GELU:
     ``model.clip.quick_gelu`` changes no tensor, only the activation), its context
-    length, the weights' identity (tag, file identity, or a digest of random
-    weights), the tokenizer, the precision and the library versions.
+    length, the weights' identity (tag, a checkpoint file's content digest, or a
+    digest of random weights), the tokenizer, the precision and the library versions.
 
     Args:
         clip_model: the open_clip model whose text tower encodes the prompts.

@@ -181,12 +181,25 @@ class MainTable:
             out.setdefault(r.group(self.group_by), []).append(r)
         return list(out.items())
 
+    def paper_benchmarks_missing(self) -> List[str]:
+        """The paper's benchmarks the average leaves out (its Avg is over all eight)."""
+        return [b for b in PAPER_ORDER if b not in self.avg_over]
+
+    def avg_header(self) -> str:
+        """``Avg``, or ``Avg (n of 8)`` when the average is not over the paper's eight benchmarks."""
+        n = len([b for b in self.avg_over if b in PAPER_ORDER])
+        if not self.paper_benchmarks_missing() and n == len(self.avg_over):
+            return 'Avg'
+        return f'Avg ({n} of {len(PAPER_ORDER)})' if n == len(self.avg_over) else \
+            f'Avg ({len(self.avg_over)} benchmarks)'
+
     def avg_note(self) -> str:
-        """The sentence saying what the average is over."""
+        """The sentence saying what the average is over (and that it is not the paper's, when so)."""
         names = ', '.join(bench_title(b) for b in self.avg_over)
         n, total = len(self.avg_over), len(PAPER_ORDER)
+        missing = self.paper_benchmarks_missing()
         return f'Avg: mean mIoU over the {n} benchmark{"s" if n != 1 else ""} present ({names})' + (
-            f'; the paper has {total}' if n < total and set(self.avg_over) <= set(PAPER_ORDER) else '') + '.'
+            f'; the paper averages {total}: not comparable with its Avg' if missing else '') + '.'
 
 
 def _row_sort_key(row: Row, group_by: Optional[str]):

@@ -19,11 +19,15 @@ PARTIAL_AVG_MARK = '\u00a7'  # section sign: average over a subset of the column
 
 
 def fmt(v: Optional[float], decimals: int) -> str:
-    """A number with fixed decimals; '-' for None, 'nan' for NaN."""
+    """A number with fixed decimals; '-' for None. NaN or inf is an error, never a cell.
+
+    Records with a non-finite metric are refused when read (``tables.records``);
+    reaching here with one is a bug, so it raises instead of printing 'nan'.
+    """
     if v is None:
         return '-'
-    if isinstance(v, float) and math.isnan(v):
-        return 'nan'
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f'non-finite number {v!r} in a table cell: a record with a NaN metric was not refused')
     return f'{v:.{decimals}f}'
 
 
@@ -158,7 +162,7 @@ def card_markdown(card: ProtocolCard) -> List[str]:
 def _main_markdown(table: MainTable) -> List[str]:
     family = table.group_by == 'family'
     extra = ['Size', 'Params (M)', 'img/s'] if family else []
-    header = ['Method', 'Backbone'] + extra + [bench_title(b) for b in table.benchmarks] + ['Avg']
+    header = ['Method', 'Backbone'] + extra + [bench_title(b) for b in table.benchmarks] + [table.avg_header()]
     align = ['l', 'l'] + ['r'] * (len(extra) + len(table.benchmarks) + 1)
     out = ['## Results (mIoU, %)', '']
     for name, rows in table.groups():
@@ -259,8 +263,7 @@ def to_csv(table) -> str:
         d = table.decimals
         w.writerow(['class'] + [c.label for c in table.columns])
         for cls in table.classes:
-            w.writerow([cls] + [fmt(table.iou(cls, c), d) if table.iou(cls, c) is not None else 'nan'
-                                for c in table.columns])
+            w.writerow([cls] + [fmt(table.iou(cls, c), d) for c in table.columns])  # '-': undefined IoU
         w.writerow(['mIoU'] + [fmt(c.ours(table.benchmark), d) for c in table.columns])
         for f, _ in ROW_FIELDS + BENCH_FIELDS:
             w.writerow([f'protocol.{f}'] + [show_value(record_protocol(c.records[table.benchmark])[f])
@@ -364,7 +367,8 @@ def to_latex(table, per_class: Sequence[PerClassTable] = ()) -> str:
         return '\n'.join(out) + '\n'
     family = table.group_by == 'family'
     extra = ['Size', 'Params (M)', 'img/s'] if family else []
-    header = ['Method', 'Backbone'] + extra + [tex_escape(bench_title(b)) for b in table.benchmarks] + ['Avg']
+    header = (['Method', 'Backbone'] + extra + [tex_escape(bench_title(b)) for b in table.benchmarks]
+              + [table.avg_header()])
     blocks = []
     for name, rows in table.groups():
         lines = [[tex_escape(r.method), tex_escape(r.backbone_title)]

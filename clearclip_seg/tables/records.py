@@ -6,6 +6,7 @@ them into ``Record`` objects.
 """
 import glob
 import json
+import math
 import os
 import sys
 from collections import OrderedDict
@@ -149,6 +150,8 @@ def parse_record(data: dict, path: str) -> Record:
         miou = float(miou)
     except (TypeError, ValueError):
         raise RecordError(f"{path}: metrics.mIoU is not a number ({miou!r})") from None
+    if not math.isfinite(miou):  # a NaN would print as 'nan' in a cell: the run is broken, not a number
+        raise RecordError(f'{path}: metrics.mIoU is {miou!r}, not a finite number: the run failed; rerun it')
     run = data.get('run') if isinstance(data.get('run'), dict) else {}
     backbone = _backbone_slug(arch, pretrained, run.get('backbone'))
     hints = (run.get('preset'), data.get('method'))
