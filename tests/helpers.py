@@ -10,7 +10,12 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_ARCH = os.path.join(ROOT, 'tests', 'assets', 'clearclip-tiny-vit.json')
 TINY_NAME = 'clearclip-tiny-vit'
-SHARED = os.path.join(ROOT, '..', 'shared')  # outside reference: compared against when present
+# the official class-name files, verbatim (tests/fixtures/PROVENANCE.md): family folder, benchmark -> file
+CLASS_NAMES = os.path.join(ROOT, 'tests', 'fixtures', 'class_names')
+CLASS_NAME_FILES = {'voc21': 'cls_voc21.txt', 'voc20': 'cls_voc20.txt', 'context60': 'cls_context60.txt',
+                    'context59': 'cls_context59.txt', 'coco_object': 'cls_coco_object.txt',
+                    'coco_stuff164k': 'cls_coco_stuff.txt', 'cityscapes': 'cls_city_scapes.txt',
+                    'ade20k': 'cls_ade20k.txt'}
 
 # Config overrides that swap the tiny random CLIP into any config and keep data loading in-process.
 TINY_CFG_OPTIONS = {'model.clip.arch_file': TINY_ARCH, 'model.clip.arch': TINY_NAME,
@@ -20,6 +25,11 @@ TINY_CFG_OPTIONS = {'model.clip.arch_file': TINY_ARCH, 'model.clip.arch': TINY_N
 # ProxyCLIP's proxy model as a tiny random DINO-layout ViT (patch 8, ImageNet normalisation): no download.
 TINY_PROXY_VFM = dict(vfm='vit_small_patch8_224.dino', vfm_pretrained=False,
                       vfm_kwargs=dict(img_size=64, embed_dim=32, depth=1, num_heads=2, dynamic_img_size=True))
+
+
+def reference_class_file(family: str, key: str) -> str:
+    """Path of an official class-name file: ``family`` is clearclip, sclip_family or proxyclip."""
+    return os.path.join(CLASS_NAMES, family, CLASS_NAME_FILES[key])
 
 
 def tiny_cfg_options(data_root, **extra) -> dict:

@@ -15,14 +15,9 @@ from clearclip_seg.protocol.benchmarks import BACKBONES, BENCHMARKS
 from clearclip_seg.protocol.presets import PRESETS
 from clearclip_seg.synthetic import write_benchmark
 from clearclip_seg.vocab import load_vocabulary
-from helpers import ROOT, TINY_ARCH, TINY_PROXY_VFM, confusion_miou, tiny_cfg_options
+from helpers import ROOT, TINY_ARCH, TINY_PROXY_VFM, confusion_miou, reference_class_file, tiny_cfg_options
 
 TINY12_ARCH = os.path.join(ROOT, 'tests', 'assets', 'tiny12oa.json')
-REFERENCE = os.path.join(os.path.dirname(ROOT), 'shared', 'reference', 'class_names')
-REFERENCE_FILES = {'voc21': 'cls_voc21.txt', 'voc20': 'cls_voc20.txt', 'context60': 'cls_context60.txt',
-                   'context59': 'cls_context59.txt', 'coco_object': 'cls_coco_object.txt',
-                   'coco_stuff164k': 'cls_coco_stuff.txt', 'cityscapes': 'cls_city_scapes.txt',
-                   'ade20k': 'cls_ade20k.txt'}
 
 
 def test_generated_configs_are_up_to_date():
@@ -66,9 +61,7 @@ def test_vocabulary_matches_reference(key):
     voc = load_vocabulary(key)
     assert voc.num_classes == BENCHMARKS[key].num_classes
     assert all(q == q.strip() and q for q in voc.queries)
-    if not os.path.isdir(REFERENCE):
-        pytest.skip('reference class names not present')
-    with open(os.path.join(REFERENCE, REFERENCE_FILES[key])) as f:
+    with open(reference_class_file('clearclip', key)) as f:
         ref = [line.strip() for line in f.read().splitlines() if line.strip()]
     ref_queries = [s.strip() for line in ref for s in line.split(',') if s.strip()]
     assert list(voc.queries) == ref_queries

@@ -10,13 +10,7 @@ from clearclip_seg.protocol.benchmarks import BENCHMARKS
 from clearclip_seg.protocol.constants import config_path
 from clearclip_seg.protocol.methods import METHOD_CARDS, common_setting
 from clearclip_seg.vocab import load_vocabulary, resolve_vocabulary_path
-from helpers import ROOT, SHARED, confusion_miou, tiny_cfg_options
-
-FAMILY_REF = os.path.join(SHARED, 'reference', 'class_names_sclip_family')
-CLEARCLIP_REF = os.path.join(SHARED, 'reference', 'class_names')
-REF_FILES = {'voc21': 'cls_voc21.txt', 'voc20': 'cls_voc20.txt', 'context60': 'cls_context60.txt',
-             'context59': 'cls_context59.txt', 'coco_object': 'cls_coco_object.txt',
-             'coco_stuff164k': 'cls_coco_stuff.txt', 'cityscapes': 'cls_city_scapes.txt', 'ade20k': 'cls_ade20k.txt'}
+from helpers import ROOT, confusion_miou, reference_class_file, tiny_cfg_options
 
 # The official configs' values, typed here (not read from protocol/methods.py).
 FAMILY_VOCAB = {'voc21': 'voc21_bg26', 'voc20': 'voc20_synonyms', 'coco_object': 'coco_object_bg26'}
@@ -96,16 +90,13 @@ def test_family_vocabularies(key):
     voc = load_vocabulary(name)
     classes, queries, first = FAMILY_COUNTS[key]
     assert (voc.num_classes, len(voc.queries), voc.queries[0]) == (classes, queries, first)
-    if not os.path.isdir(FAMILY_REF):
-        pytest.skip('reference class names not present')
-    ref_path = os.path.join(FAMILY_REF, REF_FILES[key])
-    with open(ref_path, 'rb') as f:
+    with open(reference_class_file('sclip_family', key), 'rb') as f:
         ref = f.read()
     if key in FAMILY_VOCAB:  # shipped verbatim
         with open(resolve_vocabulary_path(name), 'rb') as f:
             assert f.read() == ref
     else:  # the family's file is ClearCLIP's, byte for byte: the same shipped name serves both
-        with open(os.path.join(CLEARCLIP_REF, REF_FILES[key]), 'rb') as f:
+        with open(reference_class_file('clearclip', key), 'rb') as f:
             assert f.read() == ref
     # the official parse: split on ', ', drop '\n' (ours also strips: only context60's 'wood ' differs)
     official = [q.replace('\n', '') for line in ref.decode().splitlines(True) for q in line.split(', ')]

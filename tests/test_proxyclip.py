@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import ROOT, SHARED, TINY_PROXY_VFM
+from helpers import ROOT, TINY_PROXY_VFM, reference_class_file
 
 # a tiny proxy ViT: DINO's layout and normalisation (patch 8), random weights, any window size
 TINY_VFM = TINY_PROXY_VFM
@@ -138,13 +138,8 @@ def test_checkpoint_file_loads_offline(tmp_path):
         torch.testing.assert_close(a, b, msg=k)
 
 
-REFERENCE = os.path.join(SHARED, 'reference', 'class_names_proxyclip')
-FILES = {'voc21': 'cls_voc21.txt', 'voc20': 'cls_voc20.txt', 'context60': 'cls_context60.txt',
-         'context59': 'cls_context59.txt', 'coco_object': 'cls_coco_object.txt',
-         'coco_stuff164k': 'cls_coco_stuff.txt', 'cityscapes': 'cls_city_scapes.txt', 'ade20k': 'cls_ade20k.txt'}
-
-
-@pytest.mark.parametrize('key', list(FILES))
+@pytest.mark.parametrize('key', ['voc21', 'voc20', 'context60', 'context59', 'coco_object', 'coco_stuff164k',
+                                 'cityscapes', 'ade20k'])
 def test_class_name_files_split_on_semicolons(key):
     from clearclip_seg.protocol.benchmarks import BENCHMARKS
     from clearclip_seg.vocab import load_vocabulary
@@ -154,9 +149,7 @@ def test_class_name_files_split_on_semicolons(key):
         assert voc.query_to_class.count(0) == 26 and voc.classes[:2] == ('sky', 'aeroplane')
     if key == 'coco_object':  # 17 background names; 'bed' is also a class, kept as the official file has it
         assert voc.query_to_class.count(0) == 17 and voc.queries.count('bed') == 2
-    if not os.path.isdir(REFERENCE):
-        pytest.skip('reference class names not present')
-    with open(os.path.join(REFERENCE, FILES[key])) as f:
+    with open(reference_class_file('proxyclip', key)) as f:
         lines = [ln for ln in f.read().splitlines() if ln.strip()]
     assert list(voc.queries) == [s.strip() for ln in lines for s in ln.split('; ')]
 

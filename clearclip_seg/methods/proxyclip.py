@@ -4,7 +4,9 @@ As the authors' evaluation runs it (mc-lan/ProxyCLIP: ``proxyclip_segmentor.py``
 and ``open_clip/transformer.py`` ``custom_attn``):
 
 * the proxy model (VFM, DINO ViT-B/8 by default) sees the same window, with
-  CLIP's normalisation undone and its own (ImageNet) applied; its features
+  CLIP's normalisation undone and its own (ImageNet) applied, its position
+  embedding resized to the window's grid as the loader the authors use does
+  (DINO's and DINOv2's ``torch.hub`` code, ``pos_embed_resize``); its features
   Φ are the last block's output after its final norm, prefix tokens dropped,
   on the VFM's own grid (I, J) (SAM: the window resized to 1024, neck output);
 * ``S = Φ̂ᵀ Φ̂`` (cosine, (IJ) x (IJ)), ``Ŝ = γ (S − β mean(S))``, entries of
@@ -36,16 +38,21 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..models.vfm_pos_embed import RULES as POS_EMBED_RULES
+from ..models.vfm_pos_embed import use_pos_embed_rule
 from ..options import check_number
 from .registry import DenseMethod, register_method
 
-# proxy models by short name: timm model (tag) and how the window reaches it
+# proxy models by short name: timm model (tag), how the window reaches it, and the positional-embedding
+# resize of the code the authors load (ProxyCLIP: DINO's and DINOv2's torch.hub models, MAE's own loader)
 VFM_PRESETS = {
-    'dino': dict(model='vit_base_patch8_224.dino', input_size=None, kwargs=dict(dynamic_img_size=True)),
+    'dino': dict(model='vit_base_patch8_224.dino', input_size=None, kwargs=dict(dynamic_img_size=True),
+                 pos_embed_resize='dino_hub'),
     'dinov2': dict(model='vit_base_patch14_reg4_dinov2.lvd142m', input_size=None,
-                   kwargs=dict(dynamic_img_size=True)),
-    'sam': dict(model='samvit_base_patch16.sa1b', input_size=1024, kwargs={}),
-    'mae': dict(model='vit_base_patch16_224.mae', input_size=None, kwargs=dict(dynamic_img_size=True)),
+                   kwargs=dict(dynamic_img_size=True), pos_embed_resize='dinov2_hub'),
+    'sam': dict(model='samvit_base_patch16.sa1b', input_size=1024, kwargs={}, pos_embed_resize='timm'),
+    'mae': dict(model='vit_base_patch16_224.mae', input_size=None, kwargs=dict(dynamic_img_size=True),
+                pos_embed_resize='mae'),
 }
 # CLIP's normalisation (x255, RGB), as the data preprocessor applies it
 from ..protocol.constants import CLIP_MEAN, CLIP_STD  # noqa: E402
@@ -72,8 +79,13 @@ def resize_values(v: torch.Tensor, grid, size) -> torch.Tensor:
     return v.reshape(B, H, d, -1).permute(0, 1, 3, 2)
 
 
-def load_vfm(name: str, checkpoint: Optional[str] = None, pretrained: bool = True, kwargs: Optional[dict] = None):
-    """A frozen timm model by name, from a local checkpoint file, or with random weights."""
+def load_vfm(name: str, checkpoint: Optional[str] = None, pretrained: bool = True, kwargs: Optional[dict] = None,
+             pos_embed_resize: str = 'timm'):
+    """A frozen timm model by name, from a local checkpoint file, or with random weights.
+
+    ``pos_embed_resize``: the positional-embedding resize rule
+    (``clearclip_seg.models.vfm_pos_embed.RULES``; ``timm``: timm's own).
+    """
     import os
 
     import timm
@@ -97,7 +109,7 @@ def load_vfm(name: str, checkpoint: Optional[str] = None, pretrained: bool = Tru
     else:
         model = timm.create_model(name, pretrained=False, **kwargs)
     model.eval().requires_grad_(False)
-    return model
+    return use_pos_embed_rule(model, pos_embed_resize, key='model.method.pos_embed_resize')
 
 
 @register_method('ProxyCLIP')
@@ -114,6 +126,14 @@ class ProxyCLIP(DenseMethod):
             other than its training size, as the presets set).
         vfm_input_size: resize the window to this square before the proxy
             model (None: as it is; ``sam``: 1024).
+        pos_embed_resize: how the proxy model's position embedding is resized
+            to the window's grid, as in the code the authors load: ``dino_hub``
+            (DINO's torch.hub ViTs: bicubic, scale factor (g + 0.1) / M),
+            ``dinov2_hub`` (DINOv2's hub ``*_reg`` backbones: bicubic to the
+            size, antialiased), ``mae`` (MAE's loader: bicubic to the size) or
+            ``timm`` (timm's own); ``'preset'`` (default): the preset's
+            (``dino_hub``, ``dinov2_hub``, ``timm`` for ``sam``, ``mae``; ``timm``
+            for a timm model named directly). See ``models/vfm_pos_embed.py``.
         beta, gamma: the attention's threshold and temperature (1.2, 3.0).
         window_multiple: windows are padded to a multiple of this (56).
         input_mean, input_std: the normalisation the windows arrive with
@@ -122,12 +142,12 @@ class ProxyCLIP(DenseMethod):
 
     def __init__(self, vfm: str = 'dino', vfm_checkpoint: Optional[str] = None, vfm_pretrained: bool = True,
                  vfm_kwargs: Optional[dict] = None, vfm_input_size: Optional[int] = 'preset',
-                 beta: float = 1.2, gamma: float = 3.0, window_multiple: int = 56,
+                 pos_embed_resize: str = 'preset', beta: float = 1.2, gamma: float = 3.0, window_multiple: int = 56,
                  input_mean: Sequence[float] = CLIP_MEAN, input_std: Sequence[float] = CLIP_STD,
                  key: str = 'model.method'):
         if not isinstance(vfm, str) or not vfm:
             raise ValueError(f'{key}.vfm={vfm!r}: expected one of {sorted(VFM_PRESETS)} or a timm model name')
-        preset = VFM_PRESETS.get(vfm, dict(model=vfm, input_size=None, kwargs={}))
+        preset = VFM_PRESETS.get(vfm, dict(model=vfm, input_size=None, kwargs={}, pos_embed_resize='timm'))
         self.vfm = vfm
         self.vfm_model = preset['model']
         self.vfm_checkpoint = vfm_checkpoint
@@ -135,6 +155,10 @@ class ProxyCLIP(DenseMethod):
         self.vfm_kwargs = {**preset['kwargs'], **(vfm_kwargs or {})}
         self.vfm_input_size = preset['input_size'] if vfm_input_size == 'preset' else (
             None if vfm_input_size is None else int(check_number(vfm_input_size, f'{key}.vfm_input_size', low=1)))
+        self.pos_embed_resize = preset['pos_embed_resize'] if pos_embed_resize == 'preset' else pos_embed_resize
+        if self.pos_embed_resize not in POS_EMBED_RULES:
+            raise ValueError(f'{key}.pos_embed_resize={pos_embed_resize!r}: expected one of '
+                             f"{sorted(POS_EMBED_RULES)} or 'preset'")
         self.beta = check_number(beta, f'{key}.beta')
         self.gamma = check_number(gamma, f'{key}.gamma', low=0, low_open=True)
         self.window_multiple = int(check_number(window_multiple, f'{key}.window_multiple', low=1, integer=True))
@@ -147,7 +171,8 @@ class ProxyCLIP(DenseMethod):
     def options(self) -> dict:
         return dict(vfm=self.vfm, vfm_model=self.vfm_model, vfm_checkpoint=self.vfm_checkpoint,
                     vfm_pretrained=self.vfm_pretrained, vfm_input_size=self.vfm_input_size,
-                    beta=self.beta, gamma=self.gamma, window_multiple=self.window_multiple)
+                    pos_embed_resize=self.pos_embed_resize, beta=self.beta, gamma=self.gamma,
+                    window_multiple=self.window_multiple)
 
     # -- proxy model ------------------------------------------------------------
     def bind(self, encoder) -> None:
@@ -159,7 +184,8 @@ class ProxyCLIP(DenseMethod):
     def load(self):
         """Load the proxy model once (frozen, eval)."""
         if self._vfm is None:
-            self._vfm = load_vfm(self.vfm_model, self.vfm_checkpoint, self.vfm_pretrained, self.vfm_kwargs)
+            self._vfm = load_vfm(self.vfm_model, self.vfm_checkpoint, self.vfm_pretrained, self.vfm_kwargs,
+                                 self.pos_embed_resize)
         return self._vfm
 
     def proxy_input(self, x: torch.Tensor, vfm) -> torch.Tensor:
