@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Sequence, Tuple, Union
 
+from .protocol import constants
+
 VOCAB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'vocabularies')
 
 
@@ -141,13 +143,16 @@ def _short(spec) -> str:
     return f"'{spec}'" if isinstance(spec, str) else f'{list(spec)[:3]!r}'
 
 
-def load_templates(spec: Union[str, Sequence[str]] = 'openai_imagenet') -> List[str]:
+def load_templates(spec: Union[None, str, Sequence[str]] = None) -> List[str]:
     """Return prompt templates as format strings with one ``{}``.
 
     Args:
         spec: a template-set name from ``TEMPLATE_SETS``, a file with one
-            template per line (each containing ``{}``), or a list of templates.
+            template per line (each containing ``{}``), or a list of templates;
+            None: the protocol's (``protocol.constants.TEMPLATES``).
     """
+    if spec is None:
+        spec = constants.TEMPLATES
     lines = None  # (line number, template) of a file, for errors naming the line
     if isinstance(spec, str):
         if spec in TEMPLATE_SETS:

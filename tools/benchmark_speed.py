@@ -83,8 +83,8 @@ def parse_args(argv=None):
     p.add_argument('--skip-text', action='store_true', help='skip the text-classifier timing')
     p.add_argument('--text-vocab', default='coco_stuff164k', help='vocabulary of the text timing (default '
                                                                   'coco_stuff164k: 171 classes)')
-    p.add_argument('--text-templates', default='openai_imagenet',
-                   help='templates of the text timing (default openai_imagenet, 80; a_photo_of = 1)')
+    p.add_argument('--text-templates', default=None,
+                   help="templates of the text timing (default: the protocol's, openai_imagenet, 80; a_photo_of = 1)")
     p.add_argument('--matmul-size', type=int, default=None, help='n of the n x n matmul peak (default 2048 '
                                                                  'CPU / 8192 GPU)')
     p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads')

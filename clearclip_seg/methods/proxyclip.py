@@ -40,7 +40,8 @@ import torch.nn.functional as F
 
 from ..models.vfm_pos_embed import RULES as POS_EMBED_RULES
 from ..models.vfm_pos_embed import use_pos_embed_rule
-from ..options import check_number
+from ..options import check_bool, check_number
+from ..protocol import constants
 from .registry import DenseMethod, register_method
 
 # proxy models by short name: timm model (tag), how the window reaches it, and the positional-embedding
@@ -54,8 +55,6 @@ VFM_PRESETS = {
     'mae': dict(model='vit_base_patch16_224.mae', input_size=None, kwargs=dict(dynamic_img_size=True),
                 pos_embed_resize='mae'),
 }
-# CLIP's normalisation (x255, RGB), as the data preprocessor applies it
-from ..protocol.constants import CLIP_MEAN, CLIP_STD  # noqa: E402
 
 
 def proxy_attention(feats: torch.Tensor, beta: float = 1.2, gamma: float = 3.0) -> torch.Tensor:
@@ -143,7 +142,7 @@ class ProxyCLIP(DenseMethod):
     def __init__(self, vfm: str = 'dino', vfm_checkpoint: Optional[str] = None, vfm_pretrained: bool = True,
                  vfm_kwargs: Optional[dict] = None, vfm_input_size: Optional[int] = 'preset',
                  pos_embed_resize: str = 'preset', beta: float = 1.2, gamma: float = 3.0, window_multiple: int = 56,
-                 input_mean: Sequence[float] = CLIP_MEAN, input_std: Sequence[float] = CLIP_STD,
+                 input_mean: Optional[Sequence[float]] = None, input_std: Optional[Sequence[float]] = None,
                  key: str = 'model.method'):
         if not isinstance(vfm, str) or not vfm:
             raise ValueError(f'{key}.vfm={vfm!r}: expected one of {sorted(VFM_PRESETS)} or a timm model name')
@@ -151,7 +150,7 @@ class ProxyCLIP(DenseMethod):
         self.vfm = vfm
         self.vfm_model = preset['model']
         self.vfm_checkpoint = vfm_checkpoint
-        self.vfm_pretrained = bool(vfm_pretrained)
+        self.vfm_pretrained = check_bool(vfm_pretrained, f'{key}.vfm_pretrained')
         self.vfm_kwargs = {**preset['kwargs'], **(vfm_kwargs or {})}
         self.vfm_input_size = preset['input_size'] if vfm_input_size == 'preset' else (
             None if vfm_input_size is None else int(check_number(vfm_input_size, f'{key}.vfm_input_size', low=1)))
@@ -162,6 +161,9 @@ class ProxyCLIP(DenseMethod):
         self.beta = check_number(beta, f'{key}.beta')
         self.gamma = check_number(gamma, f'{key}.gamma', low=0, low_open=True)
         self.window_multiple = int(check_number(window_multiple, f'{key}.window_multiple', low=1, integer=True))
+        # None: CLIP's normalisation (x255, RGB) as the data preprocessor applies it, read when built
+        input_mean = constants.CLIP_MEAN if input_mean is None else input_mean
+        input_std = constants.CLIP_STD if input_std is None else input_std
         if len(input_mean) != 3 or len(input_std) != 3:
             raise ValueError(f'{key}.input_mean/input_std: expected three values each (RGB, x255)')
         self.input_mean = tuple(float(m) for m in input_mean)

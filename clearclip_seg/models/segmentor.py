@@ -18,7 +18,7 @@ from mmseg.models.segmentors.base import BaseSegmentor
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from ..options import check_keys
+from ..options import check_bool, check_keys
 from ..protocol import constants
 from ..vocab import load_templates, load_vocabulary
 from .classify import classify, classify_tiled
@@ -137,10 +137,11 @@ class ClearCLIPSegmentor(BaseSegmentor):
         self.logit_scale = self.scorer.logit_scale
         # the encoder class follows the tower (open_clip ViT, timm ViT/Eva trunk: models/towers.py);
         # it holds no last-block switches: the method passes its own on each call
-        self.encoder = wrap_visual(model.visual, fused_attn=fused_attn, map_head=clip.get('map_head', 'full'))
+        self.encoder = wrap_visual(model.visual, fused_attn=check_bool(fused_attn, 'model.fused_attn'),
+                                   map_head=clip.get('map_head', 'full'))
         self.method.bind(self.encoder)
         # kept in a list: a compiled function must not enter the module tree / state_dict
-        self._compiled = [torch.compile(partial(self.method.patch_logits, self.encoder))] if compile else [None]
+        self._compiled = [torch.compile(partial(self.method.patch_logits, self.encoder))] if check_bool(compile, 'model.compile') else [None]
         # The text tower is needed once, to build the classifier; it is kept out of
         # the module tree (no device moves, no state_dict entries) and dropped after.
         self._text_model = [model]
