@@ -420,7 +420,7 @@ def _fake_record(planned):
 
 
 def test_records_made_with_other_settings_are_not_done(tools, capsys, tmp_path, voc_copy):
-    from clearclip_seg.runner import collect_runs, plan_runs
+    from clearclip_seg.sweep import collect_runs, plan_runs
     root, _ = voc_copy
     m = _matrix(tmp_path, ('r', []))
     out = tmp_path / 'out'
@@ -452,7 +452,7 @@ def test_records_made_with_other_settings_are_not_done(tools, capsys, tmp_path, 
 
 
 def test_second_runner_refuses_and_a_crashed_one_leaves_no_lock(tools, capsys, tmp_path, voc):
-    from clearclip_seg.runner import ResultsLock
+    from clearclip_seg.sweep import ResultsLock
     out = tmp_path / 'out'
     m = _matrix(tmp_path, ('r', []))
     with ResultsLock(str(out)):
@@ -460,7 +460,7 @@ def test_second_runner_refuses_and_a_crashed_one_leaves_no_lock(tools, capsys, t
     assert code == 2 and 'in use by another tools/benchmark.py' in error_line(err) and f'pid {os.getpid()}' in err
     # a runner killed outright: the kernel drops its lock
     holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; sys.path.insert(0, sys.argv[1]);'
-                               'from clearclip_seg.runner.lock import ResultsLock; l = ResultsLock(sys.argv[2]); '
+                               'from clearclip_seg.sweep.lock import ResultsLock; l = ResultsLock(sys.argv[2]); '
                                'l.acquire(); print("held", flush=True); time.sleep(60)', ROOT, str(out)],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == 'held'
@@ -534,7 +534,7 @@ def test_a_signal_while_a_child_starts_is_raised_only_once_its_handle_is_kept():
     """``spawn`` holds SIGTERM back until ``keep`` stored the child, so the runner can always end it."""
     import signal
 
-    from clearclip_seg.runner.process import Interrupted, end_group, interrupt_handlers, spawn
+    from clearclip_seg.sweep.process import Interrupted, end_group, interrupt_handlers, spawn
     kept, finished = [], []
 
     def keep(proc):

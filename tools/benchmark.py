@@ -73,7 +73,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    from clearclip_seg.runner import run_sweep
+    from clearclip_seg.sweep import run_sweep
     return run_sweep(parse_args(argv))
 
 

@@ -1,37 +1,9 @@
-"""Loading a config: file, ``--cfg-options`` overrides, device-dependent settings.
+"""Loading a config (``clearclip_seg.config.load_config``) and its device-dependent settings."""
+from typing import Union
 
-Every tool and API function loads configs through ``load_config`` so that the
-same overrides mean the same thing everywhere.
-"""
-import os
-import os.path as osp
-from typing import Optional, Union
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-
-class ConfigError(ValueError):
-    """A config mistake; the message is one line naming the file or key."""
-
-
-def load_config(config, cfg_options: Optional[dict] = None):
-    """An ``mmengine.Config`` from a path (or a Config), with overrides merged.
-
-    Args:
-        config: config file path or ``mmengine.Config``.
-        cfg_options: ``{'a.b': value}`` overrides (``--cfg-options``).
-    """
-    from mmengine.config import Config
-    if isinstance(config, (str, os.PathLike)):
-        if not osp.isfile(config):
-            raise ConfigError(f"config '{config}' not found")
-        cfg = Config.fromfile(str(config))
-        cfg.filename_ = str(config)
-    else:
-        cfg = config.copy() if hasattr(config, 'copy') else config
-    if cfg_options:
-        cfg.merge_from_dict(dict(cfg_options))
-    return cfg
+from ..config import load_config  # noqa: F401 (re-exported: the API's names)
+from ..errors import ConfigError  # noqa: F401
+from ..repo_root import ROOT, relative_to_root  # noqa: F401
 
 
 def resolve_device(device: Union[None, str, 'torch.device'] = None) -> str:
@@ -53,9 +25,3 @@ def pin_precision(cfg, device: str) -> None:
     precision = clip.get('precision', 'auto')
     if precision == 'auto':
         cfg.model.clip['precision'] = resolve_precision('auto', device)
-
-
-def relative_to_root(path: str) -> str:
-    """A config path as recorded: relative to the repository when inside it."""
-    path = osp.abspath(path)
-    return osp.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path

@@ -10,7 +10,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import torch
 
 from ..records import atomic_write_json
-from .flops import encoder_geometry
+from ..flops import encoder_geometry
 from .inputs import (DTYPES, benchmark_slide, bf16_advice, build_segmentor, machine_info, protocol_resize,
                      synthetic_images, voc_sizes)
 from .memory import process_peak_rss_mib

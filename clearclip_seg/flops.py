@@ -1,7 +1,7 @@
 """Analytic matmul FLOPs of the dense encoder (what the speed figures divide by)."""
 from typing import Sequence, Tuple
 
-from ..models.attention import ATTENTION_MODES, needed_projections
+from .models.attention import ATTENTION_MODES, needed_projections
 
 
 def vit_encoder_flops(grid: Tuple[int, int], width: int, layers: int, mlp_width: int,
