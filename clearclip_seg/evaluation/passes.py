@@ -30,7 +30,11 @@ import time
 import types
 from typing import Callable, Dict, List, Optional, Sequence
 
+from .. import register_all_modules
+from ..checks import DataError, check_launcher, check_show, one_line
 from ..errors import ConfigError
+from ..models.clip_loader import reuse_clip_models
+from ..records import build_record
 from . import steps
 from .identity import as_plain, identity_diff
 from .run import Run
@@ -60,16 +64,12 @@ def run_pass(runs: Sequence[Run], launcher: str = 'none', show_dir: Optional[str
         DataError: the shared image loading failed (every run of the pass is marked failed).
         ConfigError: a bad launcher or ``--show-n``.
     """
-    from .. import register_all_modules
     register_all_modules()
     import torch
     from mmengine.device import get_device
     from mmengine.dist import get_rank, is_distributed
     from mmengine.registry import init_default_scope
     from mmengine.utils.dl_utils import set_multi_processing
-
-    from ..checks import check_launcher, check_show
-    from ..models.clip_loader import reuse_clip_models
 
     runs = list(runs)
     if not runs:
@@ -209,8 +209,6 @@ def _score(runs: List[Run], loaders: dict, data_key: Dict[int, str], built: Dict
     import torch
     from mmengine.dist import get_world_size
 
-    from ..checks import DataError, one_line
-    from ..records import build_record
     keys = list(dict.fromkeys(data_key[id(r)] for r in runs))
     n = len(loaders[keys[0]])
     interval = log_interval or ((runs[0].cfg.get('default_hooks') or {}).get('logger') or {}).get('interval', 50)

@@ -42,7 +42,7 @@ def method_shares_trunk(model_cfg: dict) -> Tuple[bool, str]:
     method = model_cfg.get('method')
     if not method:
         return True, ''  # the switchable last block (LastBlock)
-    from ..methods import get_method_class
+    from ..methods import get_method_class  # lazy: the methods import torch; planning does not
     name = method.get('type') if isinstance(method, dict) else None
     try:
         cls = get_method_class(name)

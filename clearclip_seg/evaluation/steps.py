@@ -11,16 +11,19 @@ import os
 import os.path as osp
 from typing import Optional
 
+from .. import records
+from ..checks import (check_data_hint, check_split_file, check_writable, guard_dataset,
+                      resolve_data_root)
 from ..config import load_config
 from ..errors import ConfigError
+from ..protocol.benchmarks import BENCHMARKS
+from .identity import run_identity
 from .run import Run
 
 
 # -- prepare ----------------------------------------------------------------------
 def check_data_root(cfg) -> None:
     """Refuse to start on a missing or empty data root, or a missing or empty split file, naming the fix."""
-    from ..checks import check_split_file
-    from ..protocol.benchmarks import BENCHMARKS
     ds = cfg.test_dataloader.dataset
     root = ds.get('data_root') or ''
     img_dir = osp.join(root, ds.get('data_prefix', {}).get('img_path', ''))
@@ -55,8 +58,6 @@ def prepare(run: Run, launcher: str = 'none', show_dir: Optional[str] = None, sh
 
     Sets ``run.cfg``, ``run.identity`` and (when empty) ``run.record``.
     """
-    from ..checks import check_writable, resolve_data_root
-    from .identity import run_identity
     cfg = load_config(run.config, run.options)
     # bad inputs fail here, in one line, before any weights or images are loaded
     resolve_data_root(cfg, run.options)
@@ -66,7 +67,7 @@ def prepare(run: Run, launcher: str = 'none', show_dir: Optional[str] = None, sh
     if write:
         check_writable(cfg.work_dir, run.record)
     if show_dir:
-        from ..visualization import add_show_hook
+        from ..visualization import add_show_hook  # lazy: it imports MMSeg
         add_show_hook(cfg, show_dir, show_n)
     check_data_root(cfg)
     run.cfg = cfg
@@ -77,7 +78,6 @@ def prepare(run: Run, launcher: str = 'none', show_dir: Optional[str] = None, sh
 def check_built_dataset(dataset, cfg) -> None:
     """A built test dataset lists images and the files it lists exist; its loading failures will name
     their file (once per dataset object: shared passes call it once for runs that share a dataset)."""
-    from ..checks import guard_dataset
     data_root = cfg.test_dataloader.dataset.get('data_root')
     if len(dataset) == 0:
         raise ConfigError(f"dataset at '{data_root}' lists no images")
@@ -133,7 +133,6 @@ def build_evaluator(cfg, dataset):
 
     from mmengine.runner import Runner
 
-    from ..checks import check_data_hint
     evaluator = Runner.build_evaluator(None, copy.deepcopy(cfg.test_evaluator))  # uses no runner instance
     evaluator.dataset_meta = dataset.metainfo
     hint = check_data_hint(cfg.get('benchmark'), cfg.test_dataloader.dataset.get('data_root'))
@@ -172,9 +171,8 @@ def write_record(record: dict, run: Run) -> None:
     Raises:
         ConfigError: the record cannot be written (full disk, read-only folder), naming the file.
     """
-    from ..records import write_record as write
     try:
-        write(record, run.record)
+        records.write_record(record, run.record)
     except OSError as e:
         raise ConfigError(f"cannot write the record '{run.record}': {e.strerror or e}") from None
     try:
@@ -186,7 +184,6 @@ def write_record(record: dict, run: Run) -> None:
 
 def write_failure(run: Run, error: BaseException) -> Optional[str]:
     """Leave ``<record>.failed`` (run name, error) where the record would be; None when it cannot be written."""
-    from ..records import atomic_write_json
     if not run.record or not osp.isdir(osp.dirname(osp.abspath(run.record))):
         return None  # no folder made just for the marker (e.g. a config that failed to load)
     path = failure_path(run.record)
@@ -194,7 +191,7 @@ def write_failure(run: Run, error: BaseException) -> Optional[str]:
     info = dict(complete=False, run=run.name, error=msg, type=type(error).__name__, record=run.record,
                 created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
     try:
-        atomic_write_json(info, path)
+        records.atomic_write_json(info, path)
     except OSError:
         return None
     return path

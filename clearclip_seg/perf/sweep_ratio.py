@@ -21,14 +21,20 @@ import tempfile
 import time
 from typing import Callable, Optional, Sequence, Tuple
 
-from ..records import atomic_write_json
+from ..apis import evaluate
+from ..apis.inference import init_segmentor
+from ..evaluation.passes import run_pass
+from ..protocol.benchmarks import BENCHMARKS
+from ..records import atomic_write_json, load_record
+from ..suites import suite_runs
+from ..sweep.plan import plan_runs
+from ..sweep.units import group_units
+from ..synthetic import write_benchmark
 from .inputs import load_average, machine_info
 
 
 def _data_roots(benchmarks: Sequence[str], folder: str, num_images: int, size: Tuple[int, int]) -> dict:
     """One synthetic tree per image set (VOC21 and VOC20 share theirs), keyed by benchmark."""
-    from ..protocol.benchmarks import BENCHMARKS
-    from ..synthetic import write_benchmark
     roots, by_set = {}, {}
     for key in benchmarks:
         b = BENCHMARKS[key]
@@ -65,12 +71,6 @@ def measure_sharing(suite: str = 'ablation', benchmarks: Optional[Sequence[str]]
     """
     import torch
 
-    from ..apis import evaluate
-    from ..apis.inference import init_segmentor
-    from ..evaluation.passes import run_pass
-    from ..suites import suite_runs
-    from ..sweep.plan import plan_runs
-    from ..sweep.units import group_units
     own = folder is None
     folder = folder or tempfile.mkdtemp(prefix='clearclip-sweep-ratio-')
     # the text cache is the usual one ($CLEARCLIP_CACHE): its keys include the (seeded, random)
@@ -131,7 +131,6 @@ def measure_sharing(suite: str = 'ablation', benchmarks: Optional[Sequence[str]]
 
 
 def _same_records(a: Sequence, b: Sequence) -> bool:
-    from ..records import load_record
     keys = ('area_intersect', 'area_union', 'area_pred', 'area_label', 'mIoU')
     for pa, pb in zip(a, b):
         ra, rb = load_record(pa.record), load_record(pb.record)

@@ -11,8 +11,11 @@ import os
 import os.path as osp
 import sys
 
+from .executors import LocalExecutor, SlurmExecutor
 from .lock import LockedError, ResultsLock
+from .loop import dry_run_lines, plan_work, run_units
 from .plan import PlanError, collect_runs, parse_data_roots, plan_runs, stale_message, unused_roots
+from .process import leftovers
 
 
 def _error(msg: str) -> int:
@@ -35,7 +38,6 @@ def check_out(out: str) -> None:
 
 def make_executor(args, out: str, mode: str):
     """The executor the arguments ask for."""
-    from .executors import LocalExecutor, SlurmExecutor
     if getattr(args, 'slurm', False):
         return SlurmExecutor(osp.join(out, '.slurm'), getattr(args, 'partition', None), getattr(args, 'time', 240),
                              getattr(args, 'gpus_per_job', 1), getattr(args, 'cpus_per_job', None),
@@ -67,12 +69,10 @@ def run_sweep(args) -> int:
                 mark = {'done': 'done', 'stale': 'STALE', 'todo': '    '}[p.status]
                 why = f"  ({'; '.join(p.why)})" if p.status == 'stale' else ''
                 print(f"  [{mark}] {p.title}: {p.config} {' '.join(p.info()['overrides'])}{why}")
-            from .loop import dry_run_lines  # how the runs group into shared passes, and the cost
             print('\n'.join(dry_run_lines(planned, args)))
             return 0
         check_out(out)
         with ResultsLock(out):
-            from .process import leftovers
             for line in leftovers(out):
                 print(f'note: {line}', file=sys.stderr)
             planned = plan_runs(runs, out, roots, args.cfg_options, args.force)
@@ -92,7 +92,6 @@ def _summary(planned, out: str) -> None:
 
 
 def _run_planned(planned, out: str, args) -> int:
-    from .loop import plan_work, run_units
     _summary(planned, out)
     n_done = sum(p.status == 'done' for p in planned)
     units, mode = plan_work(planned, args)

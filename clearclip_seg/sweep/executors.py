@@ -26,6 +26,7 @@ from collections import deque
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 from ..repo_root import ROOT
+from .process import end_group, remove_pid_file, run_child, spawn
 
 
 class Job(NamedTuple):
@@ -113,7 +114,6 @@ class LocalExecutor(Executor):
         self._envs = worker_envs(self.workers)
 
     def run(self, jobs, on_done, stop=None, on_start=None, on_output=None) -> int:
-        from .process import run_child
         envs = getattr(self, '_envs', None) or worker_envs(self.workers)
         if self.workers == 1 and on_output is not None:  # one at a time: its output is streamed too
             for i, job in enumerate(jobs):
@@ -129,7 +129,6 @@ class LocalExecutor(Executor):
         return self._pool(jobs, on_done, stop, on_start, envs)
 
     def _pool(self, jobs, on_done, stop, on_start, envs) -> int:
-        from .process import end_group, remove_pid_file, spawn
         queue = deque(jobs)
         started = 0
         active: Dict[int, tuple] = {}
@@ -191,7 +190,6 @@ def run_logged(cmd: List[str], log_path: str, pid_file: Optional[str] = None, un
     runs. With ``runner_pid`` (submitit's local executor: the jobs run on the
     runner's machine), the command is ended when the runner is gone.
     """
-    from .process import remove_pid_file, spawn
     os.makedirs(osp.dirname(log_path), exist_ok=True)
     children: List[subprocess.Popen] = []
     with open(log_path, 'w') as log:

@@ -24,10 +24,11 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 from ..evaluation.identity import identity_diff
 from ..evaluation.steps import read_failure
+from ..records import load_record
 from .commands import unit_command
 from .executors import Executor, Job
 from .plan import PlanError
-from .process import pid_file
+from .process import Interrupted, interrupt_handlers, pid_file
 from .units import WorkUnit, describe_units, group_units
 
 PARALLEL_MODES = ('auto', 'runs', 'data')
@@ -101,7 +102,6 @@ def sweep_exit(failures: Sequence[str], total: int, out: str) -> int:
 
 def check_run(run) -> Tuple[bool, Optional[dict], str]:
     """(ok, record, why not): the run's record exists, is complete and carries the planned identity."""
-    from ..records import load_record
     rec = load_record(run.record)
     made = (rec or {}).get('config', {}).get('identity')
     if rec is None or made is None:
@@ -139,7 +139,6 @@ def run_units(units: Sequence[WorkUnit], out: str, executor: Executor, total: in
     """
     from tqdm import tqdm
 
-    from .process import Interrupted, interrupt_handlers
     try:  # settings the machine cannot honour end here, in one line, before anything runs
         executor.check()
     except ValueError as e:  # more workers than GPUs, submitit missing

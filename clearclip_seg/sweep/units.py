@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..checks import resolve_data_root
 from ..config import load_config
 from ..evaluation.share import key_digest, share_key
+from ..protocol.benchmarks import BENCHMARKS
 from .cost import pass_factor, split_flops, vision_geometry
 
 
@@ -79,7 +80,6 @@ def group_units(planned: Sequence, share: bool = True, loader=load_run_config) -
     Returns:
         Units; each run is in exactly one.
     """
-    from ..protocol.benchmarks import BENCHMARKS
     units: List[WorkUnit] = []
     by_key: Dict[str, WorkUnit] = {}
     for p in planned:
