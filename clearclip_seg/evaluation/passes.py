@@ -206,7 +206,6 @@ def _score(runs: List[Run], loaders: dict, data_key: Dict[int, str], built: Dict
            log_interval: Optional[int], shared: bool, write: bool, everyone: Sequence[Run]) -> None:
     """The loop over image batches (run after run on each, the trunk shared), then the records
     (``everyone``: all runs of the pass, for the summary line)."""
-    import torch
     from mmengine.dist import get_world_size
 
     keys = list(dict.fromkeys(data_key[id(r)] for r in runs))

@@ -19,7 +19,6 @@ planned for it; a run that failed says why (its failure marker, else its log).
 """
 import re
 import sys
-import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from ..evaluation.identity import identity_diff

@@ -1,16 +1,27 @@
-"""Child runs in their own process group, ended with the runner.
+"""Child runs in their own process group, ended with the runner; what a killed runner left behind.
 
-Each evaluation (``tools/test.py``, or ``torchrun`` and its workers) runs in a
-new process group, so one ``killpg`` reaches all its processes, DataLoader
-workers included. SIGINT and SIGTERM sent to the runner are turned into
-``Interrupted``; the runner then ends the current child's group (SIGTERM, then
-SIGKILL after a grace period) before exiting. If the runner itself is killed
-outright (SIGKILL), Linux's parent-death signal still sends the child SIGTERM.
+Each work unit (``tools/test.py``, a shared pass's worker, or ``torchrun`` and
+its workers) runs in a new process group, so one ``killpg`` reaches all its
+processes, DataLoader workers included. SIGINT and SIGTERM sent to the runner
+are turned into ``Interrupted``; the runner then ends the running children's
+groups (SIGTERM, then SIGKILL after a grace period) before exiting. If the
+runner itself is killed outright (SIGKILL), Linux's parent-death signal still
+sends each child SIGTERM (``die_with_parent``); under submitit's local
+executor, whose job controllers outlive the runner by design, the job ends its
+command once the runner is gone (``executors.run_logged``).
+
+Each running unit also leaves a pid file in ``<out>/.running/`` (removed when
+it ends). A runner that finds one at start (``leftovers``) reports it, and ends
+the process group it names if it is still running on this machine.
 """
 import ctypes
+import datetime
+import json
 import os
 import signal
+import socket
 import subprocess
+import time
 from typing import Callable, List, Optional
 
 GRACE_S = 10.0
