@@ -2,7 +2,7 @@
 
 ``init_segmentor`` and ``inference_segmentor`` are what the demo, the
 analysis and the speed tools use; ``evaluate`` (``evaluate.py``) runs a whole
-benchmark through MMEngine's ``Runner``.
+benchmark (``clearclip_seg.evaluation.passes``).
 """
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union

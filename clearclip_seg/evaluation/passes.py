@@ -147,11 +147,11 @@ def _init_dist(launcher: str, cfg) -> None:
     import torch.distributed as dist
     if dist.is_initialized():
         return
-    if torch.cuda.is_available():
+    if launcher == 'pytorch' and not torch.cuda.is_available():
+        dist.init_process_group('gloo')  # MMEngine's init calls torch.cuda.set_device
+    else:  # as MMEngine's Runner starts it (the backend: gloo without a GPU, see steps.prepare_runtime)
         from mmengine.dist import init_dist
         init_dist(launcher, **dict((cfg.get('env_cfg') or {}).get('dist_cfg') or {}))
-    else:  # MMEngine's init calls torch.cuda.set_device
-        dist.init_process_group('gloo')
 
 
 def _check_same_key(runs: Sequence[Run]) -> None:

@@ -144,7 +144,12 @@ def build_evaluator(cfg, dataset):
 def build_show_hooks(cfg):
     """The config's ``custom_hooks`` (``--show-dir`` panels), called after each scored batch."""
     from mmengine.registry import HOOKS
-    return [HOOKS.build(dict(h)) for h in cfg.get('custom_hooks', None) or []]
+    hooks = []
+    for h in cfg.get('custom_hooks', None) or []:
+        h = dict(h)
+        h.pop('priority', None)  # an order among hooks: these are called in the config's order
+        hooks.append(HOOKS.build(h))
+    return hooks
 
 
 # -- record -----------------------------------------------------------------------
