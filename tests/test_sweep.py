@@ -153,6 +153,20 @@ def test_one_failed_run_does_not_fail_its_pass(tmp_path, voc_root, monkeypatch):
     assert lines[-1].endswith(f'; failed: {bad.name}, {qk.name}')
 
 
+def test_a_model_build_error_is_the_same_one_line_error_alone_and_in_a_pass(tmp_path, voc_root):
+    from clearclip_seg.apis import evaluate
+    from clearclip_seg.errors import ConfigError
+    from clearclip_seg.evaluation.passes import run_pass
+    ok, bad = _specs(voc_root, tmp_path)[:2]
+    bad.options['model.templates'] = 'no_such_templates'
+    with pytest.raises(ConfigError) as alone:
+        evaluate(bad.config, bad.options, work_dir=str(tmp_path / 'alone'))
+    assert 'no_such_templates' in str(alone.value) and '\n' not in str(alone.value)
+    records = run_pass([ok, bad], log=None)
+    assert records[0] is not None and records[1] is None
+    assert type(bad.error) is ConfigError and str(bad.error) == str(alone.value)
+
+
 def test_shared_pass_refuses_runs_that_differ_before_the_last_block(tmp_path, voc_root):
     from clearclip_seg.evaluation.passes import run_pass
     from clearclip_seg.evaluation.share import ShareError
