@@ -175,6 +175,7 @@ def test_a_resume_ends_a_leftover_unit_still_running(tmp_path):
     cmd = [sys.executable, '-c', 'import time; time.sleep(300)']
     child = subprocess.Popen(cmd, start_new_session=True)
     try:
+        assert _wait(lambda: b'time.sleep(300)' in open(f'/proc/{child.pid}/cmdline', 'rb').read(), 30)  # exec'd
         path = pid_file(str(tmp_path), '001-unit')
         write_pid_file(path, child.pid, cmd, '001-unit')
         lines = leftovers(str(tmp_path), grace_s=5)
