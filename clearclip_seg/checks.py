@@ -14,8 +14,9 @@ import sys
 import tempfile
 from typing import Optional, Sequence
 
-from .apis.config import ROOT, ConfigError
+from .errors import ConfigError
 from .options import check_number
+from .repo_root import ROOT
 
 DATA_ROOT_KEY = 'test_dataloader.dataset.data_root'
 

@@ -14,10 +14,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .protocol import constants
+from .repo_root import ROOT
 
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 NONE_WORDS = ('', 'none', 'null', 'random')
-DEFAULT_CONFIG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', '_base_', 'models',
+DEFAULT_CONFIG = osp.join(ROOT, 'configs', '_base_', 'models',
                           'clearclip_vit-b16.py')
 
 

@@ -9,15 +9,9 @@ import math
 from numbers import Real
 from typing import Iterable, Mapping, Optional, Tuple
 
+from .errors import ConfigError  # noqa: F401  (raised by the checks; exported by clearclip_seg.apis)
+
 FLOAT32_MAX = 3.4028234663852886e38
-
-
-class ConfigError(ValueError):
-    """A config mistake; the message is one line naming the file or key (tools exit with code 2).
-
-    Defined here, in a module that imports nothing of the package, so that any
-    module can raise it; ``clearclip_seg.apis`` exports it.
-    """
 
 
 def check_bool(value, key: str) -> bool:

@@ -176,7 +176,7 @@ def _resize_scale(cfg):
 
 def _header(kind: str, cfg, config_path: str, cfg_options: dict) -> dict:
     """The fields every record starts with: schema, kind, creation time, benchmark and config."""
-    from .apis.config import relative_to_root
+    from .repo_root import relative_to_root
     return dict(record_version=RECORD_VERSION, kind=kind, complete=True, created=now_iso(),
                 benchmark=cfg.get('benchmark'), method=cfg.get('method'),
                 config=dict(path=relative_to_root(config_path), cfg_options=cfg_options,

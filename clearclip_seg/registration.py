@@ -3,5 +3,6 @@
 Configs name this module in ``custom_imports``; code calls
 ``clearclip_seg.register_all_modules()``.
 """
-from . import datasets, evaluation, methods, models, visualization  # noqa: F401
+from . import datasets, methods, models, visualization  # noqa: F401
+from .evaluation import iou_metric  # noqa: F401  (the package itself stays light)
 from .models import data_preprocessor, segmentor, wrapper  # noqa: F401  (models/__init__ stays MMSeg-free)

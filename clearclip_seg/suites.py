@@ -1,6 +1,7 @@
 """Run matrices: which (config, overrides) pairs make up each named suite.
 
-A run is a name, a config path and a list of ``--cfg-options`` items. Suites:
+A run (``clearclip_seg.evaluation.run.Run``) is a name, a config path and its
+config overrides as data (``{'a.b': value}``). Suites:
 
 * ``main``: ClearCLIP with ViT-B/16 and ViT-L/14 (OpenAI) on all eight benchmarks.
 * ``baselines``: vanilla CLIP, and the paper's MaskCLIP and SCLIP-style rows
@@ -25,11 +26,12 @@ in its record (``run``), so the tables label the rows.
 Each suite is one function registered with ``@register_suite(name)``
 (``SUITE_BUILDERS``); adding one is docs/extending.md, "A sweep suite".
 """
-from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
+from .evaluation.run import Run
 from .protocol.backbones import BACKBONE_TABLE
 from .protocol.benchmarks import BENCHMARKS, PAPER_ORDER
+from .protocol import constants
 from .protocol.constants import config_path
 from .protocol.methods import METHOD_CARDS, common_setting
 from .protocol.presets import BASELINE_PRESETS, PRESETS, ablation_grid
@@ -37,25 +39,6 @@ from .protocol.presets import BASELINE_PRESETS, PRESETS, ablation_grid
 # the backbones suite: every table row besides OpenAI's (those are the main suite), table order
 COMPARED_BACKBONES = tuple(b.slug for b in BACKBONE_TABLE if b.family != 'OpenAI CLIP')
 NO_BACKGROUND = tuple(k for k in PAPER_ORDER if not BENCHMARKS[k].background)
-
-
-@dataclass
-class Run:
-    name: str
-    config: str
-    cfg_options: List[str] = field(default_factory=list)
-    benchmark: Optional[str] = None
-    preset: Optional[str] = None
-    backbone: Optional[str] = None
-    card: Optional[str] = None        # method card (protocol/methods.py) of a methods-suite run
-    protocol: Optional[str] = None    # own | common | common+pamr (methods suites)
-
-    def info(self, suite: str) -> Dict:
-        info = dict(suite=suite, name=self.name, benchmark=self.benchmark, preset=self.preset,
-                    backbone=self.backbone, overrides=list(self.cfg_options))
-        if self.card is not None:
-            info.update(card=self.card, protocol=self.protocol)
-        return info
 
 
 def preset_config(preset: str, backbone: str, benchmark: str) -> str:
@@ -69,7 +52,7 @@ def preset_runs(presets: Sequence[str], backbones: Sequence[str], benchmarks: Se
             if bb not in PRESETS[p].backbones:
                 continue
             for b in benchmarks:
-                runs.append(Run(f'{p}_{bb}_{b}', preset_config(p, bb, b), [], b, p, bb))
+                runs.append(Run(f'{p}_{bb}_{b}', preset_config(p, bb, b), {}, b, p, bb))
     return runs
 
 
@@ -77,10 +60,9 @@ def ablation_runs(benchmarks: Sequence[str] = NO_BACKGROUND, backbone: str = 'vi
     runs = []
     for point in ablation_grid():
         tag = f"{point['attn']}_res{int(point['residual'])}_ffn{int(point['ffn'])}"
-        opts = [f"model.last_block.attn={point['attn']}", f"model.last_block.residual={point['residual']}",
-                f"model.last_block.ffn={point['ffn']}"]
+        opts = {f'model.last_block.{k}': point[k] for k in ('attn', 'residual', 'ffn')}
         for b in benchmarks:
-            runs.append(Run(f'ablation_{tag}_{backbone}_{b}', preset_config('clearclip', backbone, b), opts,
+            runs.append(Run(f'ablation_{tag}_{backbone}_{b}', preset_config('clearclip', backbone, b), dict(opts),
                             b, None, backbone))
     return runs
 
@@ -102,8 +84,8 @@ def method_runs(protocol: str, benchmarks: Sequence[str], backbone: str = 'vit-b
     runs = []
     for b in benchmarks:
         # ClearCLIP's configs have no model.postprocess key to replace (no _delete_: it would stay in the dict)
-        opts = ['model.postprocess.type=PAMR', 'model.postprocess.num_iter=10',
-                'model.postprocess.dilations=(8,16)'] if pamr else []
+        opts = {'model.postprocess.type': 'PAMR', 'model.postprocess.num_iter': constants.PAMR_NUM_ITER,
+                'model.postprocess.dilations': tuple(constants.PAMR_DILATIONS)} if pamr else {}
         runs.append(Run(f'clearclip_{backbone}_{b}{tag}', preset_config('clearclip', backbone, b), opts, b,
                         'clearclip', backbone, 'clearclip', protocol))
     for name in cards:
@@ -111,7 +93,8 @@ def method_runs(protocol: str, benchmarks: Sequence[str], backbone: str = 'vit-b
         if backbone not in card.backbones:
             continue
         for b in benchmarks:
-            opts = [] if pamr is None else common_setting(card, b, pamr=pamr, backbone=backbone).option_items()
+            opts = {} if pamr is None else {k: v for k, v in common_setting(card, b, pamr=pamr, backbone=backbone)
+                                            .cfg_options().items() if k not in ('model.method', 'model.last_block')}
             runs.append(Run(f'{name}_{backbone}_{b}{tag}', config_path(name, backbone, b), opts, b, None,
                             backbone, name, protocol))
     return runs

@@ -423,7 +423,7 @@ def _fake_record(planned):
 
 
 def test_records_made_with_other_settings_are_not_done(tools, capsys, tmp_path, voc_copy):
-    from clearclip_seg.runner import collect_runs, plan_runs
+    from clearclip_seg.sweep import collect_runs, plan_runs
     root, _ = voc_copy
     m = _matrix(tmp_path, ('r', []))
     out = tmp_path / 'out'
@@ -455,7 +455,7 @@ def test_records_made_with_other_settings_are_not_done(tools, capsys, tmp_path, 
 
 
 def test_second_runner_refuses_and_a_crashed_one_leaves_no_lock(tools, capsys, tmp_path, voc):
-    from clearclip_seg.runner import ResultsLock
+    from clearclip_seg.sweep import ResultsLock
     out = tmp_path / 'out'
     m = _matrix(tmp_path, ('r', []))
     with ResultsLock(str(out)):
@@ -463,7 +463,7 @@ def test_second_runner_refuses_and_a_crashed_one_leaves_no_lock(tools, capsys, t
     assert code == 2 and 'in use by another tools/benchmark.py' in error_line(err) and f'pid {os.getpid()}' in err
     # a runner killed outright: the kernel drops its lock
     holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; sys.path.insert(0, sys.argv[1]);'
-                               'from clearclip_seg.runner.lock import ResultsLock; l = ResultsLock(sys.argv[2]); '
+                               'from clearclip_seg.sweep.lock import ResultsLock; l = ResultsLock(sys.argv[2]); '
                                'l.acquire(); print("held", flush=True); time.sleep(60)', ROOT, str(out)],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == 'held'
@@ -513,6 +513,65 @@ def test_signals_end_the_child_runs(tools, capsys, tmp_path, voc, sig):
     assert not (out / 'm' / 'r' / 'record.json').exists()
 
 
+# -- outputs that cannot be written, bad --run-info, runs that crash ---------------------------------
+@pytest.mark.parametrize('run_info,what', [('{"name": ', 'is not JSON'), ('[1, 2]', 'expected a JSON object')])
+def test_bad_run_info_is_one_line(tools, capsys, tmp_path, voc, run_info, what):
+    code, _, err = run_test_tool(tools, capsys, [CONFIG, '--work-dir', tmp_path / 'w', '--run-info', run_info,
+                                                 *tiny(voc[0])])
+    line = error_line(err)
+    assert code == 2 and '--run-info' in line and what in line, err
+
+
+def test_outputs_pointing_at_a_file_are_one_line(tools, capsys, tmp_path, voc):
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('not a folder')
+    code, _, err = run_test_tool(tools, capsys, [CONFIG, '--work-dir', a_file, *tiny(voc[0])])
+    assert code == 2 and f"'{a_file}'" in error_line(err) and 'work dir' in error_line(err)
+    code, _, err = run_bench(tools, capsys, bench_args(a_file, voc[0], '--configs', CONFIG))
+    assert code == 2 and f"results folder '{a_file}' (--out) cannot be written" in error_line(err)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root writes into read-only folders')
+def test_read_only_outputs_are_one_line(tools, capsys, tmp_path, voc):
+    ro = tmp_path / 'ro'
+    ro.mkdir()
+    ro.chmod(0o555)
+    code, _, err = run_test_tool(tools, capsys, [CONFIG, '--work-dir', ro / 'w', *tiny(voc[0])])
+    assert code == 2 and str(ro) in error_line(err)
+    code, _, err = run_bench(tools, capsys, bench_args(ro / 'out', voc[0], '--configs', CONFIG))
+    assert code == 2 and str(ro) in error_line(err)
+
+
+def test_a_full_disk_at_the_record_is_one_line_and_no_record(tools, capsys, tmp_path, voc, monkeypatch):
+    import errno
+
+    from clearclip_seg import records
+
+    def full(record, path):
+        raise OSError(errno.ENOSPC, 'No space left on device', path)
+    monkeypatch.setattr(records, 'write_record', full)
+    work = tmp_path / 'w'
+    code, _, err = run_test_tool(tools, capsys, [CONFIG, '--work-dir', work, *tiny(voc[0])])
+    line = error_line(err)
+    assert code == 2 and f"cannot write the record '{work / 'record.json'}': No space left on device" in line
+    assert not (work / 'record.json').exists()
+    failed = json.loads((work / 'record.json.failed').read_text())   # what was lost, next to the record
+    assert failed['complete'] is False and 'No space left on device' in failed['error']
+
+
+def test_a_run_without_a_number_is_never_recorded_complete(tools, capsys, voc_copy, tmp_path):
+    """Labels that are all ignore (255): no valid pixel, no mIoU; the run fails, no complete record."""
+    root, ids = voc_copy
+    for i in ids:
+        label = root / 'SegmentationClass' / f'{i}.png'
+        Image.fromarray(np.full_like(np.array(Image.open(label)), 255)).save(label)
+    work = tmp_path / 'w'
+    code, _, err = run_test_tool(tools, capsys, [CONFIG, '--work-dir', work, *tiny(root)])
+    assert code == 2, err
+    error_line(err)
+    assert not (work / 'record.json').exists()
+
+
 # -- demo output folder -----------------------------------------------------------------------------
 def test_demo_does_not_mix_runs(tools, tmp_path, capsys):
     inputs = tmp_path / 'in'
@@ -537,7 +596,7 @@ def test_a_signal_while_a_child_starts_is_raised_only_once_its_handle_is_kept():
     """``spawn`` holds SIGTERM back until ``keep`` stored the child, so the runner can always end it."""
     import signal
 
-    from clearclip_seg.runner.process import Interrupted, end_group, interrupt_handlers, spawn
+    from clearclip_seg.sweep.process import Interrupted, end_group, interrupt_handlers, spawn
     kept, finished = [], []
 
     def keep(proc):

@@ -99,3 +99,89 @@ def test_distributed_equals_single_process(tmp_path, voc_root):
     for key in ('area_intersect', 'area_union', 'area_pred', 'area_label'):
         assert two['metrics'][key] == one['metrics'][key]
     assert two['metrics']['mIoU'] == one['metrics']['mIoU']
+
+
+def _alive(pid):
+    """Running (a zombie waiting for its reaper counts as ended)."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
+    except OSError:
+        return False
+
+
+def _processes_naming(marker):
+    found = []
+    for pid in os.listdir('/proc'):
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                    if marker.encode() in f.read() and _alive(int(pid)):
+                        found.append(int(pid))
+            except OSError:
+                pass
+    return found
+
+
+def _wait(condition, seconds):
+    deadline = time.time() + seconds
+    while not condition() and time.time() < deadline:
+        time.sleep(0.1)
+    return condition()
+
+
+@pytest.mark.parametrize('executor', [['--gpus', '2', '--parallel', 'runs'],
+                                      ['--slurm', '--slurm-executor', 'local', '--time', '20']])
+def test_workers_end_with_a_runner_killed_outright(tmp_path, voc_root, executor):
+    """kill -9 of the runner (only the runner): its workers end too, and a resume reports what was left."""
+    if '--slurm' in executor:
+        pytest.importorskip('submitit')
+    matrix = tmp_path / 'm.json'
+    matrix.write_text(json.dumps([
+        dict(name='a', config='configs/clearclip/clearclip_vit-b16_voc21.py', benchmark='voc21'),
+        dict(name='b', config='configs/clearclip/clearclip_vit-b16_voc21.py', benchmark='voc21',
+             cfg_options=['model.test_cfg.crop_size=(64,64)', 'model.test_cfg.stride=(32,32)']),  # a unit of its own
+    ]))
+    out = tmp_path / 'out'
+    running = out / '.running'
+    proc = subprocess.Popen(bench_cmd(out, voc_root, '--matrix', str(matrix), *executor), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert _wait(lambda: proc.poll() is not None or running.is_dir() and len(os.listdir(running)) == 2, 600)
+        assert proc.poll() is None, 'the runner ended before its units started'
+        pids = [json.loads((running / f).read_text())['pid'] for f in os.listdir(running)]
+        assert all(_alive(p) for p in pids)
+        os.kill(proc.pid, signal.SIGKILL)   # the runner alone, not its process group
+        proc.wait()
+        assert _wait(lambda: not any(_alive(p) for p in pids), 60), 'a worker survived the runner'
+        # nothing of the sweep is left running (submitit's job controllers included)
+        assert _wait(lambda: not _processes_naming(str(out)), 60), _processes_naming(str(out))
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    left = os.listdir(running)
+    resumed = run(bench_cmd(out, voc_root, '--matrix', str(matrix), *executor))
+    for _ in left:   # pid files an ended worker could not remove: reported, then the runs run again
+        assert 'was interrupted when an earlier runner stopped' in resumed.stderr
+    assert not os.listdir(running) and 'all 2 runs complete' in resumed.stdout
+    assert sorted(records_by_name(out)) == ['a', 'b']
+
+
+def test_a_resume_ends_a_leftover_unit_still_running(tmp_path):
+    """A pid file whose process still runs here (a worker that outlived its runner) is ended and reported."""
+    from clearclip_seg.sweep.process import leftovers, pid_file, write_pid_file
+    cmd = [sys.executable, '-c', 'import time; time.sleep(300)']
+    child = subprocess.Popen(cmd, start_new_session=True)
+    try:
+        assert _wait(lambda: b'time.sleep(300)' in open(f'/proc/{child.pid}/cmdline', 'rb').read(), 30)  # exec'd
+        path = pid_file(str(tmp_path), '001-unit')
+        write_pid_file(path, child.pid, cmd, '001-unit')
+        lines = leftovers(str(tmp_path), grace_s=5)
+        assert len(lines) == 1 and f'unit 001-unit (pid {child.pid}) was still running' in lines[0]
+        assert lines[0].endswith('ended it') and child.wait(timeout=10) == -signal.SIGTERM
+        assert not os.path.exists(path) and leftovers(str(tmp_path)) == []
+    finally:
+        if child.poll() is None:
+            child.kill()

@@ -41,7 +41,7 @@ def test_methods_suites_list_every_method_on_every_benchmark(suite):
         assert info['card'] == r.card and info['protocol'] == {'methods': 'own', 'methods-common': 'common',
                                                                'methods-common-pamr': 'common+pamr'}[suite]
     if suite == 'methods':  # own protocols: the generated configs as they are
-        assert all(r.cfg_options == [] for r in runs)
+        assert all(r.options == {} for r in runs)
     assert [r.benchmark for r in suite_runs(suite, ['voc20', 'ade20k'])] == ['voc20', 'ade20k'] * len(CARDS)
 
 
@@ -49,12 +49,12 @@ def test_methods_suites_list_every_method_on_every_benchmark(suite):
 def test_common_suites_resolve_to_clearclips_protocol(suite):
     from mmengine.config import Config
 
-    from clearclip_seg.runner.identity import parse_cfg_options
+    from clearclip_seg.evaluation.identity import parse_cfg_options
     pamr = suite.endswith('pamr')
     for r in suite_runs(suite, ['voc21', 'cityscapes']):
         own = Config.fromfile(os.path.join(ROOT, r.config))
         cfg = Config.fromfile(os.path.join(ROOT, r.config))
-        cfg.merge_from_dict(parse_cfg_options(r.cfg_options))   # exactly as tools/test.py parses them
+        cfg.merge_from_dict(parse_cfg_options(r.option_items()))   # exactly as tools/test.py parses them
         b = BENCHMARKS[r.benchmark]
         m = cfg.model
         assert m.vocabulary == b.vocabulary and m.logit_scale == 50.0 and m.prob_thd == b.prob_thd, r.name

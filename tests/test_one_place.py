@@ -66,7 +66,7 @@ def test_last_block_defaults_follow_the_constant(monkeypatch, tiny_clip):
     from clearclip_seg.methods.last_block import LastBlock
     from clearclip_seg.models.encoder import DenseCLIPEncoder
     from clearclip_seg.models.segmentor_options import resolve_method
-    from clearclip_seg.perf.flops import encoder_geometry, vit_encoder_flops
+    from clearclip_seg.flops import encoder_geometry, vit_encoder_flops
     from clearclip_seg.protocol import constants
     monkeypatch.setattr(constants, 'CLEARCLIP_LAST_BLOCK', KK)
     assert LastBlock().options() == KK

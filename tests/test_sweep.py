@@ -1,5 +1,6 @@
-"""Shared passes (clearclip_seg.sweep): records equal to separate runs, grouping, resume,
-local workers, Slurm through submitit's local executor, the cost model and the GPU check on a CPU."""
+"""Shared passes (clearclip_seg.evaluation.passes, clearclip_seg.sweep): records equal to separate runs,
+one failed run not failing its pass, grouping, resume, local workers, Slurm through submitit's local
+executor, the cost model and the GPU check on a CPU."""
 import json
 import os
 import subprocess
@@ -40,7 +41,7 @@ class _Tower(torch.nn.Module):
 
 
 def test_trunk_is_computed_once_and_replayed_only_on_equal_windows():
-    from clearclip_seg.sweep.trunk import SharedTrunk, sharing_trunk
+    from clearclip_seg.evaluation.trunk import SharedTrunk, sharing_trunk
     a, b = _Tower(), _Tower()
     b.load_state_dict(a.state_dict())
     x = torch.randn(2, 3, 4)
@@ -66,15 +67,16 @@ def test_trunk_is_computed_once_and_replayed_only_on_equal_windows():
 
 # -- one shared pass against separate runs --------------------------------------------------------
 def _specs(root, out):
-    from clearclip_seg.runner.identity import parse_cfg_options
-    from clearclip_seg.sweep.engine import RunSpec
+    from clearclip_seg.evaluation.identity import parse_cfg_options
+    from clearclip_seg.evaluation.run import Run
     specs = []
     for config, bench in ((VOC21, 'voc21'), (VOC20, 'voc20')):
         for name, opts in VARIANTS.items():
             items = [*TINY, f'test_dataloader.dataset.data_root={root}', *opts, 'default_hooks.logger.interval=10']
             record = os.path.join(str(out), f'{name}_{bench}', 'record.json')
-            specs.append(RunSpec(os.path.join(ROOT, config), parse_cfg_options(items), record,
-                                 run_info=dict(suite='t', name=f'{name}_{bench}', benchmark=bench)))
+            specs.append(Run(f'{name}_{bench}', os.path.join(ROOT, config), parse_cfg_options(items),
+                             record=record, work_dir=os.path.dirname(record),
+                             run_info=dict(suite='t', name=f'{name}_{bench}', benchmark=bench)))
     return specs
 
 
@@ -87,17 +89,18 @@ def _strip(rec):
 
 def test_shared_pass_records_equal_separate_runs(tmp_path, voc_root):
     from clearclip_seg.apis import evaluate
-    from clearclip_seg.sweep.engine import run_shared_pass
+    from clearclip_seg.evaluation.passes import run_pass
     out = tmp_path / 'runs'
     specs = _specs(voc_root, out)
     separate = []
-    for s in specs:  # what tools/test.py does for each run
-        separate.append(evaluate(s.config, s.cfg_options, work_dir=s.work_dir, record_path=s.record,
+    for s in specs:  # what tools/test.py does for each run: a pass of one
+        separate.append(evaluate(s.config, s.options, work_dir=s.work_dir, record_path=s.record,
                                  run_info=s.run_info))
-    for s in specs:  # keep the work dirs: MMEngine's visualizer of a later Runner in this process may write there
+    for s in specs:
         os.remove(s.record)
     lines = []
-    shared = run_shared_pass(specs, log=lines.append)
+    shared = run_pass(specs, log=lines.append)
+    assert all(s.error is None for s in specs)
     assert len(shared) == len(specs) == 6
     for s, a, b in zip(specs, shared, separate):
         assert json.loads(open(s.record).read())['metrics'] == a['metrics']  # what was written
@@ -114,18 +117,69 @@ def test_shared_pass_records_equal_separate_runs(tmp_path, voc_root):
     assert any(line.startswith('Iter(test) [3/3]') for line in lines)
 
 
+def test_one_failed_run_does_not_fail_its_pass(tmp_path, voc_root, monkeypatch):
+    """A run whose model cannot be built and a run that fails while scoring each leave a failure marker
+    (never a record); the other runs of the pass get the records of a pass without them."""
+    from clearclip_seg.errors import ConfigError
+    from clearclip_seg.evaluation import passes
+    from clearclip_seg.evaluation.run import Run
+    from clearclip_seg.evaluation.steps import read_failure
+    qq, qk, kk = _specs(voc_root, tmp_path)[:3]
+    record = str(tmp_path / 'badvocab_voc21' / 'record.json')
+    bad = Run('badvocab_voc21', qq.config, {**qq.options, 'model.vocabulary': 'voc20'}, record=record,
+              work_dir=os.path.dirname(record), run_info=dict(suite='t', name='badvocab_voc21'))
+    reference = passes.run_pass(_specs(voc_root, tmp_path)[0:3:2], log=None)   # qq and kk alone
+    for run in (qq, kk):
+        os.remove(run.record)
+    score_batch = passes._score_batch
+
+    def failing(run, *args):
+        if run.name == qk.name and args[-1] == 1:  # its second image
+            raise RuntimeError('boom on the second image')
+        return score_batch(run, *args)
+    monkeypatch.setattr(passes, '_score_batch', failing)
+    lines = []
+    records = passes.run_pass([qq, bad, qk, kk], log=lines.append)
+    assert records[1] is None and records[2] is None
+    assert isinstance(bad.error, ConfigError) and "vocabulary 'voc20' (model.vocabulary) has 20 classes" in str(bad.error)
+    assert isinstance(qk.error, RuntimeError)
+    for run, why in ((bad, "vocabulary 'voc20'"), (qk, 'boom on the second image')):
+        failure = read_failure(run.record)
+        assert failure['run'] == run.name and why in failure['error'] and failure['complete'] is False
+        assert not os.path.exists(run.record)
+    for rec, ref in zip((records[0], records[3]), reference):
+        assert _strip(rec) == _strip(ref)   # same metrics, config, identity, model...
+        assert rec['timing']['shared_pass']['runs'] == 3   # the runs that were scored (qk until it failed)
+    assert lines[-1].endswith(f'; failed: {bad.name}, {qk.name}')
+
+
+def test_a_model_build_error_is_the_same_one_line_error_alone_and_in_a_pass(tmp_path, voc_root):
+    from clearclip_seg.apis import evaluate
+    from clearclip_seg.errors import ConfigError
+    from clearclip_seg.evaluation.passes import run_pass
+    ok, bad = _specs(voc_root, tmp_path)[:2]
+    bad.options['model.templates'] = 'no_such_templates'
+    with pytest.raises(ConfigError) as alone:
+        evaluate(bad.config, bad.options, work_dir=str(tmp_path / 'alone'))
+    assert 'no_such_templates' in str(alone.value) and '\n' not in str(alone.value)
+    records = run_pass([ok, bad], log=None)
+    assert records[0] is not None and records[1] is None
+    assert type(bad.error) is ConfigError and str(bad.error) == str(alone.value)
+
+
 def test_shared_pass_refuses_runs_that_differ_before_the_last_block(tmp_path, voc_root):
-    from clearclip_seg.sweep.engine import run_shared_pass
-    from clearclip_seg.sweep.plan import ShareError
+    from clearclip_seg.evaluation.passes import run_pass
+    from clearclip_seg.evaluation.share import ShareError
     specs = _specs(voc_root, tmp_path)[:2]
-    specs[1].cfg_options['model.test_cfg.crop_size'] = (32, 32)
+    specs[1].options['model.test_cfg.crop_size'] = (32, 32)
     with pytest.raises(ShareError, match=r'runs qq_res0_ffn0_voc21 and qk_res1_ffn1_voc21 cannot share.*crop_size'):
-        run_shared_pass(specs)
+        run_pass(specs)
 
 
 def test_image_lists_must_agree():
-    from clearclip_seg.sweep.engine import _check_same_images, _Run
-    from clearclip_seg.sweep.plan import ShareError
+    from clearclip_seg.evaluation.passes import _check_same_images
+    from clearclip_seg.evaluation.run import Run
+    from clearclip_seg.evaluation.share import ShareError
 
     class DS:
         def __init__(self, paths):
@@ -137,18 +191,23 @@ def test_image_lists_must_agree():
         def get_data_info(self, i):
             return dict(img_path=self.paths[i])
 
-    def run(bench, paths):
-        return _Run(spec=None, cfg=dict(benchmark=bench), identity={}, key={}, dataset=DS(paths))
-    _check_same_images({'a': [run('voc21', ['x', 'y'])], 'b': [run('voc20', ['x', 'y'])]})
+    def check(*benches_and_paths):
+        runs, datasets = [], {}
+        for bench, paths in benches_and_paths:
+            r = Run(bench, 'c.py', cfg=dict(benchmark=bench))
+            runs.append(r)
+            datasets[id(r)] = DS(paths)
+        _check_same_images(runs, datasets)
+    check(('voc21', ['x', 'y']), ('voc20', ['x', 'y']))
     with pytest.raises(ShareError, match=r"benchmarks voc21 and voc20 .*image #1: 'y' vs 'z'"):
-        _check_same_images({'a': [run('voc21', ['x', 'y'])], 'b': [run('voc20', ['x', 'z'])]})
+        check(('voc21', ['x', 'y']), ('voc20', ['x', 'z']))
     with pytest.raises(ShareError, match=r'context60 and context59 .*2 vs 1 images'):
-        _check_same_images({'a': [run('context60', ['x', 'y'])], 'b': [run('context59', ['x'])]})
+        check(('context60', ['x', 'y']), ('context59', ['x']))
 
 
 # -- grouping and cost ----------------------------------------------------------------------------
 def test_cost_model_matches_the_flop_count():
-    from clearclip_seg.perf.flops import vit_encoder_flops
+    from clearclip_seg.flops import vit_encoder_flops
     from clearclip_seg.sweep.cost import pass_factor, split_flops, vision_geometry
     geo = vision_geometry('ViT-B-16')
     assert geo == dict(width=768, layers=12, mlp_width=3072, out_dim=512, patch=(16, 16), in_chans=3)
@@ -183,13 +242,14 @@ def test_paper_groups_share_image_sets():
 
 
 def test_group_units_splits_on_trunk_settings(voc_root):
-    from clearclip_seg.runner.plan import plan_runs
-    from clearclip_seg.suites import Run
-    from clearclip_seg.sweep.plan import group_units
-    runs = [('m', Run(f'{n}_{b}', c, list(o), b)) for c, b in ((VOC21, 'voc21'), (VOC20, 'voc20'))
+    from clearclip_seg.evaluation.identity import parse_cfg_options
+    from clearclip_seg.evaluation.run import Run
+    from clearclip_seg.sweep.plan import plan_runs
+    from clearclip_seg.sweep.units import group_units
+    runs = [Run(f'{n}_{b}', c, parse_cfg_options(o), b, suite='m') for c, b in ((VOC21, 'voc21'), (VOC20, 'voc20'))
             for n, o in VARIANTS.items()]
-    runs.append(('m', Run('crop32', VOC21, ['model.test_cfg.crop_size=(32,32)'], 'voc21')))
-    runs.append(('m', Run('compiled', VOC21, ['model.compile=True'], 'voc21')))
+    runs.append(Run('crop32', VOC21, {'model.test_cfg.crop_size': (32, 32)}, 'voc21', suite='m'))
+    runs.append(Run('compiled', VOC21, {'model.compile': True}, 'voc21', suite='m'))
     planned = plan_runs(runs, '/nonexistent-out', {'voc21': str(voc_root), 'voc20': str(voc_root)}, TINY)
     units = group_units(planned)
     assert [len(u.runs) for u in units] == [6, 1, 1]
@@ -198,38 +258,44 @@ def test_group_units_splits_on_trunk_settings(voc_root):
 
 
 def test_shared_pass_checks_the_data_as_a_separate_run_does(tmp_path, voc_root):
-    """An empty split file is refused before building, and a bad label names check_data, as in ``evaluate``."""
+    """An empty split file is refused before building, and a bad label names check_data, as in ``evaluate``;
+    each run fails on its own, with a failure marker where its record would be, never a record."""
     import shutil
 
     import numpy as np
     from PIL import Image
 
     from clearclip_seg.checks import DataError
-    from clearclip_seg.sweep.engine import run_shared_pass
+    from clearclip_seg.evaluation.passes import run_pass
+    from clearclip_seg.evaluation.steps import read_failure
     root = tmp_path / 'VOC2012'
     shutil.copytree(voc_root, root)
     specs = [s for s in _specs(root, tmp_path / 'runs') if s.run_info['name'].startswith('qq_')]
     split = root / 'ImageSets' / 'Segmentation' / 'val.txt'
     ids = split.read_text().split()
     split.write_text('')
-    with pytest.raises(DataError, match=f"split file '{split}' lists no images"):
-        run_shared_pass(specs, log=lambda line: None)
+    assert run_pass(specs, log=None) == [None, None]
+    for s in specs:
+        assert isinstance(s.error, DataError) and f"split file '{split}' lists no images" in str(s.error)
+        assert read_failure(s.record)['error'] == str(s.error) and not os.path.exists(s.record)
     split.write_text('\n'.join(ids) + '\n')
     label = root / 'SegmentationClass' / f'{ids[0]}.png'
     bad = np.array(Image.open(label))
     bad[0, 0] = 77
     Image.fromarray(bad).save(label)
-    with pytest.raises(DataError, match='tools/check_data.py voc2'):
-        run_shared_pass(specs, log=lambda line: None)
+    assert run_pass(specs, log=None) == [None, None]
+    for s in specs:   # VOC21 and VOC20 read the same label files: both name the bad value
+        assert isinstance(s.error, DataError) and 'tools/check_data.py voc2' in str(s.error)
+        assert 'tools/check_data.py voc2' in read_failure(s.record)['error'] and not os.path.exists(s.record)
 
 
 # -- the runner -----------------------------------------------------------------------------------
-def _bench(out, root, *args, env=None):
+def _bench(out, root, *args, env=None, code=0):
     cmd = [sys.executable, os.path.join(ROOT, 'tools', 'benchmark.py'), '--out', str(out),
            '--data-root', f'voc21={root}', '--data-root', f'voc20={root}', *args, '--cfg-options', *TINY]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
                           env={**os.environ, 'OMP_NUM_THREADS': '1', **(env or {})})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == code, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
 
@@ -264,7 +330,7 @@ def test_dry_run_shows_the_grouping(tmp_path, voc_root):
 def reference(tmp_path_factory, voc_root):
     """Records of the matrix's runs, one at a time: the reference of the shared and parallel modes."""
     from clearclip_seg.apis import evaluate
-    from clearclip_seg.runner.identity import parse_cfg_options
+    from clearclip_seg.evaluation.identity import parse_cfg_options
     tmp = tmp_path_factory.mktemp('ref')
     matrix = _matrix(tmp, second_unit=True)
     ref = {}
@@ -303,6 +369,32 @@ def test_shared_sweep_resumes_a_partial_pass(tmp_path, voc_root, reference):
             assert rec['timing']['shared_pass']['runs'] == 2
         else:                                                     # the others were not run again
             assert rec == first[name], name
+
+
+def test_a_failed_run_is_listed_and_only_it_is_retried(tmp_path, voc_root):
+    """One run of a shared pass of three cannot be built: the two others are recorded, the summary
+    names it with its error, and once the matrix is fixed a resume runs it alone."""
+    items = [dict(name=n, config=VOC21, benchmark='voc21', cfg_options=o) for n, o in list(VARIANTS.items())[:2]]
+    bad = dict(name='badvocab', config=VOC21, benchmark='voc21', cfg_options=['model.vocabulary=voc20'])
+    matrix = tmp_path / 'm.json'
+    matrix.write_text(json.dumps(items + [bad]))
+    out = tmp_path / 'out'
+    proc = _bench(out, voc_root, '--matrix', str(matrix), code=1)
+    assert 'shared pass of 3' in proc.stdout and '1 run(s) failed' in proc.stdout
+    assert "m/badvocab: vocabulary 'voc20' (model.vocabulary) has 20 classes" in proc.stdout
+    first = records_by_name(out)
+    assert sorted(first) == sorted(list(VARIANTS)[:2])
+    failure = json.loads((out / 'm' / 'badvocab' / 'record.json.failed').read_text())
+    assert failure['run'] == 'badvocab' and failure['complete'] is False
+    bad['cfg_options'] = []
+    matrix.write_text(json.dumps(items + [bad]))
+    proc = _bench(out, voc_root, '--matrix', str(matrix))
+    assert '3 runs, 2 already complete, 1 to go' in proc.stdout and 'all 3 runs complete' in proc.stdout
+    resumed = records_by_name(out)
+    assert sorted(resumed) == sorted([*first, 'badvocab'])
+    for name in first:
+        assert resumed[name] == first[name]   # not run again
+    assert not (out / 'm' / 'badvocab' / 'record.json.failed').exists()
 
 
 def test_two_cpu_workers_take_whole_units(tmp_path, voc_root, reference):
@@ -345,13 +437,14 @@ def test_gpu_check_runs_on_cpu_with_the_tiny_model(tmp_path):
 
 
 def test_sweep_exit_statuses_and_last_lines(capsys):
-    """Both runners end through these: 1 with the failed runs named, 0 when all are done, 128+signal if interrupted."""
+    """Every executor ends through these: 1 with the failed runs named, 0 when all are done, 128+signal if interrupted."""
     import signal
 
-    from clearclip_seg.runner.process import Interrupted
-    from clearclip_seg.sweep.execute import interrupted_exit, sweep_exit
-    assert sweep_exit(['main/a', 'main/b'], 5, 'results') == 1
-    assert capsys.readouterr().out == '2 run(s) failed: main/a, main/b\n'
+    from clearclip_seg.sweep.loop import interrupted_exit, sweep_exit
+    from clearclip_seg.sweep.process import Interrupted
+    assert sweep_exit(['main/a: boom', 'main/b: no complete record'], 5, 'results') == 1
+    assert capsys.readouterr().out == ('2 run(s) failed (the others are recorded; the same command retries only '
+                                       'these):\n  main/a: boom\n  main/b: no complete record\n')
     assert sweep_exit([], 5, 'results') == 0
     assert 'all 5 runs complete; tables: python tools/collect_results.py results' in capsys.readouterr().out
     assert interrupted_exit(Interrupted(signal.SIGTERM), ' during m/r') == 128 + signal.SIGTERM

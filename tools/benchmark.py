@@ -3,17 +3,21 @@
 
 Each work unit (a shared pass of several runs, or one run through
 ``tools/test.py``) runs in its own process (and process group), and each run
-writes one JSON record to ``OUT/SUITE/RUN/record.json``. A run whose complete
+writes one JSON record to ``OUT/SUITE/RUN/record.json``; a run that fails leaves
+``record.json.failed`` (its error) instead, without stopping the other runs of
+its shared pass, and the summary lists it. A run whose complete
 record exists *and was made with the same settings* is skipped, so an
 interrupted sweep resumes where it stopped; a record made with other settings
 (overrides, data root, architecture...) stops the sweep with one line naming
 the difference, unless ``--force``. Records are written atomically, so a killed
 run never leaves a partial one; SIGINT/SIGTERM end the current run's processes
-too; a second runner on the same results folder refuses to start.
+too, and workers end with a runner killed outright (a resume reports what a
+killed runner left); a second runner on the same results folder refuses to start.
 
     python tools/benchmark.py --suite main                  # the paper's main table
     python tools/benchmark.py --suite ablation              # attention x residual x FFN
-    python tools/benchmark.py --suite backbones             # OpenCLIP / MetaCLIP
+    python tools/benchmark.py --suite backbones             # every other backbone family
+    python tools/benchmark.py --suite methods               # every method under its own protocol
     python tools/benchmark.py --matrix my_runs.json         # [{"name", "config", "cfg_options"}]
     python tools/benchmark.py --suite main --gpus 8         # 8 workers, one GPU each, whole work units
     python tools/benchmark.py --configs C.py --gpus 8       # one run: torchrun over 8 GPUs (--parallel data)
@@ -37,9 +41,12 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
+from clearclip_seg.suites import SUITES  # noqa: E402 (after the path set-up)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Run a matrix of ClearCLIP-Seg evaluations, resumably.')
-    p.add_argument('--suite', action='append', default=[], help='main | baselines | ablation | backbones')
+    p.add_argument('--suite', action='append', default=[], help=' | '.join(SUITES))
     p.add_argument('--matrix', help='JSON file: a list of {"name", "config", "cfg_options": [...], "benchmark"}')
     p.add_argument('--configs', nargs='+', default=[], help='config files to run as they are')
     p.add_argument('--benchmarks', help='comma-separated benchmark keys to keep (default: the suite\'s)')
@@ -73,7 +80,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    from clearclip_seg.runner import run_sweep
+    from clearclip_seg.sweep import run_sweep
     return run_sweep(parse_args(argv))
 
 

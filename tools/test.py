@@ -40,15 +40,34 @@ def print_summary(record, path):
     print(f'record: {path}')
 
 
+def parse_run_info(text):
+    """``--run-info``: a JSON object (None when not given)."""
+    from clearclip_seg.apis import ConfigError
+    if text is None:
+        return None
+    shown = text if len(text) <= 80 else text[:77] + '...'
+    try:
+        info = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(f"--run-info '{shown}' is not JSON ({e})") from None
+    if not isinstance(info, dict):
+        raise ConfigError(f"--run-info '{shown}': expected a JSON object, e.g. '{{\"name\": \"r1\"}}'")
+    return info
+
+
 def main(argv=None):
     args = parse_args(argv)
     from clearclip_seg.apis import ConfigError, evaluate
     try:
         record = evaluate(args.config, cfg_options=args.cfg_options, work_dir=args.work_dir,
                           record_path=args.record, launcher=args.launcher, show_dir=args.show_dir,
-                          show_n=args.show_n, run_info=json.loads(args.run_info) if args.run_info else None)
+                          show_n=args.show_n, run_info=parse_run_info(args.run_info))
     except ConfigError as e:
         print(f'error: {e}', file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # an output folder that filled up or went away mid-run
+        where = f" '{e.filename}'" if e.filename else ''
+        print(f'error: cannot write{where}: {e.strerror or e}', file=sys.stderr)
         sys.exit(2)
     if record is not None:
         print_summary(record, record['_path'])

@@ -2,13 +2,15 @@
 
 ``init_segmentor`` and ``inference_segmentor`` are what the demo, the
 analysis and the speed tools use; ``evaluate`` (``evaluate.py``) runs a whole
-benchmark through MMEngine's ``Runner``.
+benchmark (``clearclip_seg.evaluation.passes``).
 """
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from .. import register_all_modules
+from ..protocol.constants import RESIZE
 from .config import load_config, pin_precision, resolve_device
 
 
@@ -41,7 +43,6 @@ def init_segmentor(config, pretrained: Optional[str] = None, device=None,
     Returns:
         The ``ClearCLIPSegmentor``; its config is ``model.cfg``.
     """
-    from .. import register_all_modules
     register_all_modules()
     from mmseg.registry import MODELS
 
@@ -76,7 +77,6 @@ def load_image(path: str) -> np.ndarray:
 
 def _test_resize(cfg):
     """The config's test-time ``Resize``; the protocol's when the config has no data pipeline."""
-    from ..protocol.constants import RESIZE
     pipeline = cfg.get('test_pipeline', None)
     if not pipeline and cfg.get('test_dataloader', None) is not None:
         pipeline = cfg.test_dataloader.dataset.get('pipeline', [])

@@ -2,7 +2,7 @@
 
 One job per module:
 
-- ``flops``: analytic matmul FLOPs of the dense encoder (``vit_encoder_flops``,
+- ``clearclip_seg.flops`` (re-exported here): analytic matmul FLOPs of the dense encoder (``vit_encoder_flops``,
   ``encoder_geometry``, ``windows_flops``).
 - ``memory``: ``PeakMemory``, the peak over a block of code (GPU allocator or CPU RSS).
 - ``timing``: ``timed`` calls and the device's ``measure_matmul_peak``.
@@ -18,7 +18,7 @@ One job per module:
 Window geometry comes from ``clearclip_seg.models.slide`` and the protocol
 values from ``clearclip_seg.protocol``.
 """
-from .flops import encoder_geometry, vit_encoder_flops, windows_flops
+from ..flops import encoder_geometry, vit_encoder_flops, windows_flops
 from .inputs import (DTYPES, VOC_RAW_SIZES, VOC_SIZES, benchmark_slide, build_segmentor, machine_info, parse_size,
                      protocol_resize, synthetic_images, voc_sizes)
 from .memory import PeakMemory, process_peak_rss_mib

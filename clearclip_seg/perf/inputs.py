@@ -10,11 +10,12 @@ import torch.nn.functional as F
 from ..models.clip_loader import PRECISIONS as DTYPES  # noqa: F401  (precision name -> dtype, one table)
 from ..protocol import benchmarks as _benchmarks
 from ..protocol import constants as _constants
+from ..repo_root import ROOT
 
 # Typical VOC images (H x W): landscape, portrait, square.
 VOC_RAW_SIZES: Tuple[Tuple[int, int], ...] = ((375, 500), (500, 375), (500, 500))
 # The model config the segmentor is built from (ClearCLIP's defaults), overridden per run.
-MODEL_CONFIG = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
+MODEL_CONFIG = osp.join(ROOT,
                         'configs', '_base_', 'models', 'clearclip_vit-b16.py')
 
 

@@ -27,10 +27,10 @@ import torch
 from ..protocol.constants import config_path
 from ..protocol.methods import METHOD_CARDS, common_setting
 from ..records import atomic_write_json
+from ..repo_root import ROOT
 from .inputs import VOC_RAW_SIZES, machine_info, protocol_resize, synthetic_images
 from .timing import timed
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 PROTOCOLS = ('common', 'own')
 
 

@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from ..models.slide import padded_window_shapes
-from .flops import last_block_of, windows_flops
+from ..flops import last_block_of, windows_flops
 from .inputs import load_average
 from .memory import PeakMemory
 from .timing import synchronize, timed

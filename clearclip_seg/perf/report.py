@@ -11,7 +11,7 @@ import torch
 
 from ..protocol import constants
 from ..records import atomic_write_json
-from .flops import encoder_geometry, last_block_of
+from ..flops import encoder_geometry, last_block_of
 from .inputs import (DTYPES, benchmark_slide, bf16_advice, build_segmentor, machine_info, protocol_resize,
                      synthetic_images, voc_sizes)
 from .memory import process_peak_rss_mib

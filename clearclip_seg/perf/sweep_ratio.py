@@ -4,7 +4,7 @@ Writes a synthetic copy of each benchmark a suite needs, plans the suite's runs
 as ``tools/benchmark.py`` does (random weights of the chosen backbone, CPU
 threads as configured), then times:
 
-* *shared*: each work unit through ``sweep.engine.run_shared_pass``;
+* *shared*: each work unit through ``evaluation.passes.run_pass``;
 * *separate*: each run through ``apis.evaluate`` (what ``tools/test.py`` runs,
   without the process start-up the real ``--no-share`` path adds, so the ratio
   is a lower bound);
@@ -21,14 +21,20 @@ import tempfile
 import time
 from typing import Callable, Optional, Sequence, Tuple
 
-from ..records import atomic_write_json
+from ..apis import evaluate
+from ..apis.inference import init_segmentor
+from ..evaluation.passes import run_pass
+from ..protocol.benchmarks import BENCHMARKS
+from ..records import atomic_write_json, load_record
+from ..suites import suite_runs
+from ..sweep.plan import plan_runs
+from ..sweep.units import group_units
+from ..synthetic import write_benchmark
 from .inputs import load_average, machine_info
 
 
 def _data_roots(benchmarks: Sequence[str], folder: str, num_images: int, size: Tuple[int, int]) -> dict:
     """One synthetic tree per image set (VOC21 and VOC20 share theirs), keyed by benchmark."""
-    from ..protocol.benchmarks import BENCHMARKS
-    from ..synthetic import write_benchmark
     roots, by_set = {}, {}
     for key in benchmarks:
         b = BENCHMARKS[key]
@@ -65,19 +71,17 @@ def measure_sharing(suite: str = 'ablation', benchmarks: Optional[Sequence[str]]
     """
     import torch
 
-    from ..apis import evaluate
-    from ..apis.inference import init_segmentor
-    from ..runner.identity import parse_cfg_options
-    from ..runner.plan import plan_runs
-    from ..suites import suite_runs
-    from ..sweep.engine import RunSpec, run_shared_pass
-    from ..sweep.plan import group_units
     own = folder is None
     folder = folder or tempfile.mkdtemp(prefix='clearclip-sweep-ratio-')
     # the text cache is the usual one ($CLEARCLIP_CACHE): its keys include the (seeded, random)
     # weights' digest, so a second measurement skips the slow 80-template text encoding
     try:
-        runs = suite_runs(suite, benchmarks)[:max_runs] if max_runs else suite_runs(suite, benchmarks)
+        def suite_copy():  # each side plans (and records) its own runs
+            runs = suite_runs(suite, benchmarks)[:max_runs] if max_runs else suite_runs(suite, benchmarks)
+            for r in runs:
+                r.suite = suite
+            return runs
+        runs = suite_copy()
         roots = _data_roots(sorted({r.benchmark for r in runs}), osp.join(folder, 'data'), num_images, image_size)
         if arch_file:  # a JSON architecture is registered under its file name
             arch = osp.splitext(osp.basename(arch_file))[0]
@@ -85,7 +89,8 @@ def measure_sharing(suite: str = 'ablation', benchmarks: Optional[Sequence[str]]
                  'model.clip.pretrained=None', f'model.clip.precision={precision}',
                  'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False']
         extra = [e for e in extra if e]
-        planned = {side: plan_runs([(suite, r) for r in runs], osp.join(folder, side), roots, extra)
+        planned = {side: plan_runs(suite_copy(), osp.join(folder, side), roots,
+                                   extra + ['default_hooks.logger.interval=1000'])
                    for side in ('shared', 'separate')}
         units = group_units(planned['shared'])
         machine = machine_info('cpu')
@@ -93,23 +98,18 @@ def measure_sharing(suite: str = 'ablation', benchmarks: Optional[Sequence[str]]
             f"{image_size[0]}x{image_size[1]} per image set, {arch or arch_file} {precision}, "
             f"{torch.get_num_threads()} threads on {machine.get('cpu')}")
 
-        def spec(p):
-            opts = parse_cfg_options(list(p.options) + ['default_hooks.logger.interval=1000'])
-            return RunSpec(config=p.config, cfg_options=opts, record=p.record, run_info=p.run.info(p.suite))
-
         from mmengine.runner import set_random_seed
-        for p in {p.run.benchmark: p for p in planned['shared']}.values():  # warm the text cache
+        for p in {p.benchmark: p for p in planned['shared']}.values():  # warm the text cache
             set_random_seed(0)  # the runs' seed (configs' randomness): the same random weights, the same cache key
-            init_segmentor(p.config, device='cpu', cfg_options=parse_cfg_options(p.options))
+            init_segmentor(p.config, device='cpu', cfg_options=p.options)
         load0 = load_average()
         t0 = time.perf_counter()
         for u in units:
-            run_shared_pass([spec(p) for p in u.runs], log=lambda line: None)
+            run_pass(u.runs, log=None)
         shared_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         for p in planned['separate']:
-            s = spec(p)
-            evaluate(s.config, s.cfg_options, work_dir=s.work_dir, record_path=s.record, run_info=s.run_info)
+            evaluate(p.config, p.options, work_dir=p.work_dir, record_path=p.record, run_info=p.info())
         separate_s = time.perf_counter() - t0
         load1 = load_average()
         identical = _same_records(planned['shared'], planned['separate'])
@@ -131,7 +131,6 @@ def measure_sharing(suite: str = 'ablation', benchmarks: Optional[Sequence[str]]
 
 
 def _same_records(a: Sequence, b: Sequence) -> bool:
-    from ..records import load_record
     keys = ('area_intersect', 'area_union', 'area_pred', 'area_label', 'mIoU')
     for pa, pb in zip(a, b):
         ra, rb = load_record(pa.record), load_record(pb.record)

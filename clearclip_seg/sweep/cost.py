@@ -3,7 +3,7 @@
 A run costs one encoder forward per window. A shared pass runs the frozen
 blocks 0..L-2 (the *trunk*) once per window for all its runs, and each run's
 last block and head (``ln_post`` + ``proj``) on those tokens. Costs are counted
-in matmul FLOPs (``perf.flops.vit_encoder_flops``: patch embedding,
+in matmul FLOPs (``clearclip_seg.flops.vit_encoder_flops``: patch embedding,
 attention and MLP matmuls; layer norms, softmax and the per-pixel scoring are
 not counted, a few % of a window), and expressed in *encoder passes*: one pass
 is one full forward of one run over one image.
@@ -19,8 +19,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ..protocol.benchmarks import BENCHMARKS
+from ..protocol.benchmarks import BACKBONES, BENCHMARKS
 from ..protocol.constants import RESIZE
+from ..protocol.presets import PRESETS
+from ..suites import suite_runs
 
 # Typical raw image size (H, W) per benchmark, for windows-per-image estimates only:
 # VOC / Context images are mostly 500 x 375, COCO 640 x 480, ADE20K mostly 4:3 with
@@ -63,7 +65,7 @@ def split_flops(geometry: Optional[dict], window: Tuple[int, int], attn: str = '
                 ffn: bool = False) -> Tuple[int, int]:
     """(trunk, head) matmul FLOPs of one window: blocks 0..L-2 with the patch embedding, and
     the last block (``attn``, ``ffn``) with ``proj``."""
-    from ..perf.flops import vit_encoder_flops
+    from ..flops import vit_encoder_flops  # lazy: it imports the models (MMSeg); the runner plans without them
     geo = dict(geometry or _FALLBACK_GEOMETRY)
     ph, pw = geo['patch']
     grid = (max(1, window[0] // ph), max(1, window[1] // pw))
@@ -87,7 +89,7 @@ def pass_factor(trunk: float, heads: Sequence[float]) -> Tuple[float, float]:
 
 def window_shapes(benchmark: str, size: Optional[Tuple[int, int]] = None) -> List[Tuple[int, int]]:
     """Window shapes the encoder sees for a typical image of ``benchmark`` (after the resize, padded)."""
-    from ..models.slide import padded_window_shapes
+    from ..models.slide import padded_window_shapes  # lazy: the models import MMSeg
     b = BENCHMARKS[benchmark]
     h, w = size or TYPICAL_IMAGE_SIZE.get(benchmark, (375, 500))
     long_max, short_max = max(RESIZE), min(RESIZE)
@@ -112,15 +114,10 @@ class GroupCost:
 
 
 def _last_block_of(run) -> Tuple[str, bool, bool]:
-    """(attn, residual, ffn) of a suite's run: its preset's, changed by its overrides."""
-    from ..protocol.presets import PRESETS
-    lb = dict(PRESETS[run.preset].last_block) if run.preset in PRESETS else \
-        dict(attn='qq', residual=False, ffn=False)
-    for item in run.cfg_options:
-        key, _, value = item.partition('=')
-        if key.startswith('model.last_block.'):
-            name = key.rsplit('.', 1)[1]
-            lb[name] = value if name == 'attn' else value == 'True'
+    """(attn, residual, ffn) of a suite's run: its preset's (ClearCLIP's without one), changed by its options."""
+    lb = dict(PRESETS[run.preset if run.preset in PRESETS else 'clearclip'].last_block)
+    for name in ('attn', 'residual', 'ffn'):
+        lb[name] = run.options.get(f'model.last_block.{name}', lb[name])
     return lb['attn'], bool(lb['residual']), bool(lb['ffn'])
 
 
@@ -135,8 +132,6 @@ PAPER_SUITES = ('main', 'baselines', 'ablation', 'backbones')
 
 def paper_groups(suites: Iterable[str] = PAPER_SUITES) -> List[GroupCost]:
     """The shared passes of the whole paper (runs grouped as ``tools/benchmark.py`` groups them)."""
-    from ..protocol.benchmarks import BACKBONES
-    from ..suites import suite_runs
     groups: Dict[tuple, GroupCost] = {}
     seen = set()
     for suite in suites:

@@ -1,21 +1,25 @@
-"""Run one work unit in this process: ``python -m clearclip_seg.sweep.worker UNIT.json``.
+"""Run one shared pass in this process: ``python -m clearclip_seg.sweep.worker UNIT.json``.
 
 The benchmark runner writes a unit file per shared pass and runs this module
 in a child process (its own process group, one GPU), as it runs
 ``tools/test.py`` for a single run. A unit file::
 
     {"log_interval": 10,
-     "runs": [{"config": ..., "options": ["k=v", ...], "record": ..., "work_dir": ..., "run_info": {...}}]}
+     "runs": [{"name": ..., "config": ..., "options": ["k=v", ...], "record": ..., "work_dir": ...,
+               "run_info": {...}}]}
 
 ``options`` are ``--cfg-options`` items, parsed exactly as ``tools/test.py``
-parses them, so each record's ``config.cfg_options`` is the one a separate
-run would store. Exit codes: 0 done, 2 a one-line error (``error: ...``).
+parses them (``Run.from_unit``). Exit codes: 0 every run recorded; 1 some runs
+failed (each named in an ``error: run NAME: ...`` line and in a failure marker
+next to its record; the others are recorded); 2 the whole pass failed
+(``error: ...``).
 """
 import json
 import sys
-from typing import List
 
-from .engine import RunSpec
+from ..errors import ConfigError
+from ..evaluation.run import Run
+from ..evaluation.share import ShareError
 
 
 def load_unit(path: str) -> dict:
@@ -26,28 +30,24 @@ def load_unit(path: str) -> dict:
     return unit
 
 
-def unit_specs(unit: dict) -> List[RunSpec]:
-    from ..runner.identity import parse_cfg_options
-    return [RunSpec(config=r['config'], cfg_options=parse_cfg_options(r.get('options') or []),
-                    record=r['record'], work_dir=r.get('work_dir'), run_info=r.get('run_info'),
-                    name=(r.get('run_info') or {}).get('name', ''))
-            for r in unit['runs']]
+def _line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
 
 
 def run_unit_file(path: str) -> int:
     """Run the unit in ``path``; returns the exit code."""
-    from ..apis.config import ConfigError
-    from .plan import ShareError
     try:
         unit = load_unit(path)
-        from .engine import run_shared_pass
-        run_shared_pass(unit_specs(unit), log=lambda line: print(line, flush=True),
-                        log_interval=int(unit.get('log_interval', 10)))
+        runs = [Run.from_unit(r) for r in unit['runs']]
+        from ..evaluation.passes import run_pass  # lazy: a bad unit file is reported before MMSeg loads
+        run_pass(runs, log=lambda line: print(line, flush=True), log_interval=int(unit.get('log_interval', 10)))
     except (ConfigError, ShareError, ValueError, OSError) as e:
-        msg = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
-        print(f'error: {msg}', file=sys.stderr, flush=True)
+        print(f'error: {_line(e)}', file=sys.stderr, flush=True)
         return 2
-    return 0
+    failed = [r for r in runs if r.error is not None]
+    for r in failed:
+        print(f'error: run {r.name}: {_line(r.error)}', file=sys.stderr, flush=True)
+    return 1 if failed else 0
 
 
 def main(argv=None) -> int:

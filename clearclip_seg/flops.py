@@ -1,9 +1,9 @@
 """Analytic matmul FLOPs of the dense encoder (what the speed figures divide by)."""
 from typing import Mapping, Optional, Sequence, Tuple
 
-from ..models.attention import ATTENTION_MODES, needed_projections
-from ..models.dense_encoder import clearclip_switches
-from ..protocol import constants
+from .models.attention import ATTENTION_MODES, needed_projections
+from .models.dense_encoder import clearclip_switches
+from .protocol import constants
 
 
 def vit_encoder_flops(grid: Tuple[int, int], width: int, layers: int, mlp_width: int,

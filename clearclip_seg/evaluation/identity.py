@@ -10,7 +10,7 @@ or checkpoint makes the old record stale instead of silently "done".
 import hashlib
 import json
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List, Mapping, Sequence
 
 # Settings that by design never change the numbers (tests show equal results), so a
 # record made with other values still counts: cache folders, the fused/compiled paths,
@@ -34,6 +34,52 @@ def parse_cfg_options(items: Sequence[str], option: str = '--cfg-options') -> Di
             raise ValueError(f"{option} '{kv}': expected KEY=VALUE, e.g. model.prob_thd=0.3")
         out[key] = DictAction._parse_iterable(val)
     return out
+
+
+def option_text(value) -> str:
+    """A value as MMEngine's ``DictAction`` reads it back: ``None``, ``True``, ``(448,448)``, ``0.1``, ``voc21``."""
+    if isinstance(value, (tuple, list)):
+        inner = ','.join(option_text(v) for v in value)
+        return f'({inner})' if isinstance(value, tuple) else f'[{inner}]'
+    return str(value) if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
+
+
+def flatten_options(options: Mapping) -> Dict:
+    """Options with dict values spelled out: a dict replaces the config's whole dict.
+
+    ``{'model.postprocess': {'type': 'PAMR'}}`` -> ``{'model.postprocess._delete_': True,
+    'model.postprocess.type': 'PAMR'}``, what ``--cfg-options`` parses such items to (a
+    dict cannot be merged into a config's None), as ``protocol.methods.Setting.option_items`` writes it.
+    """
+    flat = {}
+    for key, value in options.items():
+        if isinstance(value, Mapping):
+            flat[f'{key}._delete_'] = True
+            flat.update(flatten_options({f'{key}.{k}': v for k, v in value.items()}))
+        else:
+            flat[key] = value
+    return flat
+
+
+def render_options(options: Mapping, option: str = '--cfg-options') -> List[str]:
+    """``{'a.b': 1}`` -> ``['a.b=1']``: options as data turned into command-line items, at a process boundary.
+
+    Dict values are spelled out first (``flatten_options``).
+
+    Raises:
+        ValueError: a value that would not read back as itself (e.g. the string
+            ``'True'``, or a path with a comma), naming the key.
+    """
+    items = []
+    for key, value in flatten_options(options).items():
+        item = f'{key}={option_text(value)}'
+        back = parse_cfg_options([item], option)[key]
+        if as_plain(back) != as_plain(value) or type(back) is not type(value) and not (
+                isinstance(value, (list, tuple)) and isinstance(back, (list, tuple))):
+            raise ValueError(f'{option} {key}={value!r}: this value would be read back as {back!r}; '
+                             'give it in the config file instead')
+        items.append(item)
+    return items
 
 
 def as_plain(obj):
