@@ -14,6 +14,7 @@ import sys
 import tempfile
 from typing import Optional, Sequence
 
+from .data_check import DataLayoutError, exif_orientation, has_valid_pixel, list_images, read_split
 from .errors import ConfigError
 from .options import check_number
 from .repo_root import ROOT
@@ -119,7 +120,6 @@ def check_split_file(cfg) -> None:
     (MMSeg's listing would follow it until the system gives up). Then at least one label
     holds a pixel to score: a benchmark whose labels are all 255 has no mIoU.
     """
-    from .data_check import DataLayoutError, list_images, read_split
     ds = cfg.get('test_dataloader', {}).get('dataset') or {}
     root = ds.get('data_root') or ''
     bench = cfg.get('benchmark')
@@ -154,8 +154,6 @@ def check_something_to_score(ds, ids: Sequence[str], benchmark: Optional[str], h
     """
     import numpy as np
     from PIL import Image
-
-    from .data_check import has_valid_pixel
     seg_prefix = (ds.get('data_prefix') or {}).get('seg_map_path')
     suffix = ds.get('seg_map_suffix')
     if not seg_prefix or not suffix:
@@ -177,131 +175,6 @@ def check_something_to_score(ds, ids: Sequence[str], benchmark: Optional[str], h
         raise DataError(f"no label of {benchmark or 'the test dataset'} at '{ds.get('data_root')}' holds a pixel "
                         f"to score: all {read} labels read under '{seg_dir}' hold only {only}, so there would be "
                         f'no mIoU: {hint}')
-
-
-def _data_infos(dataset):
-    for i in range(len(dataset)):
-        yield dataset.get_data_info(i)
-
-
-def check_listed_files(dataset, benchmark: Optional[str] = None, data_root: Optional[str] = None) -> None:
-    """Every image and label the dataset lists exists and is not empty (a stat per file, no decoding)."""
-    missing, empty, total = [], [], 0
-    for info in _data_infos(dataset):
-        for key in ('img_path', 'seg_map_path'):
-            path = info.get(key)
-            if not path:
-                continue
-            total += 1
-            try:
-                size = os.stat(path).st_size
-            except OSError:
-                missing.append(path)
-                continue
-            if size == 0:
-                empty.append(path)
-    if missing or empty:
-        named = [f"'{p}' is missing" for p in missing[:3]] + [f"'{p}' is empty (0 bytes)" for p in empty[:3]]
-        more = len(missing) + len(empty) - len(named)
-        counts = ' and '.join(f'{len(v)} {k}' for k, v in (('missing', missing), ('empty', empty)) if v)
-        raise DataError(f'of the {total} images and labels the {benchmark or "test"} dataset lists, {counts}: '
-                        f'{"; ".join(named)}{f"; {more} more" if more else ""}; '
-                        f'run {check_data_hint(benchmark, data_root)} to list them all')
-
-
-def decode_problem(path: Optional[str]) -> Optional[str]:
-    """Why an image or label file cannot be decoded (None when it can, or no path)."""
-    if not path:
-        return None
-    if not osp.isfile(path):
-        return 'missing'
-    if osp.getsize(path) == 0:
-        return 'empty (0 bytes)'
-    from PIL import Image
-    try:
-        with Image.open(path) as im:
-            im.load()  # decodes the pixel data: a truncated file fails here, not at open()
-    except Exception as e:
-        first = (str(e).splitlines() or [''])[0][:120]
-        return f'cannot be decoded ({type(e).__name__}: {first})'
-    return None
-
-
-class NamedFailures:
-    """A dataset pipeline whose failures name the image or label file that caused them.
-
-    Wraps the dataset's ``Compose``: MMCV's own errors for an undecodable file are
-    an assertion deep in a DataLoader traceback that does not always name it.
-    """
-
-    def __init__(self, pipeline, benchmark: Optional[str] = None, data_root: Optional[str] = None):
-        self.pipeline = pipeline
-        self.benchmark = benchmark
-        self.data_root = data_root
-
-    def __call__(self, results):
-        img, seg = results.get('img_path'), results.get('seg_map_path')
-        try:
-            return self.pipeline(results)
-        except DataError:
-            raise
-        except Exception as e:
-            raise DataError(self.describe(img, seg, e)) from None
-
-    def describe(self, img, seg, err) -> str:
-        hint = f'run {check_data_hint(self.benchmark, self.data_root)} to find every such file'
-        where = f' of {self.benchmark}' if self.benchmark else ''
-        for path, what in ((img, 'image'), (seg, 'label')):
-            why = decode_problem(path)
-            if why:
-                return f"{what} '{path}'{where} {why}: {hint}"
-        thin = self.too_thin(img)
-        if thin:
-            return f"image '{img}'{where} {thin}: {hint}"
-        first = (str(err).splitlines() or [''])[0][:160]
-        return f"loading image '{img}' (label '{seg}'){where} failed ({type(err).__name__}: {first}): {hint}"
-
-    def too_thin(self, img) -> Optional[str]:
-        """Why the pipeline's keep-ratio resize would leave the image 0 pixels wide or high (None if not).
-
-        A 1x600 image under ``scale=(256, 64)`` becomes 256x0, which OpenCV refuses with
-        an assertion that does not say so.
-        """
-        try:
-            from mmcv import rescale_size
-            from PIL import Image
-            with Image.open(img) as im:
-                w, h = im.size
-        except Exception:
-            return None
-        for t in getattr(self.pipeline, 'transforms', ()):
-            scale = getattr(t, 'scale', None)
-            if scale and getattr(t, 'keep_ratio', False):
-                nw, nh = rescale_size((w, h), scale)
-                if min(nw, nh) < 1:
-                    return (f'is {w}x{h} (W x H): too thin for the resize to {tuple(scale)} (keep ratio), which '
-                            f'would make it {nw}x{nh}; crop or remove it')
-        return None
-
-    def __getattr__(self, name):
-        if name == 'pipeline':  # not set yet (unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.pipeline, name)
-
-
-def guard_dataset(dataset, benchmark: Optional[str] = None, data_root: Optional[str] = None) -> None:
-    """Check the listed files, then make the dataset's loading failures name their file (in place).
-
-    Once per dataset object: its labels are loaded through ``datasets.guards.LabelGuard``
-    (labels wider than 8 bits refused, thin labels kept 2-D), and images with an EXIF
-    orientation tag are counted in one warning.
-    """
-    check_listed_files(dataset, benchmark, data_root)
-    if not isinstance(dataset.pipeline, NamedFailures):
-        from .datasets.guards import install_label_guards, warn_oriented_images
-        install_label_guards(dataset, benchmark, data_root)
-        warn_oriented_images((info.get('img_path') for info in _data_infos(dataset)), benchmark, data_root)
-        dataset.pipeline = NamedFailures(dataset.pipeline, benchmark, data_root)
 
 
 def check_label_map(label, pred_shape: Sequence[int], num_classes: int, ignore_index: int,
@@ -335,7 +208,6 @@ def check_label_map(label, pred_shape: Sequence[int], num_classes: int, ignore_i
     if shape != tuple(pred_shape):
         image, turned = '', ''
         if img_path:
-            from .data_check import exif_orientation
             orientation = exif_orientation(img_path)
             image = f"; image '{img_path}'"
             turned = (f', turned by its EXIF orientation {orientation} as the loader decodes it, while the label '

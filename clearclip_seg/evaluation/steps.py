@@ -12,8 +12,7 @@ import os.path as osp
 from typing import Optional
 
 from .. import records
-from ..checks import (check_data_hint, check_split_file, check_writable, guard_dataset,
-                      resolve_data_root)
+from ..checks import check_data_hint, check_split_file, check_writable, resolve_data_root
 from ..config import load_config
 from ..errors import ConfigError
 from ..protocol.benchmarks import BENCHMARKS
@@ -81,6 +80,7 @@ def check_built_dataset(dataset, cfg) -> None:
     data_root = cfg.test_dataloader.dataset.get('data_root')
     if len(dataset) == 0:
         raise ConfigError(f"dataset at '{data_root}' lists no images")
+    from ..datasets.guards import guard_dataset  # lazy: clearclip_seg.datasets registers into MMSeg on import
     guard_dataset(dataset, cfg.get('benchmark'), data_root)
 
 
