@@ -1,6 +1,7 @@
 """Analytic matmul FLOPs of the dense encoder (what the speed figures divide by)."""
 from typing import Mapping, Optional, Sequence, Tuple
 
+from .methods.last_block import LastBlock
 from .models.attention import ATTENTION_MODES, needed_projections
 from .models.dense_encoder import clearclip_switches
 from .protocol import constants
@@ -53,7 +54,6 @@ def last_block_of(method) -> Mapping:
 
     The other methods are costed as a ClearCLIP forward (their own extra work is not counted).
     """
-    from ..methods.last_block import LastBlock
     return method.options() if isinstance(method, LastBlock) else dict(constants.CLEARCLIP_LAST_BLOCK)
 
 

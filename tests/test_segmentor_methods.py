@@ -54,8 +54,8 @@ def test_conflicts_and_unknown_keys_are_one_line_errors():
         (dict(test_cfg=dict(max_windows=0)), r'model.test_cfg.max_windows=0'),
         (dict(test_cfg=dict(keep_probs='yes')), r"model.test_cfg.keep_probs='yes'"),
         (dict(test_cfg=dict(mode='tiles')), r"unknown test mode 'tiles' \(model.test_cfg.mode\)"),
-        (dict(prob_thd=1.5), r'model.prob_thd=1.5: expected a number in \[0, 1\]'),
-        (dict(logit_scale=0), r'model.logit_scale=0: expected a number > 0'),
+        (dict(prob_thd=1.5), r'model.prob_thd=1.5: expected a finite number in \[0, 1\]'),
+        (dict(logit_scale=0), r'model.logit_scale=0: expected a finite number > 0'),
         (dict(area_thd=-0.1), r'model.area_thd=-0.1'),
     ]
     for kw, message in bad:

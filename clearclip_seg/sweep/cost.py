@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from ..protocol import constants
 from ..protocol.benchmarks import BACKBONES, BENCHMARKS
 from ..protocol.constants import RESIZE
 from ..protocol.presets import PRESETS
@@ -27,10 +28,7 @@ from ..suites import suite_runs
 # Typical raw image size (H, W) per benchmark, for windows-per-image estimates only:
 # VOC / Context images are mostly 500 x 375, COCO 640 x 480, ADE20K mostly 4:3 with
 # a short side near 512, Cityscapes 1024 x 2048.
-TYPICAL_IMAGE_SIZE: Dict[str, Tuple[int, int]] = {
-    'voc21': (375, 500), 'voc20': (375, 500), 'context60': (375, 500), 'context59': (375, 500),
-    'coco_object': (480, 640), 'coco_stuff164k': (480, 640), 'cityscapes': (1024, 2048), 'ade20k': (512, 683),
-}
+TYPICAL_IMAGE_SIZE: Dict[str, Tuple[int, int]] = {k: tuple(b.typical_size) for k, b in BENCHMARKS.items()}
 # A ViT-B/16-like tower, for costs of towers whose geometry cannot be read (timm trunks).
 _FALLBACK_GEOMETRY = dict(width=768, layers=12, mlp_width=3072, out_dim=512, patch=(16, 16), in_chans=3)
 
@@ -61,10 +59,13 @@ def vision_geometry(arch: Optional[str], arch_file: Optional[str] = None) -> Opt
                 out_dim=int(cfg.get('embed_dim', width)), patch=patch, in_chans=3)
 
 
-def split_flops(geometry: Optional[dict], window: Tuple[int, int], attn: str = 'qq',
-                ffn: bool = False) -> Tuple[int, int]:
+def split_flops(geometry: Optional[dict], window: Tuple[int, int], attn: Optional[str] = None,
+                ffn: Optional[bool] = None) -> Tuple[int, int]:
     """(trunk, head) matmul FLOPs of one window: blocks 0..L-2 with the patch embedding, and
-    the last block (``attn``, ``ffn``) with ``proj``."""
+    the last block (``attn``, ``ffn``; None: ClearCLIP's, the protocol's) with ``proj``."""
+    clearclip = constants.CLEARCLIP_LAST_BLOCK
+    attn = clearclip['attn'] if attn is None else attn
+    ffn = bool(clearclip['ffn']) if ffn is None else ffn
     from ..flops import vit_encoder_flops  # lazy: it imports the models (MMSeg); the runner plans without them
     geo = dict(geometry or _FALLBACK_GEOMETRY)
     ph, pw = geo['patch']

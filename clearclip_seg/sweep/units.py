@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..checks import resolve_data_root
 from ..config import load_config
 from ..evaluation.share import key_digest, share_key
+from ..protocol import constants
 from ..protocol.benchmarks import BENCHMARKS
 from .cost import pass_factor, split_flops, vision_geometry
 
@@ -63,10 +64,11 @@ def _label(cfg, precision: str) -> str:
 def _heads(cfg) -> Tuple[str, bool]:
     model = cfg.model
     method = model.get('method') or {}
+    clearclip = constants.CLEARCLIP_LAST_BLOCK
     if method.get('type') not in (None, 'LastBlock'):
-        return 'qq', False  # cost of a ClearCLIP head, for the estimate only
-    lb = {**dict(attn='qq', ffn=False), **dict(model.get('last_block') or {}), **dict(method)}
-    return lb.get('attn', 'qq'), bool(lb.get('ffn', False))
+        return clearclip['attn'], bool(clearclip['ffn'])  # cost of a ClearCLIP head, for the estimate only
+    lb = {**clearclip, **dict(model.get('last_block') or {}), **dict(method)}
+    return lb['attn'], bool(lb['ffn'])
 
 
 def group_units(planned: Sequence, share: bool = True, loader=load_run_config) -> List[WorkUnit]:
@@ -89,7 +91,7 @@ def group_units(planned: Sequence, share: bool = True, loader=load_run_config) -
         bench = BENCHMARKS.get(cfg.get('benchmark') or p.benchmark or '')
         clip = cfg.model.get('clip') or {}
         geo = vision_geometry(clip.get('arch'), clip.get('arch_file'))
-        crop = tuple((cfg.model.get('test_cfg') or {}).get('crop_size', (448, 448)))
+        crop = tuple((cfg.model.get('test_cfg') or {}).get('crop_size', (constants.SLIDE_CROP,) * 2))
         attn, ffn = _heads(cfg)
         trunk, head = split_flops(geo, crop, attn, ffn)
         if key is None:
