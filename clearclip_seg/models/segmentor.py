@@ -19,7 +19,7 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 from ..vocab import load_templates, load_vocabulary
-from .classify import classify, classify_tiled
+from .classify import class_probabilities, classify, classify_at_size, classify_tiled
 from .clip_loader import create_clip, resolve_precision
 from .encoder import DenseCLIPEncoder  # noqa: F401  (re-exported; the encoder class comes from wrap_visual)
 from .postprocess import build_postprocessor
@@ -259,13 +259,21 @@ class ClearCLIPSegmentor(BaseSegmentor):
                                         self.prob_thd)
                 sample.set_data({'pred_sem_seg': PixelData(data=labels)})
                 continue
-            if 'ori_shape' in meta:
-                logits = F.interpolate(logits[None], size=size, mode='bilinear', align_corners=self.align_corners)[0]
-            if self.postprocess is not None:
-                logits = self._refine(logits, guide)
-            probs, labels = self.classify(logits)
-            sample.set_data({'seg_logits': PixelData(data=probs), 'pred_sem_seg': PixelData(data=labels)})
+            # resize, post-processor, rule: whole, or in bands of rows on a large image (classify_at_size)
+            keep = self.test_cfg['keep_probs'] if keep_probs is None else keep_probs
+            probs, labels = classify_at_size(
+                logits, size, self._class_probabilities, self.num_classes, self.prob_thd, self.area_thd,
+                keep_probs=keep, post=self.postprocess,
+                guide=None if self.postprocess is None else self._guidance(guide, size))
+            sample.set_data({'pred_sem_seg': PixelData(data=labels)})
+            if probs is not None:
+                sample.set_data({'seg_logits': PixelData(data=probs)})
         return data_samples
+
+    def _class_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Query logits (Q, ...) -> class probabilities (C, ...) under ``model.scoring``."""
+        scores = None if self.scorer.scoring == 'softmax' else self.scorer
+        return class_probabilities(logits, self.logit_scale, self.query_to_class, self.num_classes, scores)
 
     @staticmethod
     def _undo_padding_and_flip(meta: dict, logits: torch.Tensor, guide: Optional[torch.Tensor]):
@@ -281,15 +289,12 @@ class ClearCLIPSegmentor(BaseSegmentor):
             out.append(t)
         return out
 
-    def _refine(self, logits: torch.Tensor, guide: Optional[torch.Tensor]) -> torch.Tensor:
-        """The post-processor on raw query logits at the original size (SCLIP/NACLIP's PAMR placement)."""
+    def _guidance(self, guide: Optional[torch.Tensor], size) -> torch.Tensor:
+        """The post-processor's guidance: the normalised network input, bilinearly resized to ``size``."""
         if guide is None:
             raise ValueError(f'model.postprocess={self.postprocess.describe()!r} needs the input images: '
                              'call predict(inputs, data_samples) or postprocess_result(..., inputs=inputs)')
-        # guidance: the normalised network input, bilinearly resized to the original size
-        guide = F.interpolate(guide[None].float(), size=tuple(logits.shape[-2:]), mode='bilinear',
-                              align_corners=False)
-        return self.postprocess(guide, logits[None].float())[0]
+        return F.interpolate(guide[None].float(), size=size, mode='bilinear', align_corners=False)
 
     @torch.no_grad()
     def predict(self, inputs, data_samples=None, keep_probs: Optional[bool] = None) -> List[SegDataSample]:
