@@ -204,11 +204,17 @@ def band_rows(num_queries: int, width: int, halo: int, num_neighbours: int, band
 
 
 def pamr_spans(size: Tuple[int, int], num_queries: int, num_iter: int = 10, dilations: Sequence[int] = (8, 16),
-               band_bytes: Optional[int] = None) -> List[Tuple[int, int]]:
-    """The bands ``(start, stop)`` of rows that ``pamr_band`` refines one at a time, in order."""
+               band_bytes: Optional[int] = None) -> Optional[List[Tuple[int, int]]]:
+    """The bands ``(start, stop)`` of rows that ``pamr_band`` refines one at a time, in order.
+
+    None where ``pamr`` on the whole image (its neighbour stacks and a few
+    copies of the logits) fits ``band_bytes``: then bands gain nothing.
+    """
     H, W = size
-    step = band_rows(num_queries, W, num_iter * max(dilations), 8 * len(dilations),
-                     BAND_BYTES if band_bytes is None else band_bytes)
+    band_bytes = BAND_BYTES if band_bytes is None else band_bytes
+    if 4 * H * W * (_AFFINITY_FLOATS + 4 * num_queries) <= band_bytes:
+        return None
+    step = band_rows(num_queries, W, num_iter * max(dilations), 8 * len(dilations), band_bytes)
     return [(start, min(H, start + step)) for start in range(0, H, step)]
 
 

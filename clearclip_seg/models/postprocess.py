@@ -80,7 +80,8 @@ class PostProcessor:
             num_queries: Q.
 
         Returns:
-            None, or the bands ``[(start, stop), ...]`` covering the rows in
+            None (no banded form, or the image is small enough to be refined
+            whole), or the bands ``[(start, stop), ...]`` covering the rows in
             order and ``refine(start, stop)`` -> their refined logits
             (Q, stop - start, W), equal to those rows of ``__call__``.
         """
@@ -120,4 +121,6 @@ class PAMRPostProcessor(PostProcessor):
         size = tuple(image.shape[-2:])
         self.check_size(size)
         spans = pamr_spans(size, num_queries, self.num_iter, self.dilations)
+        if spans is None:   # the whole image fits: refined at once
+            return None
         return spans, partial(pamr_band, image, rows, num_queries, num_iter=self.num_iter, dilations=self.dilations)

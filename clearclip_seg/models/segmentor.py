@@ -69,8 +69,9 @@ class ClearCLIPSegmentor(BaseSegmentor):
             remainder rows/columns dropped and the logits stretched over the
             window, the SCLIP-family code) and ``keep_probs`` (True: store
             the class probabilities at the original size as ``seg_logits``;
-            False: labels only, resized and classified in bands of rows so
-            memory stays bounded on large images).
+            False: labels only). On a large image the resize, PAMR, the area
+            rule and the argmax run in bands of rows (``classify_at_size``),
+            so memory stays bounded; only ``keep_probs`` holds (C, H, W).
         text_cache: folder for cached text classifiers; None = default
             (``$CLEARCLIP_CACHE``), False = no cache.
         fused_attn: ``scaled_dot_product_attention`` in the last block.
@@ -234,9 +235,8 @@ class ClearCLIPSegmentor(BaseSegmentor):
         ``test_cfg.keep_probs`` (or ``keep_probs``) is True, ``seg_logits``:
         the class probabilities (C, H, W) the labels come from (softmax over
         queries, max over synonyms, after ``area_thd``; not renormalised), at
-        the original size. With ``keep_probs=False``, no post-processor and no
-        ``area_thd``, only the labels are made, in bands of rows (same labels,
-        bounded memory).
+        the original size. With ``keep_probs=False`` only the labels are made;
+        a large image is processed in bands of rows (same labels, bounded memory).
 
         Args:
             seg_logits: per image, query logits (Q, h, w) at the network-input size.
