@@ -65,7 +65,8 @@ with torch.inference_mode():
     out = seg.predict([image], [sample])[0]
 elapsed = time.perf_counter() - start
 labels = out.pred_sem_seg.data
-print(json.dumps(dict(peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+import clearclip_seg
+print(json.dumps(dict(code=clearclip_seg.__file__, peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       model_rss_mib=model_rss, time_s=elapsed, input_size=[h, w],
                       queries=len(seg.vocabulary.queries), classes=seg.num_classes,
                       pamr=seg.postprocess is not None, area_thd=seg.area_thd,
@@ -93,8 +94,9 @@ def measure_case(config: str, options: dict, size: Tuple[int, int], code_root: O
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([code_root or ROOT, os.environ.get('PYTHONPATH', '')]),
                OMP_NUM_THREADS=str(threads))
     arg = json.dumps([config, opts, size[0], size[1], threads])
+    # run from the measured checkout: ``python -c`` puts the working folder first on sys.path
     done = subprocess.run([sys.executable, '-c', _CHILD, arg], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, cwd=code_root or ROOT)
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines() or ['(no output)']
         raise RuntimeError(f'{config} at {size[0]}x{size[1]}: child exited {done.returncode}: {lines[-1]}')
