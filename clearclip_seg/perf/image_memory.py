@@ -66,9 +66,9 @@ with torch.inference_mode():
 elapsed = time.perf_counter() - start
 labels = out.pred_sem_seg.data
 import clearclip_seg
-print(json.dumps(dict(code=clearclip_seg.__file__, peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      model_rss_mib=model_rss, time_s=elapsed, input_size=[h, w],
-                      queries=len(seg.vocabulary.queries), classes=seg.num_classes,
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(dict(code=clearclip_seg.__file__, peak_rss_mib=peak, model_rss_mib=model_rss, time_s=elapsed,
+                      input_size=[h, w], queries=len(seg.vocabulary.queries), classes=seg.num_classes,
                       pamr=seg.postprocess is not None, area_thd=seg.area_thd,
                       labels_shape=list(labels.shape), labels_sum=int(labels.sum()))))
 '''
