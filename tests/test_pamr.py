@@ -176,3 +176,11 @@ def test_pamr_module_does_not_import_the_postprocessor_registry():
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not any('postprocess' in (m or '') for m in imported), imported
+
+
+def test_a_halo_past_the_budget_gives_one_band():
+    """Dilations near the image size: every band's halo would cover the image, so one band does the least work."""
+    assert pamr_module.pamr_spans((4000, 6000), 21, 10, (3000,)) == [(0, 4000)]
+    spans = pamr_module.pamr_spans((4000, 6000), 21, 10, (8, 16))
+    assert len(spans) > 1 and spans[-1][1] == 4000
+    assert pamr_module.pamr_spans((375, 500), 21, 10, (8, 16)) is None   # fits whole: the plain path

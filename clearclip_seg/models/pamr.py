@@ -195,12 +195,13 @@ def band_rows(num_queries: int, width: int, halo: int, num_neighbours: int, band
     """Core rows of one band of ``pamr_band``, so that its working tensors stay near ``band_bytes``.
 
     A band holds its refined rows (queries), the affinities of its rows and halo
-    (neighbours) and one group of resized channels over them.
+    (neighbours) and one group of resized channels over them. Below 1 where the
+    halo alone passes the budget.
     """
     group = min(num_queries, RESIZE_CHANNELS)
     fixed = 4 * width * 2 * halo * (num_neighbours + group)
     per_row = 4 * width * (num_queries + num_neighbours + group)
-    return max(1, (band_bytes - fixed) // per_row)
+    return (band_bytes - fixed) // per_row
 
 
 def pamr_spans(size: Tuple[int, int], num_queries: int, num_iter: int = 10, dilations: Sequence[int] = (8, 16),
@@ -215,6 +216,8 @@ def pamr_spans(size: Tuple[int, int], num_queries: int, num_iter: int = 10, dila
     if 4 * H * W * (_AFFINITY_FLOATS + 4 * num_queries) <= band_bytes:
         return None
     step = band_rows(num_queries, W, num_iter * max(dilations), 8 * len(dilations), band_bytes)
+    if step < 1:   # the halo alone passes the budget (dilations near the image size): one band, least work
+        return [(0, H)]
     return [(start, min(H, start + step)) for start in range(0, H, step)]
 
 
