@@ -34,6 +34,7 @@ def test_pamr_and_area_rule_in_bands_give_the_whole_map_labels(keep_probs, one_t
     # 21 queries, 16 neighbours: bands of 12 rows (halo 8 rows), classified 5 rows at a time
     monkeypatch.setattr(pamr, 'BAND_BYTES', 4 * 400 * (2 * 8 * (16 + 8) + (21 + 16 + 8) * 12))
     monkeypatch.setattr(classify, 'TILE_BYTES', 4 * 400 * (3 * 21 + 21) * 5)
+    monkeypatch.setattr(classify, 'RESIZE_ROWS', 7)                  # a band and its halo resized 7 rows at a time
     assert len(pamr.pamr_spans(ori, 21, 2, (2, 4))) == -(-280 // 12)
     banded = seg.predict([image], [_sample(70, 100, ori)])[0]
     assert torch.equal(banded.pred_sem_seg.data, whole.pred_sem_seg.data)

@@ -36,6 +36,8 @@ TILE_BYTES = 128 * 2 ** 20
 # whose roundings the band resize does not reproduce (checked equal for widths >= 64).
 MIN_BAND_QUERIES = 4
 MIN_BAND_WIDTH = 64
+# rows resized at a time into a longer band (PAMR's bands with their halo)
+RESIZE_ROWS = 64
 
 
 def class_probabilities(logits: torch.Tensor, logit_scale: float, query_to_class: torch.Tensor,
@@ -198,7 +200,14 @@ def classify_at_size(logits: torch.Tensor, size: Tuple[int, int], to_probs: Call
     same = tuple(logits.shape[-2:]) == (H, W)
 
     def rows(lo: int, hi: int, c0: int, c1: int) -> torch.Tensor:
-        return logits[c0:c1, lo:hi] if same else resize_rows(logits[c0:c1], size, lo, hi)
+        if same:
+            return logits[c0:c1, lo:hi]
+        if hi - lo <= RESIZE_ROWS:
+            return resize_rows(logits[c0:c1], size, lo, hi)
+        out = logits.new_empty((c1 - c0, hi - lo, W))   # a few rows at a time: resize_rows holds 4 copies
+        for r in range(lo, hi, RESIZE_ROWS):
+            out[:, r - lo:min(hi, r + RESIZE_ROWS) - lo] = resize_rows(logits[c0:c1], size, r, min(hi, r + RESIZE_ROWS))
+        return out
 
     step = band_rows(Q, num_classes, W, TILE_BYTES if tile_bytes is None else tile_bytes)
     plan = None
