@@ -22,7 +22,6 @@ argmax first, then recomputes only the bands it changes (``classify_bands``);
 PAMR refines each band from its halo (``models/pamr.py``).
 """
 import ctypes
-import ctypes.util
 from functools import partial
 from typing import Callable, Optional, Sequence, Tuple
 
@@ -138,8 +137,8 @@ def band_rows(num_queries: int, num_classes: int, width: int, tile_bytes: int = 
 
 def _malloc_trim() -> Optional[Callable[[int], int]]:
     try:
-        return ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6').malloc_trim
-    except (OSError, AttributeError):   # not glibc
+        return ctypes.CDLL(None).malloc_trim   # the process's own C library
+    except (OSError, AttributeError, TypeError):   # not glibc
         return None
 
 
