@@ -72,3 +72,103 @@ def test_banded_labels_equal_the_full_map(q, h, w, H, W):
     assert torch.equal(rows, full)  # bit for bit: same source rows, weights and rounding as ATen
     # one band (the default budget for a small image) is the full path itself
     assert torch.equal(cl.classify_tiled(logits, (H, W), 50.0, q2c, C, 0.2), ref_labels)
+
+
+@pytest.fixture
+def one_thread():
+    """Probabilities are compared on one thread: with several, ATen's vectorised softmax rounds the last few
+    elements of each thread's share apart (an ulp), for the whole map as much as for a band."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _area_case(seed=2, H=160, W=143):
+    g = torch.Generator().manual_seed(seed)
+    q2c = torch.tensor([0, 0, 1, 2, 3, 3, 4, 5, 6, 7, 8, 9])
+    low = torch.randn(12, 22, 19, generator=g) * 0.2
+    low[3, :5] += 1.0      # class 2 on top in the first rows only
+    low[5, 10:] += 0.5     # class 3 over the lower half
+    return low, q2c, 10, (H, W)
+
+
+@pytest.mark.parametrize('keep_probs', [False, True])
+@pytest.mark.parametrize('area_thd', [None, 0.05, 0.3])
+@pytest.mark.parametrize('post', [None, dict(type='PAMR', num_iter=3, dilations=(2, 5))])
+def test_banded_rule_with_area_and_pamr_equals_the_whole_map(keep_probs, area_thd, post, one_thread, monkeypatch):
+    from functools import partial
+
+    from clearclip_seg.models import pamr
+    from clearclip_seg.models.postprocess import build_postprocessor
+    low, q2c, C, (H, W) = _area_case()
+    g = torch.Generator().manual_seed(3)
+    guide = torch.randn(1, 3, H, W, generator=g)
+    guide[..., :60, :] += 2.0
+    post = build_postprocessor(post)
+    full = F.interpolate(low[None], size=(H, W), mode='bilinear', align_corners=False)[0]
+    if post is not None:
+        full = post(guide, full[None])[0]
+    ref_probs, ref_labels = cl.classify(full, 30.0, q2c, C, 0.2, area_thd)
+    monkeypatch.setattr(pamr, 'BAND_BYTES', 4 * W * (2 * 15 * (16 + 8) + (12 + 16 + 8) * 9))   # 9 rows a band
+    to_probs = partial(cl.class_probabilities, logit_scale=30.0, query_to_class=q2c, num_classes=C)
+    probs, labels = cl.classify_at_size(low, (H, W), to_probs, C, 0.2, area_thd, keep_probs, post, guide,
+                                        tile_bytes=4 * W * (3 * 12 + C) * 5)     # classified 5 rows at a time
+    assert torch.equal(labels, ref_labels) and len(ref_labels.unique()) > 1
+    if keep_probs:
+        # the same floats but where a band's call ends: there ATen's softmax rounds its last few elements
+        # (fewer than a vector: < 8 per call) apart, an ulp at most
+        differ = (probs != ref_probs).any(dim=0)
+        assert differ.sum() <= 8 * (-(-H // 5)) and (probs - ref_probs).abs().max() <= 2 ** -24
+    else:
+        assert probs is None
+    if area_thd == 0.3:   # a class was really suppressed
+        kept = cl.kept_classes(cl.area_counts(cl.class_probabilities(full, 30.0, q2c, C)), 0.3)
+        assert 0 < kept.sum() < C - 1
+
+
+def test_area_rule_recomputes_only_the_bands_a_suppressed_class_tops():
+    """Pass 1 counts the argmax over every band; pass 2 redoes just the bands where a suppressed class is on top."""
+    from functools import partial
+    low, q2c, C, (H, W) = _area_case()
+    low.zero_()
+    low[0] += 0.5           # background everywhere,
+    low[6, 11:] += 1.0      # class 4 over the lower half (kept),
+    low[3, :2] += 1.0       # class 2 in the top rows only (suppressed)
+    full = F.interpolate(low[None], size=(H, W), mode='bilinear', align_corners=False)[0]
+    to_probs = partial(cl.class_probabilities, logit_scale=30.0, query_to_class=q2c, num_classes=C)
+    spans = [(s, min(H, s + 16)) for s in range(0, H, 16)]
+    calls = []
+
+    def compute(start, stop):
+        calls.append(start)
+        return full[:, start:stop]
+
+    probs, labels = cl.classify_bands(spans, compute, (H, W), to_probs, C, 0.2, area_thd=0.3)
+    ref_probs, ref_labels = cl.classify(full, 30.0, q2c, C, 0.2, 0.3)
+    assert probs is None and torch.equal(labels, ref_labels)
+    # which bands have a suppressed class on top, from the whole map
+    p = cl.class_probabilities(full, 30.0, q2c, C)
+    kept = cl.kept_classes(cl.area_counts(p), 0.3)
+    suppressed = [c for c in range(1, C) if kept[c - 1] == 0]
+    tops = p.argmax(dim=0)
+    redo = [s for s, e in spans if any(bool((tops[s:e] == c).any()) for c in suppressed)]
+    assert suppressed == [1, 2, 3, 5, 6, 7, 8, 9] and redo == [0]
+    assert calls == [s for s, _ in spans] + redo
+    # nothing suppressed (area_thd=0): one pass only
+    calls.clear()
+    cl.classify_bands(spans, compute, (H, W), to_probs, C, 0.2, area_thd=0.0)
+    assert calls == [s for s, _ in spans]
+
+
+def test_banded_rule_with_a_sigmoid_scoring():
+    """``scores`` replaces the softmax (model.scoring=sigmoid): bands still give the whole map's labels."""
+    from functools import partial
+    low, q2c, C, (H, W) = _area_case(seed=5)
+    scores = lambda x: torch.sigmoid(x * 10.0 - 1.0)       # noqa: E731
+    full = F.interpolate(low[None], size=(H, W), mode='bilinear', align_corners=False)[0]
+    ref = cl.class_probabilities(full, 1.0, q2c, C, scores)
+    ref = cl.labels_from_probs(cl.suppress_small_classes(ref, 0.2), 0.3)
+    to_probs = partial(cl.class_probabilities, logit_scale=1.0, query_to_class=q2c, num_classes=C, scores=scores)
+    _, labels = cl.classify_at_size(low, (H, W), to_probs, C, 0.3, 0.2, tile_bytes=4 * W * (3 * 12 + C) * 7)
+    assert torch.equal(labels, ref) and len(ref.unique()) > 1

@@ -7,6 +7,16 @@ from clearclip_seg.models import pamr as pamr_module
 from clearclip_seg.models.pamr import pamr, pamr_affinity
 from clearclip_seg.models.postprocess import build_postprocessor, list_postprocessors
 
+@pytest.fixture
+def one_thread():
+    """Bit-for-bit comparisons run on one thread: with several, ATen's vectorised softmax rounds the last few
+    elements of each thread's share apart, so even the whole image's affinities shift by an ulp with the count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 OFFSETS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
 
 
@@ -115,3 +125,62 @@ def test_propagation_equals_the_stacked_neighbour_sum_bit_for_bit():
             copies += [p[..., d + dy * d:d + dy * d + 40, d + dx * d:d + dx * d + 56] for dy, dx in OFFSETS]
         ref = (torch.stack(copies, dim=2) * aff).sum(dim=2)
     assert torch.equal(pamr(img, mask, 4, (8, 16)), ref)
+
+
+@pytest.mark.parametrize('H,W,num_iter,dilations,band_rows,tile_px', [
+    (150, 131, 3, (2, 5), 7, 900),      # many bands, square affinity tiles, odd width
+    (97, 64, 2, (1, 3), 20, 30000),     # whole-width affinity tiles
+    (40, 77, 10, (8, 16), 9, 2000),     # the default dilations: every band's halo covers the image
+])
+def test_banded_pamr_equals_the_whole_image_bit_for_bit(H, W, num_iter, dilations, band_rows, tile_px, one_thread):
+    """Bands of a few rows with a halo of num_iter * max(dilation) rows give the whole image's floats."""
+    g = torch.Generator().manual_seed(4)
+    img = torch.randn(1, 3, H, W, generator=g)
+    img[..., : H // 3, :] += 2.0
+    img[..., :, W // 2:] -= 1.0
+    Q = 13
+    low = torch.randn(Q, 11, 9, generator=g)
+    full = torch.nn.functional.interpolate(low[None], size=(H, W), mode='bilinear', align_corners=False)
+    whole = pamr(img, full, num_iter, dilations)[0]
+    halo, P = num_iter * max(dilations), 8 * len(dilations)
+    budget = 4 * W * (2 * halo * (P + 8) + (Q + P + 8) * band_rows)   # band_rows core rows a band
+    spans = pamr_module.pamr_spans((H, W), Q, num_iter, dilations, band_bytes=budget)
+    assert spans[0] == (0, band_rows) and spans[-1][1] == H and len(spans) == -(-H // band_rows)
+    rows = lambda lo, hi, c0, c1: full[0, c0:c1, lo:hi]                   # noqa: E731
+    out = torch.cat([pamr_module.pamr_band(img, rows, Q, s, e, num_iter, dilations, tile_bytes=4 * 220 * tile_px,
+                                           slice_bytes=4 * W * H) for s, e in spans], dim=1)
+    assert torch.equal(out, whole)
+    # the affinities of some rows, tile by tile, are the whole image's
+    aff = pamr_affinity(img, dilations)
+    assert torch.equal(pamr_module.affinity_rows(img, dilations, 5, H - 3, tile_bytes=4 * 220 * tile_px),
+                       aff[..., 5:H - 3, :])
+
+
+def test_dilations_must_fit_the_image():
+    post = build_postprocessor(dict(type='PAMR', num_iter=2, dilations=[8, 3000]))
+    img, mask = torch.randn(1, 3, 40, 60), torch.randn(1, 5, 40, 60)
+    msg = (r'^model.postprocess.dilations=\(8, 3000\): dilation 3000 does not fit the 40x60 image \(every '
+           r'neighbour at that distance lies outside it\); expected dilations below 60$')
+    with pytest.raises(ValueError, match=msg):
+        post(img, mask)
+    with pytest.raises(ValueError, match=msg):
+        post.bands(img, lambda *a: None, 5)
+    post = build_postprocessor(dict(type='PAMR', num_iter=2, dilations=[59]))   # below the longer side: runs
+    assert post(img, mask).shape == (1, 5, 40, 60)
+
+
+def test_pamr_module_does_not_import_the_postprocessor_registry():
+    """pamr.py is the math, postprocess.py wraps it: no import cycle between the two (function-level included)."""
+    import ast
+    tree = ast.parse(open(pamr_module.__file__).read())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any('postprocess' in (m or '') for m in imported), imported
+
+
+def test_a_halo_past_the_budget_gives_one_band():
+    """Dilations near the image size: every band's halo would cover the image, so one band does the least work."""
+    assert pamr_module.pamr_spans((4000, 6000), 21, 10, (3000,)) == [(0, 4000)]
+    spans = pamr_module.pamr_spans((4000, 6000), 21, 10, (8, 16))
+    assert len(spans) > 1 and spans[-1][1] == 4000
+    assert pamr_module.pamr_spans((375, 500), 21, 10, (8, 16)) is None   # fits whole: the plain path

@@ -16,14 +16,24 @@ As SCLIP, NACLIP and ResCLIP run it (method cards, section 4):
 Channels never mix, so the propagation runs over groups of channels at a time:
 memory stays bounded for many queries at large sizes, with the same numbers.
 The neighbours are added one at a time in the reference's order, never stacked.
+
+PAMR is local: after ``num_iter`` steps a pixel depends only on pixels at most
+``num_iter * max(dilations)`` rows away (the halo). ``pamr_bands`` therefore
+refines a large image a band of rows at a time (``pamr_spans``, ``pamr_band``),
+each band computed with its halo (its affinities from the true neighbours, tile
+by tile): the same operations on the same values as the whole-image ``pamr``,
+without ever holding (queries x H x W) or the neighbour stacks of the
+whole image (tests/test_pamr.py compares the two).
+
+This module is plain math; the ``model.postprocess`` wrapper is in ``postprocess.py``.
 """
-from typing import Sequence, Tuple
+import math
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from ..options import check_number
-from .postprocess import PostProcessor, register_postprocessor
 
 # neighbour offsets (dy, dx) of one dilation, in the order the reference code stacks them
 NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
@@ -32,6 +42,16 @@ TAPS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
 
 # bytes of one (channels x H x W) float32 slice propagated at a time (about 4 such tensors live)
 _CHUNK_BYTES = 256 * 2 ** 20
+# pamr_bands: working memory of one band (its refined rows, affinities and one group of channels)
+BAND_BYTES = 512 * 2 ** 20
+# pamr_bands: bytes of the neighbour stacks of one affinity tile, and of one propagated slice
+TILE_BYTES = 96 * 2 ** 20
+SLICE_BYTES = 48 * 2 ** 20
+# pamr_bands: channels resized at a time (> 4: the band resize equals F.interpolate from 5 channels on)
+RESIZE_CHANNELS = 8
+# floats per pixel that pamr_affinity holds at its peak (the 18 taps and 16 neighbours of 3 channels, their
+# differences, the affinities): sizes its tiles
+_AFFINITY_FLOATS = 220
 
 
 def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
@@ -123,19 +143,123 @@ def check_dilations(value, key: str) -> Tuple[int, ...]:
     return tuple(check_number(d, key, low=1, integer=True) for d in value)
 
 
-@register_postprocessor('PAMR')
-class PAMRPostProcessor(PostProcessor):
-    """PAMR on the raw query logits at the original size (``model.postprocess``).
+def check_dilations_fit(dilations: Sequence[int], size: Tuple[int, int], key: str) -> None:
+    """Refuse a dilation not smaller than the image's longer side: all its neighbours would lie outside it."""
+    H, W = size
+    big = [d for d in dilations if d >= max(H, W)]
+    if big:
+        raise ValueError(f'{key}={tuple(dilations)!r}: dilation {big[0]} does not fit the {H}x{W} image (every '
+                         f'neighbour at that distance lies outside it); expected dilations below {max(H, W)}')
+
+
+def affinity_rows(image: torch.Tensor, dilations: Sequence[int], lo: int, hi: int,
+                  tile_bytes: Optional[int] = None) -> torch.Tensor:
+    """Rows ``lo:hi`` of ``pamr_affinity(image, dilations)``, computed tile by tile.
+
+    Each tile is ``pamr_affinity`` of the guidance around it (``max(dilations)``
+    pixels of true neighbours on every side that is not the image border), so
+    its values are the whole image's, while the neighbour stacks held at a time
+    stay within ``tile_bytes``.
 
     Args:
-        num_iter: propagation steps (10, NACLIP's default; positive integer).
-        dilations: neighbour distances in pixels ((8, 16)).
-        key: the config key named in errors.
+        image: guidance (1, K, H, W).
+        dilations: neighbour distances.
+        lo, hi: the rows wanted.
+        tile_bytes: the stacks of one tile.
+
+    Returns:
+        (1, 1, 8 * len(dilations), hi - lo, W).
     """
+    H, W = image.shape[-2:]
+    D = max(dilations)
+    tile_bytes = TILE_BYTES if tile_bytes is None else tile_bytes
+    pixels = max(1, tile_bytes // (4 * _AFFINITY_FLOATS))   # of a tile with its margins
+    if pixels >= 4 * D * W:    # whole-width tiles (margins above and below only)
+        rows, cols = pixels // W - 2 * D, W
+    else:                      # square tiles
+        rows = cols = max(1, math.isqrt(pixels) - 2 * D)
+    out = torch.empty((1, 1, 8 * len(dilations), hi - lo, W), dtype=torch.promote_types(image.dtype, torch.float32),
+                      device=image.device)
+    for r0 in range(lo, hi, rows):
+        r1 = min(hi, r0 + rows)
+        a, b = max(0, r0 - D), min(H, r1 + D)
+        for c0 in range(0, W, cols):
+            c1 = min(W, c0 + cols)
+            e, f = max(0, c0 - D), min(W, c1 + D)
+            tile = pamr_affinity(image[..., a:b, e:f], dilations)
+            out[..., r0 - lo:r1 - lo, c0:c1] = tile[..., r0 - a:r1 - a, c0 - e:c1 - e]
+    return out
 
-    def __init__(self, num_iter: int = 10, dilations: Sequence[int] = (8, 16), key: str = 'model.postprocess'):
-        self.num_iter = check_number(num_iter, f'{key}.num_iter', low=1, integer=True)
-        self.dilations = check_dilations(dilations, f'{key}.dilations')
 
-    def __call__(self, image: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        return pamr(image, logits, self.num_iter, self.dilations)
+def band_rows(num_queries: int, width: int, halo: int, num_neighbours: int, band_bytes: int) -> int:
+    """Core rows of one band of ``pamr_band``, so that its working tensors stay near ``band_bytes``.
+
+    A band holds its refined rows (queries), the affinities of its rows and halo
+    (neighbours) and one group of resized channels over them. Below 1 where the
+    halo alone passes the budget.
+    """
+    group = min(num_queries, RESIZE_CHANNELS)
+    fixed = 4 * width * 2 * halo * (num_neighbours + group)
+    per_row = 4 * width * (num_queries + num_neighbours + group)
+    return (band_bytes - fixed) // per_row
+
+
+def pamr_spans(size: Tuple[int, int], num_queries: int, num_iter: int = 10, dilations: Sequence[int] = (8, 16),
+               band_bytes: Optional[int] = None) -> Optional[List[Tuple[int, int]]]:
+    """The bands ``(start, stop)`` of rows that ``pamr_band`` refines one at a time, in order.
+
+    None where ``pamr`` on the whole image (its neighbour stacks and a few
+    copies of the logits) fits ``band_bytes``: then bands gain nothing.
+    """
+    H, W = size
+    band_bytes = BAND_BYTES if band_bytes is None else band_bytes
+    if 4 * H * W * (_AFFINITY_FLOATS + 4 * num_queries) <= band_bytes:
+        return None
+    step = band_rows(num_queries, W, num_iter * max(dilations), 8 * len(dilations), band_bytes)
+    if step < 1:   # the halo alone passes the budget (dilations near the image size): one band, least work
+        return [(0, H)]
+    return [(start, min(H, start + step)) for start in range(0, H, step)]
+
+
+def pamr_band(image: torch.Tensor, rows: Callable[[int, int, int, int], torch.Tensor], num_queries: int,
+              start: int, stop: int, num_iter: int = 10, dilations: Sequence[int] = (8, 16),
+              tile_bytes: Optional[int] = None, slice_bytes: Optional[int] = None) -> torch.Tensor:
+    """Rows ``start:stop`` of PAMR on the whole image, (Q, stop - start, W), computed from the band and its halo.
+
+    The logits must already be at the guidance size (``pamr`` resizes them with
+    ``align_corners=True``, which at equal size copies them unchanged). The band
+    is propagated with ``num_iter * max(dilations)`` rows of halo on either side
+    (fewer at the image border, where the replicate padding is the image's own),
+    with the whole image's affinities (``affinity_rows``): its rows equal those
+    of ``pamr``.
+
+    Args:
+        image: guidance (1, K, H, W).
+        rows: ``rows(lo, hi, c0, c1)`` -> query logits of queries ``c0:c1`` on
+            image rows ``lo:hi``, (c1 - c0, hi - lo, W), at the guidance size.
+        num_queries: Q.
+        start, stop: the rows wanted.
+        num_iter, dilations: as ``pamr``.
+        tile_bytes, slice_bytes: memory of an affinity tile and of one propagated group of channels.
+    """
+    H, W = image.shape[-2:]
+    halo = num_iter * max(dilations)
+    lo, hi = max(0, start - halo), min(H, stop + halo)
+    slice_bytes = SLICE_BYTES if slice_bytes is None else slice_bytes
+    group = min(num_queries, RESIZE_CHANNELS)
+    starts = list(range(0, num_queries, group))
+    if len(starts) > 1 and num_queries - starts[-1] <= 4:   # a last group of > 4 channels too (RESIZE_CHANNELS)
+        starts.pop()
+    aff = affinity_rows(image, dilations, lo, hi, tile_bytes)
+    out = weights = None
+    for c0, c1 in zip(starts, starts[1:] + [num_queries]):
+        x = _at_least_fp32(rows(lo, hi, c0, c1))
+        if out is None:
+            out = torch.empty((num_queries, stop - start, W), dtype=x.dtype, device=x.device)
+            weights = [w.to(x.dtype) for w in aff.unbind(dim=2)]    # (1, 1, hi - lo, W) each
+            del aff
+        per = max(1, slice_bytes // (4 * (hi - lo) * W))
+        for s in range(0, c1 - c0, per):
+            part = _propagate(x[None, s:s + per], weights, dilations, num_iter)
+            out[c0 + s:c0 + s + part.shape[1]] = part[0, :, start - lo:stop - lo]
+    return out

@@ -21,7 +21,7 @@ from mmseg.structures import SegDataSample
 from ..options import check_bool, check_keys
 from ..protocol import constants
 from ..vocab import load_templates, load_vocabulary
-from .classify import classify, classify_tiled
+from .classify import class_probabilities, classify, classify_at_size, classify_tiled
 from .clip_loader import CLIP_KEYS, create_clip, resolve_precision
 from .postprocess import build_postprocessor
 from .segmentor_options import check_thresholds, resolve_max_windows, resolve_method, resolve_test_cfg
@@ -75,8 +75,9 @@ class ClearCLIPSegmentor(BaseSegmentor):
             remainder rows/columns dropped and the logits stretched over the
             window, the SCLIP-family code) and ``keep_probs`` (True: store
             the class probabilities at the original size as ``seg_logits``;
-            False: labels only, resized and classified in bands of rows so
-            memory stays bounded on large images).
+            False: labels only). On a large image the resize, PAMR, the area
+            rule and the argmax run in bands of rows (``classify_at_size``),
+            so memory stays bounded; only ``keep_probs`` holds (C, H, W).
         text_cache: folder for cached text classifiers; None = default
             (``$CLEARCLIP_CACHE``), False = no cache.
         fused_attn: ``scaled_dot_product_attention`` in the last block.
@@ -237,9 +238,8 @@ class ClearCLIPSegmentor(BaseSegmentor):
         ``test_cfg.keep_probs`` (or ``keep_probs``) is True, ``seg_logits``:
         the class probabilities (C, H, W) the labels come from (softmax over
         queries, max over synonyms, after ``area_thd``; not renormalised), at
-        the original size. With ``keep_probs=False``, no post-processor and no
-        ``area_thd``, only the labels are made, in bands of rows (same labels,
-        bounded memory).
+        the original size. With ``keep_probs=False`` only the labels are made;
+        a large image is processed in bands of rows (same labels, bounded memory).
 
         Args:
             seg_logits: per image, query logits (Q, h, w) at the network-input size.
@@ -263,13 +263,21 @@ class ClearCLIPSegmentor(BaseSegmentor):
                                         self.prob_thd)
                 sample.set_data({'pred_sem_seg': PixelData(data=labels)})
                 continue
-            if 'ori_shape' in meta:
-                logits = F.interpolate(logits[None], size=size, mode='bilinear', align_corners=self.align_corners)[0]
-            if self.postprocess is not None:
-                logits = self._refine(logits, guide)
-            probs, labels = self.classify(logits)
-            sample.set_data({'seg_logits': PixelData(data=probs), 'pred_sem_seg': PixelData(data=labels)})
+            # resize, post-processor, rule: whole, or in bands of rows on a large image (classify_at_size)
+            keep = self.test_cfg['keep_probs'] if keep_probs is None else keep_probs
+            probs, labels = classify_at_size(
+                logits, size, self._class_probabilities, self.num_classes, self.prob_thd, self.area_thd,
+                keep_probs=keep, post=self.postprocess,
+                guide=None if self.postprocess is None else self._guidance(guide, size))
+            sample.set_data({'pred_sem_seg': PixelData(data=labels)})
+            if probs is not None:
+                sample.set_data({'seg_logits': PixelData(data=probs)})
         return data_samples
+
+    def _class_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Query logits (Q, ...) -> class probabilities (C, ...) under ``model.scoring``."""
+        scores = None if self.scorer.scoring == 'softmax' else self.scorer
+        return class_probabilities(logits, self.logit_scale, self.query_to_class, self.num_classes, scores)
 
     @staticmethod
     def _undo_padding_and_flip(meta: dict, logits: torch.Tensor, guide: Optional[torch.Tensor]):
@@ -285,15 +293,12 @@ class ClearCLIPSegmentor(BaseSegmentor):
             out.append(t)
         return out
 
-    def _refine(self, logits: torch.Tensor, guide: Optional[torch.Tensor]) -> torch.Tensor:
-        """The post-processor on raw query logits at the original size (SCLIP/NACLIP's PAMR placement)."""
+    def _guidance(self, guide: Optional[torch.Tensor], size) -> torch.Tensor:
+        """The post-processor's guidance: the normalised network input, bilinearly resized to ``size``."""
         if guide is None:
             raise ValueError(f'model.postprocess={self.postprocess.describe()!r} needs the input images: '
                              'call predict(inputs, data_samples) or postprocess_result(..., inputs=inputs)')
-        # guidance: the normalised network input, bilinearly resized to the original size
-        guide = F.interpolate(guide[None].float(), size=tuple(logits.shape[-2:]), mode='bilinear',
-                              align_corners=False)
-        return self.postprocess(guide, logits[None].float())[0]
+        return F.interpolate(guide[None].float(), size=size, mode='bilinear', align_corners=False)
 
     @torch.no_grad()
     def predict(self, inputs, data_samples=None, keep_probs: Optional[bool] = None) -> List[SegDataSample]:

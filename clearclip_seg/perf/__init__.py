@@ -5,6 +5,8 @@ One job per module:
 - ``clearclip_seg.flops`` (re-exported here): analytic matmul FLOPs of the dense encoder (``vit_encoder_flops``,
   ``encoder_geometry``, ``windows_flops``).
 - ``memory``: ``PeakMemory``, the peak over a block of code (GPU allocator or CPU RSS).
+- ``image_memory``: peak RSS and time of one prediction on large images, a fresh
+  process per case (``tools/benchmark_memory.py``).
 - ``timing``: ``timed`` calls and the device's ``measure_matmul_peak``.
 - ``paths``: the scoring paths (``measure_paths``), the encoder alone, output
   ``agreement`` and the text-classifier build time.
