@@ -79,7 +79,7 @@ def shifted(x: torch.Tensor, dilations: Sequence[int], offsets) -> torch.Tensor:
     return torch.stack(out, dim=2)
 
 
-def pamr_affinity(image: torch.Tensor, dilations: Sequence[int] = (8, 16)) -> torch.Tensor:
+def pamr_affinity(image: torch.Tensor, dilations: Sequence[int]) -> torch.Tensor:
     """Neighbour weights (B, 1, P, H, W) of a guidance image (B, K, H, W); softmax over P."""
     image = _at_least_fp32(image)
     sigma = shifted(image, dilations, TAPS).std(dim=2, keepdim=True)              # (B, K, 1, H, W)
@@ -88,8 +88,8 @@ def pamr_affinity(image: torch.Tensor, dilations: Sequence[int] = (8, 16)) -> to
     return torch.softmax(aff, dim=2)
 
 
-def pamr(image: torch.Tensor, logits: torch.Tensor, num_iter: int = 10,
-         dilations: Sequence[int] = (8, 16)) -> torch.Tensor:
+def pamr(image: torch.Tensor, logits: torch.Tensor, num_iter: int,
+         dilations: Sequence[int]) -> torch.Tensor:
     """Refine logits with PAMR, guided by ``image``.
 
     Args:
@@ -204,7 +204,7 @@ def band_rows(num_queries: int, width: int, halo: int, num_neighbours: int, band
     return (band_bytes - fixed) // per_row
 
 
-def pamr_spans(size: Tuple[int, int], num_queries: int, num_iter: int = 10, dilations: Sequence[int] = (8, 16),
+def pamr_spans(size: Tuple[int, int], num_queries: int, num_iter: int, dilations: Sequence[int],
                band_bytes: Optional[int] = None) -> Optional[List[Tuple[int, int]]]:
     """The bands ``(start, stop)`` of rows that ``pamr_band`` refines one at a time, in order.
 
@@ -222,7 +222,7 @@ def pamr_spans(size: Tuple[int, int], num_queries: int, num_iter: int = 10, dila
 
 
 def pamr_band(image: torch.Tensor, rows: Callable[[int, int, int, int], torch.Tensor], num_queries: int,
-              start: int, stop: int, num_iter: int = 10, dilations: Sequence[int] = (8, 16),
+              start: int, stop: int, num_iter: int, dilations: Sequence[int],
               tile_bytes: Optional[int] = None, slice_bytes: Optional[int] = None) -> torch.Tensor:
     """Rows ``start:stop`` of PAMR on the whole image, (Q, stop - start, W), computed from the band and its halo.
 

@@ -23,6 +23,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 
 from ..options import check_number
+from ..protocol import constants
 from ..registry import Registry
 from .pamr import check_dilations, check_dilations_fit, pamr, pamr_band, pamr_spans
 
@@ -99,13 +100,17 @@ class PAMRPostProcessor(PostProcessor):
     """PAMR on the raw query logits at the original size (``model.postprocess``; ``models/pamr.py``).
 
     Args:
-        num_iter: propagation steps (10, NACLIP's default; positive integer).
-        dilations: neighbour distances in pixels ((8, 16)); each must be below
-            the image's longer side.
+        num_iter: propagation steps (positive integer); None: the protocol's
+            (``protocol.constants.PAMR_NUM_ITER``, 10 as the SCLIP-family code runs it).
+        dilations: neighbour distances in pixels, each below the image's longer
+            side; None: the protocol's (``PAMR_DILATIONS``, (8, 16)).
         key: the config key named in errors.
     """
 
-    def __init__(self, num_iter: int = 10, dilations: Sequence[int] = (8, 16), key: str = 'model.postprocess'):
+    def __init__(self, num_iter: Optional[int] = None, dilations: Optional[Sequence[int]] = None,
+                 key: str = 'model.postprocess'):
+        num_iter = constants.PAMR_NUM_ITER if num_iter is None else num_iter
+        dilations = constants.PAMR_DILATIONS if dilations is None else dilations
         self.num_iter = check_number(num_iter, f'{key}.num_iter', low=1, integer=True)
         self.dilations = check_dilations(dilations, f'{key}.dilations')
         self._key = key

@@ -27,11 +27,12 @@ import subprocess
 import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from ..protocol import constants
 from ..records import atomic_write_json
+from ..repo_root import ROOT
 from .inputs import machine_info
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-PAMR = dict(type='PAMR', num_iter=10, dilations=(8, 16))
+PAMR = dict(type='PAMR', num_iter=constants.PAMR_NUM_ITER, dilations=tuple(constants.PAMR_DILATIONS))
 # name -> (config relative to the repository, overrides): the cases of issue 20, item 7
 CASES: Dict[str, Tuple[str, dict]] = {
     'clearclip': ('configs/clearclip/clearclip_vit-b16_voc21.py', {}),
