@@ -152,8 +152,8 @@ def check_override_paths(cfg, cfg_options: Dict, filename: Optional[str] = None)
 def _segmentor_schema(model) -> Dict[str, Set[str]]:
     """Allowed keys per ``model`` sub-dict of a ``ClearCLIPSegmentor``."""
     from .models.clip_loader import CLIP_KEYS
-    from .models.segmentor import ClearCLIPSegmentor
-    from .models.segmentor_options import default_test_cfg
+    from .segmentor import ClearCLIPSegmentor
+    from .segmentor_options import default_test_cfg
     from .protocol.constants import CLEARCLIP_LAST_BLOCK
     schema = {'model': class_keywords(ClearCLIPSegmentor)[0] | {'type'}, 'model.clip': set(CLIP_KEYS),
               'model.test_cfg': set(default_test_cfg()), 'model.last_block': set(CLEARCLIP_LAST_BLOCK)}
@@ -227,7 +227,7 @@ def _check_model_values(model, schema) -> None:
 
 def _defaults(section: str, node) -> dict:
     """Default values of a ``model`` section's options (constructor defaults, or the resolved defaults)."""
-    from .models.segmentor_options import default_test_cfg
+    from .segmentor_options import default_test_cfg
     from .protocol.constants import CLEARCLIP_LAST_BLOCK
     if section == 'model.test_cfg':
         return default_test_cfg()
@@ -236,7 +236,7 @@ def _defaults(section: str, node) -> dict:
     if section in ('model.method', 'model.postprocess'):
         cls = _component(section, node['type'])
     elif section == 'model':
-        from .models.segmentor import ClearCLIPSegmentor as cls
+        from .segmentor import ClearCLIPSegmentor as cls
     else:
         return {}
     return {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()}

@@ -5,4 +5,5 @@ Configs name this module in ``custom_imports``; code calls
 """
 from . import datasets, methods, models, visualization  # noqa: F401
 from .evaluation import iou_metric  # noqa: F401  (the package itself stays light)
-from .models import data_preprocessor, segmentor, wrapper  # noqa: F401  (models/__init__ stays MMSeg-free)
+from . import segmentor  # noqa: F401
+from .models import data_preprocessor  # noqa: F401  (models/__init__ stays MMSeg-free)

@@ -53,7 +53,7 @@ def tiny_segmentor(**kw):
     """
     import torch
 
-    from clearclip_seg.models.segmentor import ClearCLIPSegmentor
+    from clearclip_seg.segmentor import ClearCLIPSegmentor
     options = dict(clip=dict(arch=TINY_NAME, arch_file=TINY_ARCH, pretrained=None),
                    vocabulary=['sky', 'grass', 'tree, bush'], templates='a_photo_of', text_cache=False,
                    test_cfg=dict(crop_size=(64, 64), stride=(32, 32)))

@@ -169,7 +169,7 @@ def test_text_cache_key_covers_everything_that_changes_the_embeddings(tmp_path, 
 
 def test_quick_gelu_flip_is_not_served_from_the_cache(tmp_path, monkeypatch):
     """Two segmentors differing only in quick_gelu: two cache entries, each equal to its uncached build."""
-    from clearclip_seg.models import ClearCLIPSegmentor
+    from clearclip_seg.segmentor import ClearCLIPSegmentor
 
     def seg(quick_gelu, cache):
         torch.manual_seed(0)
@@ -799,7 +799,7 @@ def test_tables_refuse_a_nan_metric_and_say_when_the_average_is_partial(tools, g
 
 # -- the text-classifier cache and arch_file ---------------------------------------------------------
 def test_text_cache_sees_weights_swapped_with_same_size_and_mtime(tmp_path):
-    from clearclip_seg.models import ClearCLIPSegmentor
+    from clearclip_seg.segmentor import ClearCLIPSegmentor
     from clearclip_seg.models.clip_loader import create_clip
     ckpt, cache = tmp_path / 'w.pt', str(tmp_path / 'cache')
 

@@ -27,10 +27,10 @@ def test_methods_and_models_import_without_mmseg():
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
-def test_the_mmseg_classes_are_still_reachable_from_models():
+def test_the_data_preprocessor_is_still_reachable_from_models():
     import clearclip_seg.models as models
-    from clearclip_seg.models.segmentor import ClearCLIPSegmentor
-    assert models.ClearCLIPSegmentor is ClearCLIPSegmentor
+    from clearclip_seg.models.data_preprocessor import ClearCLIPDataPreProcessor
+    assert models.ClearCLIPDataPreProcessor is ClearCLIPDataPreProcessor
     with pytest.raises(AttributeError, match='no attribute'):
         models.NoSuchThing  # noqa: B018
 

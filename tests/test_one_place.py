@@ -65,7 +65,7 @@ def test_last_block_defaults_follow_the_constant(monkeypatch, tiny_clip):
     from clearclip_seg.methods import build_method
     from clearclip_seg.methods.last_block import LastBlock
     from clearclip_seg.models.encoder import DenseCLIPEncoder
-    from clearclip_seg.models.segmentor_options import resolve_method
+    from clearclip_seg.segmentor_options import resolve_method
     from clearclip_seg.flops import encoder_geometry, vit_encoder_flops
     from clearclip_seg.protocol import constants
     monkeypatch.setattr(constants, 'CLEARCLIP_LAST_BLOCK', KK)
@@ -98,7 +98,7 @@ def test_resclip_internal_pamr_follows_the_constants(monkeypatch):
 
 def test_segmentor_and_preprocessor_defaults_follow_the_constants(monkeypatch):
     from clearclip_seg.models.data_preprocessor import ClearCLIPDataPreProcessor
-    from clearclip_seg.models.segmentor_options import resolve_test_cfg
+    from clearclip_seg.segmentor_options import resolve_test_cfg
     from clearclip_seg.protocol import constants
     from helpers import tiny_segmentor
     monkeypatch.setattr(constants, 'CLEARCLIP_LAST_BLOCK', KK)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
-from clearclip_seg.models import ClearCLIPSegmentor
+from clearclip_seg.segmentor import ClearCLIPSegmentor
 from clearclip_seg.vocab import load_templates, load_vocabulary
 
 MEAN = [122.771, 116.746, 104.094]
@@ -131,7 +131,7 @@ def test_local_checkpoint_roundtrip(tiny_arch, tmp_path):
 
 def test_auto_max_windows_by_device_and_precision():
     """'auto' windows per batch: 16 on a GPU, 1 for fp32 on a CPU, 4 for bf16/fp16 on a CPU; numbers pass through."""
-    from clearclip_seg.models.segmentor_options import AUTO_MAX_WINDOWS, resolve_max_windows
+    from clearclip_seg.segmentor_options import AUTO_MAX_WINDOWS, resolve_max_windows
     assert AUTO_MAX_WINDOWS == dict(cuda=16, cpu=1, cpu_low_precision=4)
     assert resolve_max_windows('auto', 'cpu', torch.float32) == 1
     assert resolve_max_windows('auto', 'cpu', torch.bfloat16) == 4

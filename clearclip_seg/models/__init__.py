@@ -1,9 +1,9 @@
 """Models: the dense encoders, their stages and the scoring pieces (plain torch + open_clip).
 
 ``import clearclip_seg.models`` does not import MMSegmentation. The MMSeg
-components (``ClearCLIPSegmentor``, ``ClearCLIPDataPreProcessor``,
-``ClearCLIPTestWrapper``) live in their own modules and are loaded on first
-use of their name here (or by ``clearclip_seg.register_all_modules()``).
+data preprocessor (``ClearCLIPDataPreProcessor``) lives in its own module and is
+loaded on first use of its name here (or by ``clearclip_seg.register_all_modules()``);
+the segmentor, which composes these pieces with a method, is ``clearclip_seg.segmentor``.
 """
 import importlib
 
@@ -14,8 +14,7 @@ from .encoder import DenseCLIPEncoder, interpolate_pos_embed
 from .towers import wrap_visual
 
 # name -> module of the MMSeg-registered classes, imported when first asked for
-_MMSEG_CLASSES = {'ClearCLIPSegmentor': 'segmentor', 'ClearCLIPDataPreProcessor': 'data_preprocessor',
-                  'ClearCLIPTestWrapper': 'wrapper'}
+_MMSEG_CLASSES = {'ClearCLIPDataPreProcessor': 'data_preprocessor'}
 
 
 def __getattr__(name):

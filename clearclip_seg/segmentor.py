@@ -18,17 +18,17 @@ from mmseg.models.segmentors.base import BaseSegmentor
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from ..options import check_bool, check_keys
-from ..protocol import constants
-from ..vocab import load_templates, load_vocabulary
-from .classify import class_probabilities, classify, classify_at_size, classify_tiled
-from .clip_loader import CLIP_KEYS, create_clip, resolve_precision
-from .postprocess import build_postprocessor
+from .models.classify import class_probabilities, classify, classify_at_size, classify_tiled
+from .models.clip_loader import CLIP_KEYS, create_clip, resolve_precision
+from .models.postprocess import build_postprocessor
+from .models.scoring import Scorer, check_finite_logits, check_scoring, classify_scored
+from .models.slide import slide_inference, whole_inference
+from .models.text_classifier import build_text_classifier, text_model_identity
+from .models.towers import load_tokenizer, wrap_visual
+from .options import check_bool, check_keys
+from .protocol import constants
 from .segmentor_options import check_thresholds, resolve_max_windows, resolve_method, resolve_test_cfg
-from .scoring import Scorer, check_finite_logits, check_scoring, classify_scored
-from .slide import slide_inference, whole_inference
-from .towers import load_tokenizer, wrap_visual
-from .text_classifier import build_text_classifier, text_model_identity
+from .vocab import load_templates, load_vocabulary
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,10 @@ from typing import Optional
 
 import torch
 
-from ..options import check_bool, check_keys, check_number, check_pair
-from ..protocol import constants
+from .methods import build_method
+from .methods.last_block import LastBlock
+from .options import check_bool, check_keys, check_number, check_pair
+from .protocol import constants
 
 TEST_MODES = ('slide', 'whole')
 # How windows whose size is not a patch multiple reach the encoder:
@@ -96,8 +98,6 @@ def resolve_method(method, last_block: Optional[dict]):
     ``model.method`` of another type it must be None; with
     ``model.method.type='LastBlock'`` the two must agree.
     """
-    from ..methods import build_method
-    from ..methods.last_block import LastBlock
     if last_block is not None:
         last_block = dict(last_block)
         check_keys(last_block, constants.CLEARCLIP_LAST_BLOCK, 'model.last_block')
