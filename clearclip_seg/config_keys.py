@@ -160,16 +160,14 @@ def _segmentor_schema(model) -> Dict[str, Set[str]]:
               'model.test_cfg': set(default_test_cfg()), 'model.last_block': set(CLEARCLIP_LAST_BLOCK)}
     method = model.get('method')
     if isinstance(method, dict) and isinstance(method.get('type'), str):
-        from .methods.registry import METHODS  # lazy: the methods import torch
         try:
-            schema['model.method'] = set(keyword_options(METHODS.get(method['type']))) | {'type'}
+            schema['model.method'] = set(keyword_options(_component('model.method', method['type']))) | {'type'}
         except ValueError:
             pass  # an unknown type: the build names it in one line
     post = model.get('postprocess')
     if isinstance(post, dict) and isinstance(post.get('type'), str):
-        from .models.postprocess import POSTPROCESSORS  # lazy: the models import torch
         try:
-            schema['model.postprocess'] = set(keyword_options(POSTPROCESSORS.get(post['type']))) | {'type'}
+            schema['model.postprocess'] = set(keyword_options(_component('model.postprocess', post['type']))) | {'type'}
         except ValueError:
             pass
     pre = model.get('data_preprocessor')
