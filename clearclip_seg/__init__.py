@@ -11,7 +11,7 @@ __version__ = '0.1.0'
 
 def register_all_modules() -> None:
     """Register every MMSeg component of the package (idempotent)."""
-    from . import registration  # noqa: F401
+    from . import registration  # noqa: F401  # lazy: it loads MMSeg (and torch); importing the package stays light
 
 
 __all__ = ['register_all_modules', '__version__']

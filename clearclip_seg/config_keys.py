@@ -23,6 +23,8 @@ import math
 from typing import Dict, Iterable, Optional, Set, Tuple
 
 from .options import FLOAT32_MAX, ConfigError, check_bool, check_number, did_you_mean
+from .protocol.constants import CLEARCLIP_LAST_BLOCK
+from .registry import keyword_options
 
 # Top-level keys read besides MMEngine Runner's keywords (Runner.from_cfg, the project's tools).
 EXTRA_TOP_LEVEL = ('model_wrapper_cfg', 'compile', 'custom_imports', 'benchmark', 'method', 'backbone')
@@ -151,25 +153,21 @@ def check_override_paths(cfg, cfg_options: Dict, filename: Optional[str] = None)
 # -- the model dict (file and overrides) ----------------------------------------------------------
 def _segmentor_schema(model) -> Dict[str, Set[str]]:
     """Allowed keys per ``model`` sub-dict of a ``ClearCLIPSegmentor``."""
-    from .models.clip_loader import CLIP_KEYS
-    from .segmentor import ClearCLIPSegmentor
-    from .segmentor_options import default_test_cfg
-    from .protocol.constants import CLEARCLIP_LAST_BLOCK
+    from .models.clip_loader import CLIP_KEYS  # lazy: the models import torch
+    from .segmentor import ClearCLIPSegmentor  # lazy: it imports MMSeg (and torch)
+    from .segmentor_options import default_test_cfg  # lazy: it imports the methods and models (torch)
     schema = {'model': class_keywords(ClearCLIPSegmentor)[0] | {'type'}, 'model.clip': set(CLIP_KEYS),
               'model.test_cfg': set(default_test_cfg()), 'model.last_block': set(CLEARCLIP_LAST_BLOCK)}
-    from .registry import keyword_options
     method = model.get('method')
     if isinstance(method, dict) and isinstance(method.get('type'), str):
-        from .methods.registry import METHODS
         try:
-            schema['model.method'] = set(keyword_options(METHODS.get(method['type']))) | {'type'}
+            schema['model.method'] = set(keyword_options(_component('model.method', method['type']))) | {'type'}
         except ValueError:
             pass  # an unknown type: the build names it in one line
     post = model.get('postprocess')
     if isinstance(post, dict) and isinstance(post.get('type'), str):
-        from .models.postprocess import POSTPROCESSORS
         try:
-            schema['model.postprocess'] = set(keyword_options(POSTPROCESSORS.get(post['type']))) | {'type'}
+            schema['model.postprocess'] = set(keyword_options(_component('model.postprocess', post['type']))) | {'type'}
         except ValueError:
             pass
     pre = model.get('data_preprocessor')
@@ -211,7 +209,7 @@ def _check_model_values(model, schema) -> None:
                              'True or a folder path (booleans unquoted)')
     clip = model.get('clip')
     if hasattr(clip, 'keys') and clip.get('map_head') is not None:
-        from .models.timm_encoder import MAP_HEADS
+        from .models.timm_encoder import MAP_HEADS  # lazy: the models import torch
         if not isinstance(clip['map_head'], str) or clip['map_head'] not in MAP_HEADS:
             raise ValueError(f"model.clip.map_head={clip['map_head']!r}: expected one of {list(MAP_HEADS)}")
     # options whose default is a boolean take real booleans only (bool('False') is True)
@@ -227,8 +225,7 @@ def _check_model_values(model, schema) -> None:
 
 def _defaults(section: str, node) -> dict:
     """Default values of a ``model`` section's options (constructor defaults, or the resolved defaults)."""
-    from .segmentor_options import default_test_cfg
-    from .protocol.constants import CLEARCLIP_LAST_BLOCK
+    from .segmentor_options import default_test_cfg  # lazy: it imports the methods and models (torch)
     if section == 'model.test_cfg':
         return default_test_cfg()
     if section == 'model.last_block':
@@ -236,7 +233,7 @@ def _defaults(section: str, node) -> dict:
     if section in ('model.method', 'model.postprocess'):
         cls = _component(section, node['type'])
     elif section == 'model':
-        from .segmentor import ClearCLIPSegmentor as cls
+        from .segmentor import ClearCLIPSegmentor as cls  # lazy: it imports MMSeg (and torch)
     else:
         return {}
     return {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()}
@@ -244,9 +241,9 @@ def _defaults(section: str, node) -> dict:
 
 def _component(section: str, name: str):
     if section == 'model.method':
-        from .methods.registry import METHODS
+        from .methods.registry import METHODS  # lazy: the methods import torch
         return METHODS.get(name)
-    from .models.postprocess import POSTPROCESSORS
+    from .models.postprocess import POSTPROCESSORS  # lazy: the models import torch
     return POSTPROCESSORS.get(name)
 
 

@@ -13,7 +13,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .apis import ConfigError, inference_segmentor, init_segmentor, load_config, load_image
 from .protocol import constants
+from .protocol.presets import PRESETS, get_preset
 from .repo_root import ROOT
 
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
@@ -34,7 +36,6 @@ def parse_presets(items: Sequence[str]) -> List[str]:
     Raises:
         ValueError: an unknown preset (with a hint when it looks like an image path) or none.
     """
-    from .protocol.presets import PRESETS
     names = []
     for item in items:
         for name in item.split(','):
@@ -84,7 +85,6 @@ def output_stem(path: str, used: dict) -> str:
 
 def earlier_outputs(folder: str) -> List[str]:
     """Pictures a demo run writes (``<image>_<preset>.png``, ``<image>_panel.png``) found in ``folder``."""
-    from .protocol.presets import PRESETS
     if not osp.isdir(folder):
         return []
     ends = tuple(f'_{p}.png' for p in (*PRESETS, 'panel'))
@@ -112,8 +112,6 @@ def demo_config(preset: str, vocabulary, config: str = DEFAULT_CONFIG, arch: Opt
     Raises:
         ConfigError: the config is missing or has no model.
     """
-    from .apis.config import ConfigError, load_config
-    from .protocol.presets import get_preset
     cfg = load_config(config)
     if 'model' not in cfg:
         raise ConfigError(f"config '{config}' has no model")
@@ -149,7 +147,6 @@ def build_models(presets: Sequence[str], vocabulary, device=None, seed: int = 0,
     """
     import torch
 
-    from .apis import ConfigError, init_segmentor
     models = {}
     for p in presets:
         t0 = time.perf_counter()
@@ -198,8 +195,7 @@ def draw(rgb: np.ndarray, labels: Dict[str, np.ndarray], classes: Sequence[str],
     Returns:
         The paths written.
     """
-    from .protocol.presets import get_preset
-    from .visualization import add_legend, hstack, make_palette, overlay, save_rgb, titled
+    from .visualization import add_legend, hstack, make_palette, overlay, save_rgb, titled  # lazy: it imports MMSeg
     palette = make_palette(len(classes))
     written = []
     for p, lab in labels.items():
@@ -230,7 +226,6 @@ def segment_images(models: Dict[str, object], paths: Sequence[str], out_dir: str
     Returns:
         (images segmented, images skipped).
     """
-    from .apis import inference_segmentor, load_image
     scale = tuple(constants.RESIZE if scale is None else scale)
     classes = list(next(iter(models.values())).vocabulary.classes)
     used, ok, bad = {}, 0, 0

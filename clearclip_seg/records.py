@@ -42,6 +42,7 @@ import tempfile
 from typing import Optional
 
 from .options import ConfigError
+from .repo_root import relative_to_root
 
 RECORD_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -176,7 +177,6 @@ def _resize_scale(cfg):
 
 def _header(kind: str, cfg, config_path: str, cfg_options: dict) -> dict:
     """The fields every record starts with: schema, kind, creation time, benchmark and config."""
-    from .repo_root import relative_to_root
     return dict(record_version=RECORD_VERSION, kind=kind, complete=True, created=now_iso(),
                 benchmark=cfg.get('benchmark'), method=cfg.get('method'),
                 config=dict(path=relative_to_root(config_path), cfg_options=cfg_options,
@@ -253,7 +253,7 @@ def describe_tower(model) -> dict:
     """
     import torch.nn as nn
 
-    from .models.towers import tower_kind
+    from .models.towers import tower_kind  # lazy: the models import torch; records are written without them
     out = {}
     clip = (getattr(model, '_text_model', None) or [None])[0]
     visual = getattr(clip, 'visual', None)

@@ -8,6 +8,8 @@ constructor keywords, so a typo is an error and not a silently ignored value.
 import inspect
 from typing import Callable, Dict, List, Optional
 
+from .options import check_keys
+
 
 def keyword_options(cls) -> List[str]:
     """A component's constructor keywords, in order (``self`` and ``key``, the error-message prefix, left out)."""
@@ -57,5 +59,4 @@ class Registry:
 
     def check_options(self, cls, options: dict, key: str) -> None:
         """Every option is a constructor keyword of ``cls`` (errors name ``key``)."""
-        from .options import check_keys
         check_keys(options, keyword_options(cls), key)

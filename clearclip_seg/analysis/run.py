@@ -9,8 +9,10 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
+from ..apis import ConfigError, init_segmentor, load_config
 from ..models.slide import iter_windows
-from .components import SOURCES, LastBlockInputCache, component_query_logits
+from ..records import build_analysis_record, write_record
+from .components import ALL_MODES, SOURCES, LastBlockInputCache, component_query_logits
 from .metrics import AreaAccumulator
 from .statistics import window_statistics
 
@@ -121,7 +123,6 @@ def check_last_block_method(cfg, config) -> None:
     method (SCLIP, NACLIP, ProxyCLIP...) it would silently analyse ClearCLIP's
     decomposition instead of that method.
     """
-    from ..apis.config import ConfigError
     method = (cfg.get('model') or {}).get('method')
     kind = method.get('type') if hasattr(method, 'get') else method
     if method is not None and kind != 'LastBlock':
@@ -139,8 +140,6 @@ def build_model_and_dataset(config, cfg_options: Optional[dict] = None, device=N
     from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS
 
-    from ..apis import init_segmentor
-    from ..apis.config import ConfigError, load_config
     cfg = load_config(config, cfg_options)
     if 'test_dataloader' not in cfg:
         raise ConfigError(f"config '{config}' has no test_dataloader: use a benchmark config "
@@ -177,9 +176,6 @@ def run_analysis(config, cfg_options: Optional[dict] = None, modes: Optional[Seq
     Raises:
         ConfigError: a config mistake, named in one line.
     """
-    from ..apis.config import ConfigError
-    from ..records import build_analysis_record, write_record
-    from .components import ALL_MODES
     if num_images < 1:
         raise ConfigError(f'num_images={num_images}: expected at least 1')
     modes = list(modes or ALL_MODES)

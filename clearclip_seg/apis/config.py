@@ -20,7 +20,7 @@ def pin_precision(cfg, device: str) -> None:
     The segmentor would otherwise decide from MMEngine's default device, which
     is the GPU on a GPU machine even when the caller runs on the CPU.
     """
-    from ..models.clip_loader import resolve_precision  # lazy: the models import torch and MMSeg
+    from ..models.clip_loader import resolve_precision  # lazy: the models import torch; importing the API does not
     clip = cfg.model.get('clip') or {}
     precision = clip.get('precision', 'auto')
     if precision == 'auto':

@@ -15,6 +15,7 @@ from typing import Optional, Tuple
 import torch
 
 from ..options import check_bool
+from .timm_trunks import prepare_arch_file  # a "timm_trunk" entry: tiny timm towers from a dict
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,6 @@ def register_arch_file(path: str) -> str:
     name = os.path.splitext(os.path.basename(path))[0]
     # always (re-)register: open_clip re-reads the file, so an edited file, or another file of the
     # same name, is what gets built (a name-only check kept the first content for the whole process)
-    from .timm_trunks import prepare_arch_file  # a "timm_trunk" entry: tiny timm towers from a dict
     open_clip.add_model_config(prepare_arch_file(path))
     if name not in open_clip.list_models():
         raise ValueError(f"architecture file '{path}' was not accepted by open_clip: "

@@ -15,6 +15,7 @@ import torch
 
 from ..options import ConfigError, check_number
 from ..protocol import constants
+from .classify import labels_from_probs, suppress_small_classes
 
 Number = Union[int, float, str]
 
@@ -81,7 +82,6 @@ def classify_scored(logits: torch.Tensor, scorer: Scorer, query_to_class: torch.
     Per-query probabilities, then per class the max over its synonyms, the area
     rule if set, argmax and ``prob_thd``: the same steps as the protocol.
     """
-    from .classify import labels_from_probs, suppress_small_classes
     probs = scorer(logits)
     if probs.shape[0] != num_classes:  # synonyms: max over each class's queries
         idx = query_to_class.view(-1, *([1] * (probs.dim() - 1))).expand_as(probs)

@@ -19,6 +19,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from .clip_loader import file_digest, state_digest, weights_identity
+
 logger = logging.getLogger(__name__)
 
 
@@ -65,7 +67,6 @@ def tokenizer_identity(tokenizer) -> dict:
 
 def _local_digest(path: str) -> str:
     """SHA-256 over a file's or a folder's files (names and contents, each hashed once per version)."""
-    from .clip_loader import file_digest
     if os.path.isfile(path):
         return file_digest(path)
     h = hashlib.sha256()
@@ -100,8 +101,6 @@ def text_model_identity(clip_model, arch: str, pretrained: Optional[str], precis
         A JSON-able dict; ``cache_key(**parts)`` hashes it.
     """
     import open_clip
-
-    from .clip_loader import state_digest, weights_identity
     weights = weights_identity(arch, pretrained)
     if weights is None:  # random weights: identify them by content
         weights = 'digest:' + state_digest(clip_model)

@@ -20,6 +20,7 @@ from typing import Callable, Dict, Optional, Sequence
 import torch
 
 from ..records import atomic_write_json
+from ..sweep.cost import paper_cost
 from .inputs import VOC_SIZES, benchmark_slide, build_segmentor, machine_info, synthetic_images
 from .paths import agreement, measure_encoder_only, measure_path
 
@@ -71,7 +72,6 @@ def gpu_check(device=None, tiny: bool = False, archs: Optional[Sequence[str]] = 
     Returns:
         ``machine``, ``results[arch][precision]`` and ``estimate[precision]``.
     """
-    from ..sweep.cost import paper_cost
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     max_windows = max_windows or (16 if device.type == 'cuda' else 1)
     crop, stride, prob_thd = benchmark_slide('voc21')

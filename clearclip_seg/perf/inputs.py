@@ -7,6 +7,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from ..apis import init_segmentor
 from ..models.clip_loader import PRECISIONS as DTYPES  # noqa: F401  (precision name -> dtype, one table)
 from ..protocol import benchmarks as _benchmarks
 from ..protocol import constants as _constants
@@ -90,7 +91,6 @@ def build_segmentor(arch: Optional[str], arch_file: Optional[str], precision: st
         seed: torch seed before the weights are drawn.
         last_block: ``attn``/``residual``/``ffn`` switches (default: the config's, ClearCLIP's).
     """
-    from ..apis import init_segmentor
     options = {'model.clip.arch': arch, 'model.clip.arch_file': arch_file, 'model.clip.pretrained': None,
                'model.clip.precision': precision, 'model.vocabulary': vocabulary, 'model.templates': templates,
                'model.prob_thd': prob_thd, 'model.text_cache': False,

@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..apis import init_segmentor, load_config
 from ..protocol.constants import config_path
 from ..protocol.methods import METHOD_CARDS, common_setting
 from ..records import atomic_write_json
@@ -64,9 +65,6 @@ def _resize_short(cfg) -> Tuple[int, int]:
 def _time_method(card: Optional[str], benchmark: str, protocol: str, raw_sizes: Sequence[Tuple[int, int]],
                  arch, arch_file, precision: str, device, warmup: int, repeats: int, seed: int) -> dict:
     from mmseg.structures import SegDataSample
-
-    from ..apis import init_segmentor
-    from ..apis.config import load_config
     config, opts = _options(card, benchmark, protocol, arch, arch_file, precision)
     scale = _resize_short(load_config(config, opts))
     sizes = [protocol_resize(h, w, scale) for h, w in raw_sizes]

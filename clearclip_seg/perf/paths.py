@@ -12,8 +12,11 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from ..models.slide import padded_window_shapes
 from ..flops import last_block_of, windows_flops
+from ..models.slide import padded_window_shapes
+from ..models.text_classifier import build_text_classifier
+from ..models.towers import load_tokenizer
+from ..vocab import load_templates, load_vocabulary
 from .inputs import load_average
 from .memory import PeakMemory
 from .timing import synchronize, timed
@@ -145,9 +148,6 @@ def time_text_classifier(seg, vocabulary, templates, cache_dir: Optional[str] = 
         vocabulary, templates: what to embed (names, paths or lists).
         cache_dir: the cache folder; None uses a temporary one, removed afterwards.
     """
-    from ..models.text_classifier import build_text_classifier
-    from ..models.towers import load_tokenizer
-    from ..vocab import load_templates, load_vocabulary
     vocab = load_vocabulary(vocabulary)
     temps = load_templates(templates)
     device = seg.query_to_class.device

@@ -16,6 +16,7 @@ from .inputs import (DTYPES, benchmark_slide, bf16_advice, build_segmentor, mach
                      synthetic_images, voc_sizes)
 from .memory import process_peak_rss_mib
 from .paths import agreement, measure_encoder_only, measure_path, measure_paths, time_text_classifier
+from .profile import op_breakdown
 from .timing import measure_matmul_peak
 
 
@@ -130,7 +131,6 @@ def speed_report(arch: Optional[str] = None, arch_file: Optional[str] = None, pr
         base_logits = batched.pop('logits')
         res['batched'] = batched
         if profile:
-            from .profile import op_breakdown
             res['profile'] = op_breakdown(seg, images, max_windows, log=log)
         if baseline:
             plain = measured[1]

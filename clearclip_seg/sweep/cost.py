@@ -66,7 +66,7 @@ def split_flops(geometry: Optional[dict], window: Tuple[int, int], attn: Optiona
     clearclip = constants.CLEARCLIP_LAST_BLOCK
     attn = clearclip['attn'] if attn is None else attn
     ffn = bool(clearclip['ffn']) if ffn is None else ffn
-    from ..flops import vit_encoder_flops  # lazy: it imports the models (MMSeg); the runner plans without them
+    from ..flops import vit_encoder_flops  # lazy: it imports torch; the runner plans without it
     geo = dict(geometry or _FALLBACK_GEOMETRY)
     ph, pw = geo['patch']
     grid = (max(1, window[0] // ph), max(1, window[1] // pw))
@@ -90,7 +90,7 @@ def pass_factor(trunk: float, heads: Sequence[float]) -> Tuple[float, float]:
 
 def window_shapes(benchmark: str, size: Optional[Tuple[int, int]] = None) -> List[Tuple[int, int]]:
     """Window shapes the encoder sees for a typical image of ``benchmark`` (after the resize, padded)."""
-    from ..models.slide import padded_window_shapes  # lazy: the models import MMSeg
+    from ..models.slide import padded_window_shapes  # lazy: the models import torch; the runner plans without them
     b = BENCHMARKS[benchmark]
     h, w = size or TYPICAL_IMAGE_SIZE.get(benchmark, (375, 500))
     long_max, short_max = max(RESIZE), min(RESIZE)

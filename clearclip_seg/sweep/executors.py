@@ -59,7 +59,7 @@ class InProcessExecutor(Executor):
     """Each unit's pass in this process, one after the other (exit code 0, or 1 if a run failed)."""
 
     def run(self, jobs, on_done, stop=None, on_start=None, on_output=None) -> int:
-        from ..evaluation.passes import run_pass  # lazy: it imports MMSeg
+        from ..evaluation.passes import run_pass  # lazy: it imports torch; the runner plans without it
         for i, job in enumerate(jobs):
             if stop is not None and stop():
                 return len(jobs) - i

@@ -39,7 +39,7 @@ def run_unit_file(path: str) -> int:
     try:
         unit = load_unit(path)
         runs = [Run.from_unit(r) for r in unit['runs']]
-        from ..evaluation.passes import run_pass  # lazy: a bad unit file is reported before MMSeg loads
+        from ..evaluation.passes import run_pass  # lazy: a bad unit file is reported before torch loads
         run_pass(runs, log=lambda line: print(line, flush=True), log_interval=int(unit.get('log_interval', 10)))
     except (ConfigError, ShareError, ValueError, OSError) as e:
         print(f'error: {_line(e)}', file=sys.stderr, flush=True)
