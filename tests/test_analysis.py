@@ -208,6 +208,7 @@ def test_analysis_record_and_plots(tmp_path):
     assert len(summary) == 7 and summary[5].startswith('qq+kk') and 'mIoU sum' in summary[0]
 
 
+@pytest.mark.slow
 def test_analyze_tool_smoke(tmp_path):
     root = tmp_path / 'VOC2012'
     make_voc2012(root, sizes=((20, 20),))

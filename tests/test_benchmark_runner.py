@@ -34,6 +34,7 @@ def voc_root(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_suite_runs_skips_and_tables(tmp_path, voc_root):
     out = tmp_path / 'results'
     proc = run(bench_cmd(out, voc_root, '--suite', 'main', '--benchmarks', 'voc20'))
@@ -52,6 +53,7 @@ def test_suite_runs_skips_and_tables(tmp_path, voc_root):
         assert f"{rec['metrics']['mIoU']:.2f}" in proc.stdout
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_to_the_same_result(tmp_path, voc_root):
     matrix = tmp_path / 'm.json'
     matrix.write_text(json.dumps([
@@ -81,6 +83,7 @@ def test_killed_sweep_resumes_to_the_same_result(tmp_path, voc_root):
     assert resumed['qq']['created'] == partial['qq']['created']  # not re-run
 
 
+@pytest.mark.slow
 def test_distributed_equals_single_process(tmp_path, voc_root):
     config = 'configs/clearclip/clearclip_vit-b16_voc21.py'
     opts = ['--cfg-options', f'test_dataloader.dataset.data_root={voc_root}', *TINY]
@@ -132,6 +135,7 @@ def _wait(condition, seconds):
 
 @pytest.mark.parametrize('executor', [['--gpus', '2', '--parallel', 'runs'],
                                       ['--slurm', '--slurm-executor', 'local', '--time', '20']])
+@pytest.mark.slow
 def test_workers_end_with_a_runner_killed_outright(tmp_path, voc_root, executor):
     """kill -9 of the runner (only the runner): its workers end too, and a resume reports what was left."""
     if '--slurm' in executor:

@@ -135,6 +135,7 @@ def test_covering_subset_covers_every_method_benchmark_and_backbone():
     assert len(picked) < len(leaves) / 2
 
 
+@pytest.mark.slow
 def test_every_config_builds_model_and_dataset(synthetic_roots):
     """Leaf configs covering every method x benchmark and method x backbone build their segmentor
     (tiny arch swapped in) and their dataset."""

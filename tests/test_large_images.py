@@ -53,6 +53,7 @@ def test_pamr_dilation_larger_than_the_image_is_refused():
         seg.predict([image], [_sample(70, 100, (400, 600))])
 
 
+@pytest.mark.slow
 def test_memory_benchmark_child_reports_its_peak():
     """One case in a fresh process (the tiny CLIP instead of ViT-B/16): figures of that process."""
     from clearclip_seg.perf.image_memory import CASES, ROOT, measure_case

@@ -129,6 +129,7 @@ def test_fixture_files_match_their_checksums():
             assert hashlib.sha256(f.read()).hexdigest() == digest, path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('case', CASES, ids=lambda c: c.name)
 def test_predictions_equal_the_official_code(case, tmp_path):
     expected = np.load(os.path.join(ORACLE, 'expected', f'{case.name}.npz'))

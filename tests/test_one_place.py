@@ -9,6 +9,8 @@ import ast
 import dataclasses
 import os
 
+import pytest
+
 from helpers import ROOT
 
 
@@ -151,6 +153,7 @@ print(json.dumps(dict(
 '''
 
 
+@pytest.mark.slow
 def test_changed_constants_move_presets_cards_tables_and_configs():
     """Every table built at import follows a protocol value changed before the first import."""
     import json

@@ -191,6 +191,7 @@ def test_encoder_only_batches(seg_fp32):
     assert r[1]['encoder_gflop'] == pytest.approx(3 * r[0]['encoder_gflop'])
 
 
+@pytest.mark.slow
 def test_tool_smoke_baseline(tmp_path):
     out = tmp_path / 'figures.json'
     proc = subprocess.run([sys.executable, TOOL, '--arch-file', TINY_ARCH, '--num-images', '1', '--baseline',

@@ -87,6 +87,7 @@ def _strip(rec):
     return rec
 
 
+@pytest.mark.slow
 def test_shared_pass_records_equal_separate_runs(tmp_path, voc_root):
     from clearclip_seg.apis import evaluate
     from clearclip_seg.evaluation.passes import run_pass
@@ -311,6 +312,7 @@ def _matrix(tmp_path, second_unit=False):
     return path
 
 
+@pytest.mark.slow
 def test_dry_run_shows_the_grouping(tmp_path, voc_root):
     matrix = _matrix(tmp_path)
     proc = _bench(tmp_path / 'out', voc_root, '--matrix', str(matrix), '--dry-run')
@@ -351,6 +353,7 @@ def _assert_same(recs, ref):
         assert rec['config']['identity'] == ref[name]['config']['identity']
 
 
+@pytest.mark.slow
 def test_shared_sweep_resumes_a_partial_pass(tmp_path, voc_root, reference):
     matrix, ref = reference
     out = tmp_path / 'out'
@@ -371,6 +374,7 @@ def test_shared_sweep_resumes_a_partial_pass(tmp_path, voc_root, reference):
             assert rec == first[name], name
 
 
+@pytest.mark.slow
 def test_a_failed_run_is_listed_and_only_it_is_retried(tmp_path, voc_root):
     """One run of a shared pass of three cannot be built: the two others are recorded, the summary
     names it with its error, and once the matrix is fixed a resume runs it alone."""
@@ -397,6 +401,7 @@ def test_a_failed_run_is_listed_and_only_it_is_retried(tmp_path, voc_root):
     assert not (out / 'm' / 'badvocab' / 'record.json.failed').exists()
 
 
+@pytest.mark.slow
 def test_two_cpu_workers_take_whole_units(tmp_path, voc_root, reference):
     matrix, ref = reference
     out = tmp_path / 'out'
@@ -407,6 +412,7 @@ def test_two_cpu_workers_take_whole_units(tmp_path, voc_root, reference):
     assert len(logs) == 1   # the shared pass; the other unit is a single run (tools/test.py)
 
 
+@pytest.mark.slow
 def test_slurm_array_with_submitit_local_executor(tmp_path, voc_root, reference):
     pytest.importorskip('submitit')
     matrix, ref = reference
