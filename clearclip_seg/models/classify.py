@@ -130,7 +130,7 @@ def resize_rows(logits: torch.Tensor, size: Tuple[int, int], start: int, stop: i
 
 
 class ResizedGuide:
-    """A post-processor's guidance, ``F.interpolate(image[None].float(), size, 'bilinear', align_corners=False)``, made on demand.
+    """A post-processor's guidance, made on demand: the input resized bilinearly (``align_corners=False``), float32.
 
     The whole guidance of a 4000 x 6000 image is 288 MB of float32. A map refined
     whole takes it at once (``full``); a map refined in bands takes a band's rows
