@@ -18,7 +18,7 @@ from mmseg.models.segmentors.base import BaseSegmentor
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from .models.classify import class_probabilities, classify, classify_at_size, classify_tiled
+from .models.classify import ResizedGuide, class_probabilities, classify, classify_at_size, classify_tiled
 from .models.clip_loader import CLIP_KEYS, create_clip, resolve_precision
 from .models.postprocess import build_postprocessor
 from .models.scoring import Scorer, check_finite_logits, check_scoring, classify_scored
@@ -293,12 +293,16 @@ class ClearCLIPSegmentor(BaseSegmentor):
             out.append(t)
         return out
 
-    def _guidance(self, guide: Optional[torch.Tensor], size) -> torch.Tensor:
-        """The post-processor's guidance: the normalised network input, bilinearly resized to ``size``."""
+    def _guidance(self, guide: Optional[torch.Tensor], size) -> ResizedGuide:
+        """The post-processor's guidance: the normalised network input, bilinearly resized to ``size``.
+
+        Made on demand (``ResizedGuide``): whole for a map refined whole, a band's
+        rows at a time for one refined in bands.
+        """
         if guide is None:
             raise ValueError(f'model.postprocess={self.postprocess.describe()!r} needs the input images: '
                              'call predict(inputs, data_samples) or postprocess_result(..., inputs=inputs)')
-        return F.interpolate(guide[None].float(), size=size, mode='bilinear', align_corners=False)
+        return ResizedGuide(guide, size)
 
     @torch.no_grad()
     def predict(self, inputs, data_samples=None, keep_probs: Optional[bool] = None) -> List[SegDataSample]:

@@ -95,26 +95,43 @@ def _area_case(seed=2, H=160, W=143):
 
 @pytest.mark.parametrize('keep_probs', [False, True])
 @pytest.mark.parametrize('area_thd', [None, 0.05, 0.3])
-@pytest.mark.parametrize('post', [None, dict(type='PAMR', num_iter=3, dilations=(2, 5))])
-def test_banded_rule_with_area_and_pamr_equals_the_whole_map(keep_probs, area_thd, post, one_thread, monkeypatch):
+@pytest.mark.parametrize('post,lazy', [(None, False), (dict(type='PAMR', num_iter=3, dilations=(2, 5)), False),
+                                       (dict(type='PAMR', num_iter=3, dilations=(2, 5)), True)])
+def test_banded_rule_with_area_and_pamr_equals_the_whole_map(keep_probs, area_thd, post, lazy, one_thread,
+                                                             monkeypatch):
+    """lazy: the guidance is a ResizedGuide of a small input (as the segmentor passes it), made a band's rows at
+    a time on the banded path; the whole map is refined with that input resized whole by F.interpolate."""
     from functools import partial
 
     from clearclip_seg.models import pamr
     from clearclip_seg.models.postprocess import build_postprocessor
     low, q2c, C, (H, W) = _area_case()
     g = torch.Generator().manual_seed(3)
-    guide = torch.randn(1, 3, H, W, generator=g)
-    guide[..., :60, :] += 2.0
+    if lazy:
+        small = torch.randn(3, 37, 41, generator=g)
+        small[:, :14] += 2.0
+        whole_guide = F.interpolate(small[None], size=(H, W), mode='bilinear', align_corners=False)
+        guide, made = cl.ResizedGuide(small, (H, W)), []
+        rows = guide.rows
+        monkeypatch.setattr(guide, 'rows', lambda lo, hi: made.append((lo, hi)) or rows(lo, hi))
+    else:
+        guide = whole_guide = torch.randn(1, 3, H, W, generator=g)
+        guide[..., :60, :] += 2.0
     post = build_postprocessor(post)
     full = F.interpolate(low[None], size=(H, W), mode='bilinear', align_corners=False)[0]
     if post is not None:
-        full = post(guide, full[None])[0]
+        full = post(whole_guide, full[None])[0]
     ref_probs, ref_labels = cl.classify(full, 30.0, q2c, C, 0.2, area_thd)
     monkeypatch.setattr(pamr, 'BAND_BYTES', 4 * W * (2 * 15 * (16 + 8) + (12 + 16 + 8) * 9))   # 9 rows a band
     to_probs = partial(cl.class_probabilities, logit_scale=30.0, query_to_class=q2c, num_classes=C)
     probs, labels = cl.classify_at_size(low, (H, W), to_probs, C, 0.2, area_thd, keep_probs, post, guide,
                                         tile_bytes=4 * W * (3 * 12 + C) * 5)     # classified 5 rows at a time
     assert torch.equal(labels, ref_labels) and len(ref_labels.unique()) > 1
+    assert labels.dtype == torch.long
+    if lazy:   # the guidance was made a band (with its halo and margin) at a time, never whole
+        spans = pamr.pamr_spans((H, W), 12, 3, (2, 5))
+        expected = [(max(0, s - 15 - 5), min(H, e + 15 + 5)) for s, e in spans]
+        assert len(spans) > 1 and made[:len(spans)] == expected and set(made) <= set(expected)
     if keep_probs:
         # the same floats but where a band's call ends: there ATen's softmax rounds its last few elements
         # (fewer than a vector: < 8 per call) apart, an ulp at most
@@ -172,3 +189,35 @@ def test_banded_rule_with_a_sigmoid_scoring():
     to_probs = partial(cl.class_probabilities, logit_scale=1.0, query_to_class=q2c, num_classes=C, scores=scores)
     _, labels = cl.classify_at_size(low, (H, W), to_probs, C, 0.3, 0.2, tile_bytes=4 * W * (3 * 12 + C) * 7)
     assert torch.equal(labels, ref) and len(ref.unique()) > 1
+
+
+def test_resized_guide_is_the_input_resized_whole_or_a_band_of_rows():
+    g = torch.Generator().manual_seed(6)
+    small = torch.randn(3, 29, 31, generator=g).half()      # made float32, as the whole guidance always was
+    ref = F.interpolate(small[None].float(), size=(101, 87), mode='bilinear', align_corners=False)
+    guide = cl.ResizedGuide(small, (101, 87))
+    assert guide.shape == (1, 3, 101, 87)
+    assert torch.equal(guide.full(), ref)
+    for lo, hi in [(0, 7), (40, 77), (95, 101), (0, 101)]:
+        assert torch.equal(guide.rows(lo, hi), ref[:, :, lo:hi])
+    assert cl.guidance_tensor(guide).shape == ref.shape and cl.guidance_tensor(ref) is ref
+    assert cl.guidance_tensor(None) is None
+
+
+@pytest.mark.parametrize('C,dtype', [(10, torch.uint8), (256, torch.uint8), (257, torch.int16),
+                                     (2 ** 15, torch.int16), (2 ** 15 + 1, torch.long)])
+def test_banded_labels_are_held_in_the_narrowest_type_that_holds_them(C, dtype):
+    assert cl._label_dtype(C) == dtype
+
+
+def test_banded_labels_of_many_classes_equal_the_full_map_as_int64():
+    """300 classes: the bands hold int16 labels (values up to 299), returned as int64, equal to the full map's."""
+    g = torch.Generator().manual_seed(7)
+    q, H, W = 300, 40, 70
+    logits = torch.randn(q, 9, 13, generator=g)
+    logits[299, :4] += 3.0     # the last class on top in the first rows: a label above 255
+    q2c = torch.arange(q)
+    full = F.interpolate(logits[None], size=(H, W), mode='bilinear', align_corners=False)[0]
+    _, ref = cl.classify(full, 40.0, q2c, q, 0.0)
+    banded = cl.classify_tiled(logits, (H, W), 40.0, q2c, q, 0.0, tile_bytes=4 * W * (3 * q + q) * 6)
+    assert int(ref.max()) == 299 and banded.dtype == torch.long and torch.equal(banded, ref)

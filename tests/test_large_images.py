@@ -36,7 +36,16 @@ def test_pamr_and_area_rule_in_bands_give_the_whole_map_labels(keep_probs, one_t
     monkeypatch.setattr(classify, 'TILE_BYTES', 4 * 400 * (3 * 21 + 21) * 5)
     monkeypatch.setattr(classify, 'RESIZE_ROWS', 7)                  # a band and its halo resized 7 rows at a time
     assert len(pamr.pamr_spans(ori, 21, 2, (2, 4))) == -(-280 // 12)
+    made = []   # the guidance a band's rows at a time, never whole beside a band (classify.ResizedGuide)
+    rows, full = classify.ResizedGuide.rows, classify.ResizedGuide.full
+    monkeypatch.setattr(classify.ResizedGuide, 'rows', lambda self, lo, hi: made.append((lo, hi)) or rows(self, lo, hi))
+    monkeypatch.setattr(classify.ResizedGuide, 'full', lambda self: made.append('full') or full(self))
     banded = seg.predict([image], [_sample(70, 100, ori)])[0]
+    spans = pamr.pamr_spans(ori, 21, 2, (2, 4))   # halo 2 * 4 rows, and 4 more for the affinities
+    expected = [(max(0, s - 8 - 4), min(280, e + 8 + 4)) for s, e in spans]
+    # the area rule's second pass makes again the bands it recomputes
+    assert made[0::2][:len(spans)] == expected and set(made[0::2]) <= set(expected)
+    assert made[1::2] == ['full'] * (len(made) // 2)   # each band's rows made and cut from the whole, then freed
     assert torch.equal(banded.pred_sem_seg.data, whole.pred_sem_seg.data)
     assert len(whole.pred_sem_seg.data.unique()) > 1
     assert ('seg_logits' in banded) == ('seg_logits' in whole) == keep_probs

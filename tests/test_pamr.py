@@ -156,6 +156,35 @@ def test_banded_pamr_equals_the_whole_image_bit_for_bit(H, W, num_iter, dilation
                        aff[..., 5:H - 3, :])
 
 
+@pytest.mark.parametrize('H,W,num_iter,dilations,band_rows', [(150, 131, 3, (2, 5), 7), (40, 77, 10, (8, 16), 9)])
+def test_banded_pamr_with_a_lazily_resized_guidance_equals_the_whole_image(H, W, num_iter, dilations, band_rows,
+                                                                           one_thread):
+    """The segmentor's guidance made a band's rows at a time (ResizedGuide) gives the floats of the whole image
+    refined with the whole guidance, F.interpolate of the same small input."""
+    from clearclip_seg.models.classify import ResizedGuide
+    g = torch.Generator().manual_seed(8)
+    small = torch.randn(3, 23, 19, generator=g)
+    small[:, :8] += 2.0
+    guide = torch.nn.functional.interpolate(small[None], size=(H, W), mode='bilinear', align_corners=False)
+    Q = 13
+    low = torch.randn(Q, 11, 9, generator=g)
+    full = torch.nn.functional.interpolate(low[None], size=(H, W), mode='bilinear', align_corners=False)
+    whole = pamr(guide, full, num_iter, dilations)[0]
+    halo, P, D = num_iter * max(dilations), 8 * len(dilations), max(dilations)
+    budget = 4 * W * (2 * halo * (P + 8) + (Q + P + 8) * band_rows)
+    spans = pamr_module.pamr_spans((H, W), Q, num_iter, dilations, band_bytes=budget)
+    lazy, made = ResizedGuide(small, (H, W)), []
+    rows_of = lazy.rows
+    lazy.rows = lambda lo, hi: made.append((lo, hi)) or rows_of(lo, hi)
+    rows = lambda lo, hi, c0, c1: full[0, c0:c1, lo:hi]                   # noqa: E731
+    out = torch.cat([pamr_module.pamr_band(lazy, rows, Q, s, e, num_iter, dilations, tile_bytes=4 * 220 * 900,
+                                           slice_bytes=4 * W * H) for s, e in spans], dim=1)
+    assert torch.equal(out, whole)
+    # each band made only its rows, its halo and the affinities' margin
+    assert made == [(max(0, s - halo - D), min(H, e + halo + D)) for s, e in spans]
+    assert len(spans) > 1
+
+
 def test_dilations_must_fit_the_image():
     post = build_postprocessor(dict(type='PAMR', num_iter=2, dilations=[8, 3000]))
     img, mask = torch.randn(1, 3, 40, 60), torch.randn(1, 5, 40, 60)

@@ -129,6 +129,41 @@ def resize_rows(logits: torch.Tensor, size: Tuple[int, int], start: int, stop: i
     return torch.addcmul(b * w1.to(b.dtype)[:, None], a, w0.to(a.dtype)[:, None])
 
 
+class ResizedGuide:
+    """A post-processor's guidance, made on demand: the input resized bilinearly (``align_corners=False``), float32.
+
+    The whole guidance of a 4000 x 6000 image is 288 MB of float32. A map refined
+    whole takes it at once (``full``); a map refined in bands takes a band's rows
+    (``rows``), resized anew for each band and the rest freed at once, so the whole
+    guidance never lives beside a band's working tensors. Each band's rows come from
+    the very call that makes the whole guidance (ATen picks its kernel by the number
+    of threads and channels, so a row-wise resize could round otherwise): the values
+    are the same bit for bit, at the cost of one resize per band.
+
+    Args:
+        image: the normalised network input (K, h, w).
+        size: the output size (H, W).
+    """
+
+    def __init__(self, image: torch.Tensor, size: Tuple[int, int]):
+        self.image = image
+        self.size = tuple(size)
+        self.shape = (1, image.shape[0]) + self.size
+
+    def full(self) -> torch.Tensor:
+        """The whole guidance (1, K, H, W)."""
+        return F.interpolate(self.image[None].float(), size=self.size, mode='bilinear', align_corners=False)
+
+    def rows(self, lo: int, hi: int) -> torch.Tensor:
+        """Rows ``lo:hi`` of ``full()``, (1, K, hi - lo, W)."""
+        return self.full()[:, :, lo:hi].clone()
+
+
+def guidance_tensor(guide):
+    """The whole guidance as a tensor: a ``ResizedGuide`` made in full, a tensor (or None) as it is."""
+    return guide.full() if isinstance(guide, ResizedGuide) else guide
+
+
 def band_rows(num_queries: int, num_classes: int, width: int, tile_bytes: int = TILE_BYTES) -> int:
     """Rows per band so that one band's working tensors stay within ``tile_bytes``."""
     per_row = 4 * width * (3 * num_queries + num_classes)
@@ -191,7 +226,8 @@ def classify_at_size(logits: torch.Tensor, size: Tuple[int, int], to_probs: Call
         prob_thd, area_thd: the thresholds (``classify``).
         keep_probs: also return the class probabilities the labels come from.
         post: a ``PostProcessor`` (``models/postprocess.py``) or None.
-        guide: its guidance (1, 3, H, W), the normalised input at ``size``.
+        guide: its guidance (1, 3, H, W), the normalised input at ``size``, or a
+            ``ResizedGuide`` that makes it (whole, or a band's rows at a time).
         tile_bytes: working memory of one band of classification.
     """
     H, W = size
@@ -218,7 +254,7 @@ def classify_at_size(logits: torch.Tensor, size: Tuple[int, int], to_probs: Call
     if plan is None:   # the whole map at once
         full = logits if same else F.interpolate(logits[None], size=size, mode='bilinear', align_corners=False)[0]
         if post is not None:
-            full = post(guide, full[None].float())[0]
+            full = post(guidance_tensor(guide), full[None].float())[0]
         probs = to_probs(full)
         if area_thd is not None:
             probs = suppress_small_classes(probs, area_thd)
@@ -259,7 +295,9 @@ def classify_bands(spans: Sequence[Tuple[int, int]], compute: Callable[[int, int
             probs = to_probs(band[:, r - start:r - start + rows])
             r1 = r + probs.shape[1]
             if out['labels'] is None:
-                out['labels'] = torch.empty((1, H, W), dtype=torch.long, device=probs.device)
+                # held in the narrowest integer type the classes fit (a quarter or an eighth of int64's memory
+                # over the whole image), returned as int64
+                out['labels'] = torch.empty((1, H, W), dtype=_label_dtype(num_classes), device=probs.device)
                 out['dtype'] = probs.dtype
                 if keep_probs:
                     out['probs'] = probs.new_empty((num_classes, H, W))
@@ -282,19 +320,26 @@ def classify_bands(spans: Sequence[Tuple[int, int]], compute: Callable[[int, int
         release_freed_memory()
     labels, probs = out['labels'], out['probs']
     if area_thd is None:
-        return probs, labels
+        return probs, labels.long()
     keep = kept_classes(out['counts'], area_thd, out['dtype'])
     if bool(keep.all()):   # nothing suppressed: every probability is multiplied by 1
-        return probs, labels
+        return probs, labels.long()
     if keep_probs:         # the probabilities are all here: suppress in place, labels again
         apply_kept(probs, keep)
         rows = step or H
         for r in range(0, H, rows):
             labels[:, r:r + rows] = labels_from_probs(probs[:, r:r + rows], prob_thd)
-        return probs, labels
+        return probs, labels.long()
     suppressed = torch.cat([torch.zeros(1, dtype=torch.bool), keep.cpu() == 0])
     for (start, stop), top in zip(spans, on_top):
         if bool((top & suppressed).any()):
             classify_band(start, stop, keep)
             release_freed_memory()
-    return None, labels
+    return None, labels.long()
+
+
+def _label_dtype(num_classes: int) -> torch.dtype:
+    """The narrowest integer type that holds labels 0..num_classes-1 exactly."""
+    if num_classes <= 256:
+        return torch.uint8
+    return torch.int16 if num_classes <= 2 ** 15 else torch.long

@@ -234,7 +234,8 @@ def pamr_band(image: torch.Tensor, rows: Callable[[int, int, int, int], torch.Te
     of ``pamr``.
 
     Args:
-        image: guidance (1, K, H, W).
+        image: guidance (1, K, H, W), or an object with its ``shape`` whose
+            ``rows(lo, hi)`` gives its rows (``models.classify.ResizedGuide``).
         rows: ``rows(lo, hi, c0, c1)`` -> query logits of queries ``c0:c1`` on
             image rows ``lo:hi``, (c1 - c0, hi - lo, W), at the guidance size.
         num_queries: Q.
@@ -250,7 +251,12 @@ def pamr_band(image: torch.Tensor, rows: Callable[[int, int, int, int], torch.Te
     starts = list(range(0, num_queries, group))
     if len(starts) > 1 and num_queries - starts[-1] <= 4:   # a last group of > 4 channels too (RESIZE_CHANNELS)
         starts.pop()
-    aff = affinity_rows(image, dilations, lo, hi, tile_bytes)
+    # the guidance rows the affinities of lo:hi read (max(dilations) more on either side): tiles of them are the
+    # tiles of the whole image (affinity_rows), and a lazily resized guidance (ResizedGuide) makes only these
+    g0, g1 = max(0, lo - max(dilations)), min(H, hi + max(dilations))
+    part = image[:, :, g0:g1] if isinstance(image, torch.Tensor) else image.rows(g0, g1)
+    aff = affinity_rows(part, dilations, lo - g0, hi - g0, tile_bytes)
+    del part
     out = weights = None
     for c0, c1 in zip(starts, starts[1:] + [num_queries]):
         x = _at_least_fp32(rows(lo, hi, c0, c1))
