@@ -20,6 +20,7 @@ from mmseg.structures import SegDataSample
 
 from .models.classify import ResizedGuide, class_probabilities, classify, classify_at_size, classify_tiled
 from .models.clip_loader import CLIP_KEYS, create_clip, resolve_precision
+from .models.data_preprocessor import ClearCLIPDataPreProcessor  # noqa: F401  (registers the default data_preprocessor)
 from .models.postprocess import build_postprocessor
 from .models.scoring import Scorer, check_finite_logits, check_scoring, classify_scored
 from .models.slide import slide_inference, whole_inference
