@@ -56,6 +56,17 @@ def resolve_data_root(cfg, cfg_options: Optional[dict] = None) -> None:
     ds['data_root'] = osp.abspath(root) if typed else osp.normpath(osp.join(ROOT, root))
 
 
+def probe_writable(folder: str) -> None:
+    """Make ``folder`` and write a file in it (then remove it); OSError when either fails.
+
+    A read-only folder, a path that is a file and a full disk all fail here, before a run's work.
+    """
+    os.makedirs(folder, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=folder, prefix='.write-test-')
+    os.close(fd)
+    os.unlink(probe)
+
+
 def check_writable(work_dir: str, record_path: Optional[str]) -> None:
     """Fail before the first image when the work dir or the record's folder cannot be written."""
     targets = [(work_dir, 'work dir (--work-dir)')]
@@ -66,10 +77,7 @@ def check_writable(work_dir: str, record_path: Optional[str]) -> None:
         targets.append((osp.dirname(osp.abspath(record_path)), f"folder of the record '{record_path}' (--record)"))
     for folder, what in targets:
         try:
-            os.makedirs(folder, exist_ok=True)
-            fd, probe = tempfile.mkstemp(dir=folder, prefix='.write-test-')
-            os.close(fd)
-            os.unlink(probe)
+            probe_writable(folder)
         except OSError as e:
             raise ConfigError(f"cannot write to the {what} '{folder}': {e.strerror or e}; "
                               'the results would be lost after the run: choose a writable folder') from None

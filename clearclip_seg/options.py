@@ -85,3 +85,11 @@ def check_pair(value, key: str, minimum: int = 1) -> Tuple[int, int]:
     except (TypeError, ValueError):
         raise ValueError(f'{key}={value!r}: expected an integer or an (h, w) pair of integers') from None
     return (check_number(h, key, low=minimum, integer=True), check_number(w, key, low=minimum, integer=True))
+
+
+def option_text(value) -> str:
+    """A value as MMEngine's ``DictAction`` reads it back: ``None``, ``True``, ``(448,448)``, ``0.1``, ``voc21``."""
+    if isinstance(value, (tuple, list)):
+        inner = ','.join(option_text(v) for v in value)
+        return f'({inner})' if isinstance(value, tuple) else f'[{inner}]'
+    return str(value) if value is None or isinstance(value, (bool, int, float, str)) else repr(value)

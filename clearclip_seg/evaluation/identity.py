@@ -12,6 +12,8 @@ import json
 import os
 from typing import Dict, List, Mapping, Sequence
 
+from ..options import option_text
+
 # Settings that by design never change the numbers (tests show equal results), so a
 # record made with other values still counts: cache folders, the fused/compiled paths,
 # the encoder batch size, and whether probabilities are kept (labels are the same: banded path).
@@ -34,14 +36,6 @@ def parse_cfg_options(items: Sequence[str], option: str = '--cfg-options') -> Di
             raise ValueError(f"{option} '{kv}': expected KEY=VALUE, e.g. model.prob_thd=0.3")
         out[key] = DictAction._parse_iterable(val)
     return out
-
-
-def option_text(value) -> str:
-    """A value as MMEngine's ``DictAction`` reads it back: ``None``, ``True``, ``(448,448)``, ``0.1``, ``voc21``."""
-    if isinstance(value, (tuple, list)):
-        inner = ','.join(option_text(v) for v in value)
-        return f'({inner})' if isinstance(value, tuple) else f'[{inner}]'
-    return str(value) if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
 
 
 def flatten_options(options: Mapping) -> Dict:

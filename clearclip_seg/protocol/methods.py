@@ -20,6 +20,7 @@ This module imports nothing heavy (no torch, no MMSeg).
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
+from ..options import option_text
 from .benchmarks import BENCHMARKS
 from .constants import (LOGIT_SCALE, PAMR_DILATIONS, PAMR_NUM_ITER, RESIZE_LONG_SIDE, RESIZE_SHORT_SIDE, SLIDE_CROP,
                         SLIDE_STRIDE)
@@ -96,18 +97,10 @@ class Setting:
                 continue
             if isinstance(value, dict):
                 items.append(f'{key}._delete_=True')
-                items += [f'{key}.{k}={_option_text(v)}' for k, v in value.items()]
+                items += [f'{key}.{k}={option_text(v)}' for k, v in value.items()]
             else:
-                items.append(f'{key}={_option_text(value)}')
+                items.append(f'{key}={option_text(value)}')
         return items
-
-
-def _option_text(value) -> str:
-    """A value as ``DictAction`` reads it back: ``None``, ``True``, ``(448,448)``, ``0.1``, ``voc21``."""
-    if isinstance(value, (tuple, list)):
-        inner = ','.join(_option_text(v) for v in value)
-        return f'({inner})' if isinstance(value, tuple) else f'[{inner}]'
-    return str(value) if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ loop (``loop.run_units``). A run is skipped when its complete record exists
 and was made with the same settings; a record made with other settings stops
 the sweep before anything runs (``--force`` re-runs those).
 """
-import os
 import os.path as osp
 import sys
 
+from ..checks import probe_writable
 from .executors import LocalExecutor, SlurmExecutor
 from .lock import LockedError, ResultsLock
 from .loop import dry_run_lines, plan_work, run_units
@@ -25,12 +25,8 @@ def _error(msg: str) -> int:
 
 def check_out(out: str) -> None:
     """The results folder can be made and written (not a file, not read-only, not on a full disk)."""
-    import tempfile
     try:
-        os.makedirs(out, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out, prefix='.write-test-')
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(out)
     except OSError as e:
         raise PlanError(f"results folder '{out}' (--out) cannot be written: {e.strerror or e}; "
                         'choose a writable folder') from None
