@@ -164,12 +164,13 @@ def _segmentor_schema(model) -> Dict[str, Set[str]]:
             schema['model.method'] = set(keyword_options(_component('model.method', method['type']))) | {'type'}
         except ValueError:
             pass  # an unknown type: the build names it in one line
-    post = model.get('postprocess')
-    if isinstance(post, dict) and isinstance(post.get('type'), str):
-        try:
-            schema['model.postprocess'] = set(keyword_options(_component('model.postprocess', post['type']))) | {'type'}
-        except ValueError:
-            pass
+    for section in ('model.postprocess', 'model.text_head'):
+        comp = model.get(section.split('.', 1)[1])
+        if isinstance(comp, dict) and isinstance(comp.get('type'), str):
+            try:
+                schema[section] = set(keyword_options(_component(section, comp['type']))) | {'type'}
+            except ValueError:
+                pass  # an unknown type: the build names it in one line
     pre = model.get('data_preprocessor')
     if isinstance(pre, dict):
         cls = _registered_class(pre.get('type'))
@@ -230,7 +231,7 @@ def _defaults(section: str, node) -> dict:
         return default_test_cfg()
     if section == 'model.last_block':
         return dict(CLEARCLIP_LAST_BLOCK)
-    if section in ('model.method', 'model.postprocess'):
+    if section in ('model.method', 'model.postprocess', 'model.text_head'):
         cls = _component(section, node['type'])
     elif section == 'model':
         from .segmentor import ClearCLIPSegmentor as cls  # lazy: it imports MMSeg (and torch)
@@ -243,6 +244,9 @@ def _component(section: str, name: str):
     if section == 'model.method':
         from .methods.registry import METHODS  # lazy: the methods import torch
         return METHODS.get(name)
+    if section == 'model.text_head':
+        from .models.text_heads import TEXT_HEADS  # lazy: the models import torch
+        return TEXT_HEADS.get(name)
     from .models.postprocess import POSTPROCESSORS  # lazy: the models import torch
     return POSTPROCESSORS.get(name)
 

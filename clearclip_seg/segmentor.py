@@ -25,6 +25,7 @@ from .models.postprocess import build_postprocessor
 from .models.scoring import Scorer, check_finite_logits, check_scoring, classify_scored
 from .models.slide import slide_inference, whole_inference
 from .models.text_classifier import build_text_classifier, text_model_identity
+from .models.text_heads import build_text_head
 from .models.towers import load_tokenizer, wrap_visual
 from .options import check_bool, check_keys
 from .protocol import constants
@@ -83,6 +84,10 @@ class ClearCLIPSegmentor(BaseSegmentor):
             (``$CLEARCLIP_CACHE``), False = no cache.
         fused_attn: ``scaled_dot_product_attention`` in the last block.
         compile: run the encoder through ``torch.compile`` (off by default).
+        text_head: ``dict(type=NAME, **options)``, a registered text head
+            (``models/text_heads.py``) making the classifier rows and folding
+            their per-window logits back into one per query; None = one row
+            per query (the plain text side).
         data_preprocessor: normalisation config (``ClearCLIPDataPreProcessor``).
     """
 
@@ -102,6 +107,7 @@ class ClearCLIPSegmentor(BaseSegmentor):
                  text_cache: Union[None, bool, str] = None,
                  fused_attn: bool = True,
                  compile: bool = False,
+                 text_head: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         if isinstance(data_preprocessor, dict):
@@ -123,6 +129,9 @@ class ClearCLIPSegmentor(BaseSegmentor):
 
         self.vocabulary = load_vocabulary(vocabulary)
         self.templates = load_templates(templates)
+        self.text_head = build_text_head(text_head)
+        if self.text_head is not None:
+            self.text_head.bind(self.vocabulary, self.templates)
         self.template_spec = templates if isinstance(templates, str) else 'custom'
         self.align_corners = False
         self.text_cache = text_cache
@@ -174,8 +183,12 @@ class ClearCLIPSegmentor(BaseSegmentor):
         clip_model.to(device)
         tokenizer = self._tokenizer
         cache_dir = self.text_cache if isinstance(self.text_cache, str) else None
-        emb = build_text_classifier(clip_model, tokenizer, self.vocabulary.queries, self.templates,
-                                    device, key_parts=self.text_cache_key(), cache_dir=cache_dir)
+        embed = partial(build_text_classifier, clip_model, tokenizer, device=device,
+                        key_parts=self.text_cache_key(), cache_dir=cache_dir)
+        if self.text_head is None:
+            emb = embed(self.vocabulary.queries, self.templates)
+        else:
+            emb = self.text_head.classifier(embed, self.vocabulary, self.templates)
         self.query_embeddings = emb.to(device=device, dtype=torch.float32)
         return self.query_embeddings
 
@@ -188,8 +201,10 @@ class ClearCLIPSegmentor(BaseSegmentor):
         """Per-patch query logits (N, Q, gh, gw) of same-sized windows, from the method."""
         text = self.build_text_classifier()
         if self._compiled[0] is not None:
-            return self._compiled[0](crops, text)
-        return self.method.patch_logits(self.encoder, crops, text)
+            logits = self._compiled[0](crops, text)
+        else:
+            logits = self.method.patch_logits(self.encoder, crops, text)
+        return logits if self.text_head is None else self.text_head.fuse(logits)
 
     def query_logits(self, images: Union[torch.Tensor, List[torch.Tensor]]) -> List[torch.Tensor]:
         """Cosine-similarity logits per query, (Q, H, W) at each input's size."""
