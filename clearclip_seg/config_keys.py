@@ -164,7 +164,7 @@ def _segmentor_schema(model) -> Dict[str, Set[str]]:
             schema['model.method'] = set(keyword_options(_component('model.method', method['type']))) | {'type'}
         except ValueError:
             pass  # an unknown type: the build names it in one line
-    for section in ('model.postprocess', 'model.text_head'):
+    for section in ('model.postprocess', 'model.text_head', 'model.label_postprocess'):
         comp = model.get(section.split('.', 1)[1])
         if isinstance(comp, dict) and isinstance(comp.get('type'), str):
             try:
@@ -231,7 +231,7 @@ def _defaults(section: str, node) -> dict:
         return default_test_cfg()
     if section == 'model.last_block':
         return dict(CLEARCLIP_LAST_BLOCK)
-    if section in ('model.method', 'model.postprocess', 'model.text_head'):
+    if section in ('model.method', 'model.postprocess', 'model.text_head', 'model.label_postprocess'):
         cls = _component(section, node['type'])
     elif section == 'model':
         from .segmentor import ClearCLIPSegmentor as cls  # lazy: it imports MMSeg (and torch)
@@ -247,6 +247,9 @@ def _component(section: str, name: str):
     if section == 'model.text_head':
         from .models.text_heads import TEXT_HEADS  # lazy: the models import torch
         return TEXT_HEADS.get(name)
+    if section == 'model.label_postprocess':
+        from .models.label_postprocess import LABEL_POSTPROCESSORS  # lazy: the models import torch
+        return LABEL_POSTPROCESSORS.get(name)
     from .models.postprocess import POSTPROCESSORS  # lazy: the models import torch
     return POSTPROCESSORS.get(name)
 

@@ -14,7 +14,7 @@ Schema (``RECORD_VERSION`` 2)::
     model{arch, pretrained, precision, method{type, ...}, last_block{attn, residual, ffn} | null,
           vocabulary{name, digest, num_classes, num_queries}, templates{name, count},
           logit_scale, prob_thd, test_cfg, area_thd, postprocess, scoring, logit_bias,
-          tower, params{image, text, method}},
+          tower, params{image, text, method}, [text_head, label_postprocess: only when set]},
     protocol{resize, mode, crop, stride, prob_thd, logit_scale, templates, vocab_digest, precision},
     dataset{type, data_root, num_images, classes},
     metrics{mIoU, aAcc, mAcc, mmseg, IoU, Acc, area_intersect, area_union, area_pred, area_label},
@@ -233,6 +233,10 @@ def describe_model(model) -> dict:
         if hasattr(model, extra):
             value = getattr(model, extra)
             model_info[extra] = value.describe() if hasattr(value, 'describe') else value
+    for extra in ('text_head', 'label_postprocess'):   # recorded only when set: other records stay as they were
+        value = getattr(model, extra, None)
+        if value is not None:
+            model_info[extra] = value.describe()
     scorer = getattr(model, 'scorer', None)
     if scorer is not None:
         model_info.update(scoring=scorer.scoring, logit_bias=scorer.logit_bias)

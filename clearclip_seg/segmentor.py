@@ -21,6 +21,7 @@ from mmseg.structures import SegDataSample
 from .models.classify import ResizedGuide, class_probabilities, classify, classify_at_size, classify_tiled
 from .models.clip_loader import CLIP_KEYS, create_clip, resolve_precision
 from .models.data_preprocessor import ClearCLIPDataPreProcessor  # noqa: F401  (registers the default data_preprocessor)
+from .models.label_postprocess import build_label_postprocessor
 from .models.postprocess import build_postprocessor
 from .models.scoring import Scorer, check_finite_logits, check_scoring, classify_scored
 from .models.slide import slide_inference, whole_inference
@@ -88,6 +89,10 @@ class ClearCLIPSegmentor(BaseSegmentor):
             (``models/text_heads.py``) making the classifier rows and folding
             their per-window logits back into one per query; None = one row
             per query (the plain text side).
+        label_postprocess: ``dict(type=NAME, **options)``, a registered step
+            changing the final label map after the argmax and ``prob_thd``
+            (``models/label_postprocess.py``: ``MorphClose``, ITACLIP's closing);
+            None = off. The kept class probabilities are not changed.
         data_preprocessor: normalisation config (``ClearCLIPDataPreProcessor``).
     """
 
@@ -108,6 +113,7 @@ class ClearCLIPSegmentor(BaseSegmentor):
                  fused_attn: bool = True,
                  compile: bool = False,
                  text_head: Optional[dict] = None,
+                 label_postprocess: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         if isinstance(data_preprocessor, dict):
@@ -126,6 +132,7 @@ class ClearCLIPSegmentor(BaseSegmentor):
             1.0 if logit_scale == 'model' else logit_scale, prob_thd, area_thd)
         check_scoring(scoring)
         self.postprocess = build_postprocessor(postprocess)
+        self.label_postprocess = build_label_postprocessor(label_postprocess)
 
         self.vocabulary = load_vocabulary(vocabulary)
         self.templates = load_templates(templates)
@@ -277,6 +284,8 @@ class ClearCLIPSegmentor(BaseSegmentor):
             if not full:
                 labels = classify_tiled(logits, size, self.logit_scale, self.query_to_class, self.num_classes,
                                         self.prob_thd)
+                if self.label_postprocess is not None:
+                    labels = self.label_postprocess(labels)
                 sample.set_data({'pred_sem_seg': PixelData(data=labels)})
                 continue
             # resize, post-processor, rule: whole, or in bands of rows on a large image (classify_at_size)
@@ -285,6 +294,8 @@ class ClearCLIPSegmentor(BaseSegmentor):
                 logits, size, self._class_probabilities, self.num_classes, self.prob_thd, self.area_thd,
                 keep_probs=keep, post=self.postprocess,
                 guide=None if self.postprocess is None else self._guidance(guide, size))
+            if self.label_postprocess is not None:
+                labels = self.label_postprocess(labels)
             sample.set_data({'pred_sem_seg': PixelData(data=labels)})
             if probs is not None:
                 sample.set_data({'seg_logits': PixelData(data=probs)})

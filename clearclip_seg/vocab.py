@@ -70,9 +70,12 @@ def resolve_vocabulary_path(name_or_path: str) -> str:
 #   coco_object_bg26.txt  26 background names, person (8, with 'body'): 81 / 113; its background
 #                         list repeats 'bed', also a class (both queries are scored, as officially)
 # Their other five files equal ClearCLIP's (context60, context59, coco_stuff164k, cityscapes, ade20k).
+# ITACLIP's class files, shipped verbatim as 'itaclip/<benchmark>.comma.txt', split on ', ' (SCLIP's
+# code); its COCO-Object background list repeats 'bed' as SCLIP's does.
 VOCAB_FORMATS = {'.semicolon.txt': dict(sep='; ', repeats=True),
                  '_bg26.txt': dict(sep=', ', repeats=True),
-                 '_synonyms.txt': dict(sep=', ', repeats=True)}
+                 '_synonyms.txt': dict(sep=', ', repeats=True),
+                 '.comma.txt': dict(sep=', ', repeats=True)}
 
 
 def vocabulary_format(path: str) -> dict:

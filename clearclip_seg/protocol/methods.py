@@ -18,7 +18,7 @@ were read from. Adding a method is one ``MethodCard`` in ``METHOD_CARDS`` (its
 This module imports nothing heavy (no torch, no MMSeg).
 """
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 from ..options import option_text
 from .benchmarks import BENCHMARKS
@@ -35,6 +35,18 @@ PROXYCLIP_VOCABULARIES: Dict[str, str] = {k: b.vocabulary_for('proxyclip') for k
 
 PAMR_10 = dict(type='PAMR', num_iter=PAMR_NUM_ITER, dilations=PAMR_DILATIONS)
 
+# ITACLIP's class files where it ships them (verbatim, split on ', '); the SCLIP family's elsewhere
+# (the code it forks; ITACLIP has no VOC20, Context59 or ADE20K files)
+ITACLIP_VOCABULARIES: Dict[str, str] = {k: b.method_vocabularies.get('itaclip', b.vocabulary_for('sclip'))
+                                        for k, b in BENCHMARKS.items()}
+# ITACLIP's closing of the label map (cv2.MORPH_CLOSE, 3 x 3 rectangle), on every benchmark
+ITACLIP_CLOSING = dict(type='MorphClose', kernel_size=3)
+
+
+def _itaclip_text(auxiliary_text: str, def_coefficient: float) -> dict:
+    """ITACLIP's text head with one benchmark's LLM file and its coefficient."""
+    return dict(type='ITACLIPText', auxiliary_text=auxiliary_text, def_coefficient=def_coefficient)
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -49,6 +61,9 @@ class Setting:
         postprocess: post-processor config or None.
         vocabulary: shipped vocabulary name.
         method: ``dict(type=NAME, **options)``.
+        text_head: ``model.text_head`` config, or None (the plain text side; nothing rendered).
+        label_postprocess: ``model.label_postprocess`` config; None: the card has none (nothing
+            rendered or overridden); False: switched off (``cfg_options`` sets it to None).
     """
     resize: int
     mode: str
@@ -61,6 +76,8 @@ class Setting:
     postprocess: Optional[dict]
     vocabulary: str
     method: dict
+    text_head: Optional[dict] = None
+    label_postprocess: Union[None, bool, dict] = None
 
     @property
     def resize_scale(self) -> Tuple[int, int]:
@@ -70,7 +87,7 @@ class Setting:
     def cfg_options(self) -> Dict[str, object]:
         """Config overrides (``--cfg-options`` / ``cfg_options``) that put any generated config
         of the same benchmark under this setting (the Resize is step 1 of the generated pipelines)."""
-        return {'model.last_block': None, 'model.method': dict(self.method), 'model.vocabulary': self.vocabulary,
+        opts = {'model.last_block': None, 'model.method': dict(self.method), 'model.vocabulary': self.vocabulary,
                 'model.logit_scale': self.logit_scale, 'model.prob_thd': self.prob_thd,
                 'model.area_thd': self.area_thd,
                 'model.postprocess': None if self.postprocess is None else dict(self.postprocess),
@@ -78,6 +95,12 @@ class Setting:
                 'model.test_cfg.stride': (self.stride, self.stride), 'model.test_cfg.patch_fit': self.patch_fit,
                 'test_pipeline.1.scale': self.resize_scale,
                 'test_dataloader.dataset.pipeline.1.scale': self.resize_scale}
+        # the optional parts appear only where a card has them: other cards' overrides stay as they were
+        if self.text_head is not None:
+            opts['model.text_head'] = dict(self.text_head)
+        if self.label_postprocess is not None:
+            opts['model.label_postprocess'] = dict(self.label_postprocess) if self.label_postprocess else None
+        return opts
 
     def option_items(self, method: bool = False) -> List[str]:
         """The protocol part of ``cfg_options`` as ``--cfg-options`` items (``'key=value'`` strings).
@@ -119,6 +142,9 @@ class MethodCard:
             backbone (applied after ``overrides``; e.g. SC-CLIP's ViT-L/14 thresholds).
         backbones: backbone slugs (``protocol/benchmarks.py`` BACKBONES) configs are made for.
         source: where the values were read.
+
+    ``defaults`` and ``overrides`` may also hold ``text_head`` and ``label_postprocess``
+    (``Setting``), for the cards that have them.
     """
     name: str
     title: str
@@ -140,6 +166,9 @@ class MethodCard:
         values.pop('method', None)
         if values['postprocess'] is not None:
             values['postprocess'] = dict(values['postprocess'])  # callers may edit their copy
+        for k in ('text_head', 'label_postprocess'):
+            if isinstance(values.get(k), dict):
+                values[k] = dict(values[k])
         return Setting(vocabulary=self.vocabularies[benchmark], method=method, **values)
 
 
@@ -148,13 +177,15 @@ def common_setting(card: MethodCard, benchmark: str, pamr: bool = False, backbon
 
     The method keeps its own options (including per-benchmark ones, e.g. ResCLIP's
     thresholds); resize, windows, padding, logit scale, thresholds and vocabulary
-    are ClearCLIP's for that benchmark.
+    are ClearCLIP's for that benchmark. A card's text head (ITACLIP's LLM texts) is part of
+    its method and stays; a label post-step (ITACLIP's closing) is scoring and is switched off.
     """
     b = BENCHMARKS[benchmark]
     own = card.setting(benchmark, backbone)
     return replace(own, resize=RESIZE_SHORT_SIDE, mode='slide', crop=b.crop, stride=b.stride, patch_fit='pad',
                    logit_scale=LOGIT_SCALE, prob_thd=b.prob_thd, area_thd=None,
-                   postprocess=dict(PAMR_10) if pamr else None, vocabulary=b.vocabulary)
+                   postprocess=dict(PAMR_10) if pamr else None, vocabulary=b.vocabulary,
+                   label_postprocess=None if own.label_postprocess is None else False)
 
 
 # The SCLIP family's shared evaluation code: 336 short side, 224/112 windows not padded.
@@ -251,4 +282,28 @@ METHOD_CARDS: Dict[str, MethodCard] = {c.name: c for c in [
         overrides={k: dict(prob_thd=b.prob_thd, crop=b.crop, stride=b.stride) for k, b in BENCHMARKS.items()},
         source='WalBouss/GEM@5fa677c gem/ (the method); mc-lan/ClearCLIP@ad68a40 clearclip_segmentor.py, '
                'configs/ (the harness behind the published numbers)'),
+    MethodCard(
+        # An SCLIP fork: SCLIP's windows cut to whole patches, but stride 28, PAMR and a 3 x 3 closing of
+        # the label map everywhere, the LLM texts mixed into the text side (one file per benchmark, with
+        # its coefficient) and ITACLIP's own class files. The authors ship configs for five benchmarks
+        # only; VOC20, Context59 and ADE20K run the class defaults with the SCLIP family's class files
+        # and no LLM texts (none exist for them).
+        'itaclip', 'ITACLIP',
+        dict(type='ITACLIP', intermediate_layers=(6, 7, 9), attn_self=True, img_engineering=True,
+             img_eng_coefficient=0.75),
+        dict(resize=336, mode='slide', crop=224, stride=28, patch_fit='truncate', logit_scale=40.0, prob_thd=0.0,
+             area_thd=None, postprocess=PAMR_10, text_head=None, label_postprocess=ITACLIP_CLOSING),
+        ITACLIP_VOCABULARIES,
+        overrides={
+            'voc21': dict(logit_scale=60.0, prob_thd=0.1, area_thd=0.1,
+                          text_head=_itaclip_text('voc21_definitions', 0.05), method=dict(img_eng_coefficient=0.7)),
+            'context60': dict(logit_scale=55.0, prob_thd=0.1, text_head=_itaclip_text('context60_definitions', 0.15)),
+            'coco_object': dict(logit_scale=50.0, prob_thd=0.1,
+                                text_head=_itaclip_text('coco_object_synonyms', 0.1)),
+            'coco_stuff164k': dict(resize=448, text_head=_itaclip_text('coco_stuff_definitions', 0.2)),
+            'cityscapes': dict(resize=560, text_head=_itaclip_text('cityscapes_synonyms', 0.05),
+                               method=dict(img_eng_coefficient=0.7)),
+        },
+        backbones=('vit-b16',),
+        source='m-arda-aydn/ITACLIP@521a33c configs/cfg_*.py, itaclip_segmentor.py, clip/model.py'),
 ]}

@@ -34,6 +34,7 @@ SOURCES: Dict[str, str] = {
     'scclip-readme': 'SuleBai/SC-CLIP README radar chart figs/scclip.jpg (backbone not named; the repo default '
                      'is ViT-B/16)',
     'clearclip-readme': 'mc-lan/ClearCLIP README assets/results.png, Table 2 (GEM in ClearCLIP\'s harness)',
+    'itaclip-readme': 'm-arda-aydn/ITACLIP README "Results" (ViT-B/16, default configs; Cityscapes added in 030dccb)',
 }
 
 
@@ -138,6 +139,11 @@ METHOD_ENTRIES: Tuple[MethodEntry, ...] = (
                  'cityscapes': 37.5, 'ade20k': 18.7}, 'scclip-readme', quoted=True,
                 note='labelled on SC-CLIP\'s radar chart; the proxy model and settings are not stated '
                      '(the ProxyCLIP README has no table)'),
+    # ITACLIP: the README's five benchmarks (no VOC20, Context59, ADE20K configs or numbers)
+    MethodEntry('itaclip', 'ITACLIP', 'vit-b16', 'own', True,
+                {'voc21': 67.9, 'context60': 37.5, 'coco_object': 37.7, 'coco_stuff164k': 27.0,
+                 'cityscapes': 40.2}, 'itaclip-readme',
+                note='Cityscapes 40.2 was published while its config used stride 224 (28 since 521a33c)'),
 )
 
 

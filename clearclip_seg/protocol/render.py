@@ -123,6 +123,12 @@ test_dataloader = dict(
 '''
 
 
+def _optional_parts(s) -> str:
+    """``text_head`` / ``label_postprocess`` lines of a setting that has them (nothing for the others)."""
+    return ''.join(f'\n    {k}={_py(getattr(s, k))},' for k in ('text_head', 'label_postprocess')
+                   if getattr(s, k))
+
+
 def method_config(card: MethodCard, backbone: str, b: Benchmark) -> str:
     """A method under its own protocol card (``protocol/methods.py``)."""
     arch, tag, title = BACKBONES[backbone]
@@ -146,7 +152,7 @@ model = dict(
     logit_scale={s.logit_scale},
     prob_thd={s.prob_thd},
     area_thd={s.area_thd},
-    postprocess={_py(s.postprocess)},
+    postprocess={_py(s.postprocess)},{_optional_parts(s)}
     test_cfg=dict(mode='{s.mode}', crop_size=({s.crop}, {s.crop}), stride=({s.stride}, {s.stride}),
                   patch_fit='{s.patch_fit}'),
 )
