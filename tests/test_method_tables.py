@@ -22,7 +22,7 @@ from clearclip_seg.suites import SUITES, suite_runs
 from clearclip_seg.tables import build_main_table, load_records, to_csv, to_latex, to_markdown
 from helpers import ROOT
 
-CARDS = ('clearclip', 'sclip', 'naclip', 'resclip', 'proxyclip', 'scclip', 'gem')
+CARDS = ('clearclip', 'sclip', 'naclip', 'resclip', 'proxyclip', 'scclip', 'gem', 'itaclip')
 
 
 # --------------------------------------------------------------------------- suites
@@ -31,9 +31,9 @@ CARDS = ('clearclip', 'sclip', 'naclip', 'resclip', 'proxyclip', 'scclip', 'gem'
 def test_methods_suites_list_every_method_on_every_benchmark(suite):
     assert suite in SUITES
     runs = suite_runs(suite)
-    assert len(runs) == len(CARDS) * 8 == 56
+    assert len(runs) == len(CARDS) * 8 == 64
     assert {(r.card, r.benchmark) for r in runs} == {(c, b) for c in CARDS for b in PAPER_ORDER}
-    assert len({r.name for r in runs}) == 56
+    assert len({r.name for r in runs}) == 64
     for r in runs:
         assert os.path.isfile(os.path.join(ROOT, r.config)), r.config
         assert r.config == f'configs/{r.card}/{r.card}_vit-b16_{r.benchmark}.py'
@@ -135,8 +135,8 @@ def test_published_entries_are_consistent_with_the_cards():
         key = (e.card, e.backbone, e.pamr, tuple(sorted((k, str(v)) for k, v in e.method.items())))
         assert key not in keys, e
         keys.add(key)
-        # PAMR as the card: NACLIP's own protocol has it, the others' don't
-        assert (e.card == 'naclip' and e.pamr) == (e.pamr and card.defaults['postprocess'] is not None)
+        # PAMR as the card: NACLIP's and ITACLIP's own protocols have it, the others' don't
+        assert (e.card in ('naclip', 'itaclip') and e.pamr) == (e.pamr and card.defaults['postprocess'] is not None)
     assert {e.card for e in METHOD_ENTRIES} == set(METHOD_CARDS)
 
 
