@@ -348,3 +348,14 @@ def test_predictions_equal_the_official_code(tmp_path):
     assert total and same / total >= 0.9999, f'pixel agreement {same / total:.6f}'
     want = json.loads(str(expected['metrics']))
     assert metric.compute_metrics(metric.results)['mIoU'] == pytest.approx(want['mIoU'], abs=0.01)
+
+
+def test_config_keys_of_the_new_sections_are_checked():
+    from clearclip_seg.config import load_config
+    path = os.path.join(ROOT, config_path('itaclip', 'vit-b16', 'voc21'))
+    cfg = load_config(path)
+    assert cfg.model.text_head.auxiliary_text == 'voc21_definitions'
+    with pytest.raises(Exception, match=r'model.label_postprocess.kernel_sise'):
+        load_config(path, {'model.label_postprocess.kernel_sise': 5})
+    with pytest.raises(Exception, match=r'model.text_head.def_coeficient'):
+        load_config(path, {'model.text_head.def_coeficient': 0.1})
