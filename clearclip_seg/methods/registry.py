@@ -94,6 +94,12 @@ class DenseMethod:
     # A method that reads a tower's own modules beyond the ``DenseEncoder`` stages names them.
     tower_kinds: Optional[Tuple[str, ...]] = None
 
+    # Capability: the method needs all windows of an image at once (LPOSS: one graph over the
+    # patches of every window). The segmentor then runs ``models/image_slide.py``: the method's
+    # ``window_features`` per window batch, ``image_logits`` once per image and ``refine_image``
+    # on the averaged map, instead of ``patch_logits`` per window. False: the per-window path.
+    image_level: bool = False
+
     def check_tower(self, encoder) -> None:
         """One-line error when the tower's kind or prefix tokens don't suit the method."""
         prefix = encoder.num_prefix_tokens
