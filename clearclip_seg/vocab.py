@@ -70,9 +70,13 @@ def resolve_vocabulary_path(name_or_path: str) -> str:
 #   coco_object_bg26.txt  26 background names, person (8, with 'body'): 81 / 113; its background
 #                         list repeats 'bed', also a class (both queries are scored, as officially)
 # Their other five files equal ClearCLIP's (context60, context59, coco_stuff164k, cityscapes, ade20k).
+#
+# LPOSS's class names ('lposs/<benchmark>.lposs.txt', each dataset class's CLASSES verbatim) split
+# synonyms on ';' without a space; COCO-Object's 17 background names also repeat 'bed'.
 VOCAB_FORMATS = {'.semicolon.txt': dict(sep='; ', repeats=True),
                  '_bg26.txt': dict(sep=', ', repeats=True),
-                 '_synonyms.txt': dict(sep=', ', repeats=True)}
+                 '_synonyms.txt': dict(sep=', ', repeats=True),
+                 '.lposs.txt': dict(sep=';', repeats=True)}
 
 
 def vocabulary_format(path: str) -> dict:

@@ -190,7 +190,7 @@ class LPOSS(DenseMethod):
         return x.float() * std + mean
 
     def vfm_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Value vectors of the VFM's last block (B, gh, gw, C), normalised (three times, as the authors')."""
+        """Value vectors of the VFM's last block (B, gh, gw, C), normalised (twice, as the authors' model does)."""
         vfm = self.load()
         if next(vfm.parameters()).device != x.device:
             vfm.to(x.device)
@@ -207,8 +207,7 @@ class LPOSS(DenseMethod):
         ph, pw = vfm.patch_embed.patch_size
         B, _, H, W = x.shape
         v = v[:, vfm.num_prefix_tokens:].float().reshape(B, H // ph, W // pw, dim)
-        v = v / v.norm(dim=-1, keepdim=True)
-        return F.normalize(F.normalize(v, dim=-1), dim=-1)
+        return F.normalize(v / v.norm(dim=-1, keepdim=True), dim=-1)
 
     def clip_features(self, encoder, x: torch.Tensor) -> torch.Tensor:
         """MaskCLIP features with the last block's residual and FFN kept (B, gh, gw, dim), not normalised."""

@@ -157,7 +157,7 @@ def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.
 
 
 def propagate_patches(y: torch.Tensor, operator: torch.Tensor, iters: int = 10, tol: float = 1e-6) -> torch.Tensor:
-    """Solve ``(I - A) Z = Y`` column-wise (``conjugate_gradient``); ``y`` (N, Q), ``A`` CSR (N, N) -> (N, Q) float64."""
+    """Solve ``(I - A) Z = Y`` column-wise (``conjugate_gradient``): y (N, Q), A CSR (N, N) -> (N, Q) float64."""
     def matvec(p: torch.Tensor) -> torch.Tensor:  # p: (Q, N)
         return p - (operator @ p.T).T
     return conjugate_gradient(matvec, y.double().T.contiguous(), iters, tol).T

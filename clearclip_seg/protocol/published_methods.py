@@ -34,6 +34,8 @@ SOURCES: Dict[str, str] = {
     'scclip-readme': 'SuleBai/SC-CLIP README radar chart figs/scclip.jpg (backbone not named; the repo default '
                      'is ViT-B/16)',
     'clearclip-readme': 'mc-lan/ClearCLIP README assets/results.png, Table 2 (GEM in ClearCLIP\'s harness)',
+    'lposs-aggregator': 'wizwand.com paper page of arXiv 2503.19777 (third-party aggregator; the LPOSS README has '
+                        'no table; not checked against the paper, CVPR 2025 pp. 9794-9803)',
 }
 
 
@@ -138,6 +140,12 @@ METHOD_ENTRIES: Tuple[MethodEntry, ...] = (
                  'cityscapes': 37.5, 'ade20k': 18.7}, 'scclip-readme', quoted=True,
                 note='labelled on SC-CLIP\'s radar chart; the proxy model and settings are not stated '
                      '(the ProxyCLIP README has no table)'),
+    # LPOSS+: an aggregator's values (the same page also shows a conflicting VOC20 89.6 and
+    # Context59 35.2); no LPOSS (without +) numbers were found
+    MethodEntry('lposs-plus', 'LPOSS+', 'openclip-vit-b16', 'own', False,
+                _row(PAPER_ORDER, (61.1, 34.6, 33.4, 78.8, 37.8, 25.9, 37.3, 21.8)), 'lposs-aggregator',
+                quoted=True, note='third-party aggregator, presumably LPOSS+ ViT-B/16; the same page also lists '
+                                  'VOC20 89.6 and Context59 35.2'),
 )
 
 
