@@ -274,3 +274,20 @@ def test_generated_config_on_synthetic_data(tmp_path, protocol):
         assert rec['model']['vocabulary']['num_queries'] == 46  # 26 background names + 20 classes
     else:
         assert rec['model']['vocabulary']['name'] == 'voc21' and rec['model']['logit_scale'] == 50.0
+
+
+@pytest.mark.parametrize('key', ['voc21', 'voc20', 'context60', 'context59', 'coco_object', 'coco_stuff164k',
+                                 'cityscapes', 'ade20k'])
+def test_class_files_are_the_authors_split_on_semicolons(key):
+    from clearclip_seg.protocol.benchmarks import BENCHMARKS
+    from clearclip_seg.vocab import load_vocabulary
+    from helpers import reference_class_file
+    with open(reference_class_file('lposs', key), 'rb') as f:
+        official = f.read()
+    with open(os.path.join(ROOT, 'clearclip_seg', 'vocabularies', 'lposs', f'{key}.lposs.txt'), 'rb') as f:
+        assert f.read() == official
+    voc = load_vocabulary(BENCHMARKS[key].vocabulary_for('lposs'))
+    lines = [ln for ln in official.decode().splitlines() if ln.strip()]
+    assert list(voc.queries) == [s.strip() for ln in lines for s in ln.split(';')]
+    assert voc.num_classes == BENCHMARKS[key].num_classes
+    assert voc.query_to_class.count(0) == {'voc21': 26, 'coco_object': 17}.get(key, 1)
