@@ -68,8 +68,8 @@ class DenseMethod:
 
     What the segmentor and the shared pass read from a method besides its
     calls is declared here, with its default: ``method_name``,
-    ``shares_trunk``, ``needs_class_token``, ``tower_kinds`` and
-    ``window_multiple``.
+    ``shares_trunk``, ``needs_class_token``, ``tower_kinds``,
+    ``window_multiple`` and ``image_level``.
     """
     method_name = 'DenseMethod'
 
