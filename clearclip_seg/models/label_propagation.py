@@ -221,7 +221,7 @@ class PixelGraph:
         out = p.clone()
         for o, (dy, dx) in enumerate(self.offsets):
             (ys, yn), (xs, xn) = _span(dy, H), _span(dx, W)
-            out[:, ys, xs] -= self.planes[o, ys, xs].double() * p[:, yn, xn]
+            out[:, ys, xs].addcmul_(self.planes[o, ys, xs].double(), p[:, yn, xn], value=-1)  # no product copy
         return out
 
     def propagate(self, y: torch.Tensor, iters: int = 10, tol: float = 1e-6,
