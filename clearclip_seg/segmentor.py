@@ -24,6 +24,7 @@ from .models.data_preprocessor import ClearCLIPDataPreProcessor  # noqa: F401  (
 from .models.label_postprocess import build_label_postprocessor
 from .models.postprocess import build_postprocessor
 from .models.scoring import Scorer, check_finite_logits, check_scoring, classify_scored
+from .models.image_slide import image_level_inference
 from .models.slide import slide_inference, whole_inference
 from .models.text_classifier import build_text_classifier, text_model_identity
 from .models.text_heads import build_text_head
@@ -137,6 +138,9 @@ class ClearCLIPSegmentor(BaseSegmentor):
         self.vocabulary = load_vocabulary(vocabulary)
         self.templates = load_templates(templates)
         self.text_head = build_text_head(text_head)
+        if self.text_head is not None and self.method.image_level:
+            raise ValueError(f'model.text_head={text_head!r} folds per-window logits; '
+                             f'model.method.type={self.method.method_name} scores whole images: set text_head=None')
         if self.text_head is not None:
             self.text_head.bind(self.vocabulary, self.templates)
         self.template_spec = templates if isinstance(templates, str) else 'custom'
@@ -220,6 +224,11 @@ class ClearCLIPSegmentor(BaseSegmentor):
         # windows are padded to the patch size, or to a method's own multiple (ProxyCLIP: 56)
         patch = self.method.window_multiple or self.encoder.patch_size
         fit = self.test_cfg['patch_fit']
+        if self.method.image_level:  # all windows of an image at once (LPOSS), then one image-level step
+            return image_level_inference(images, self.method, self.encoder, self.query_embeddings,
+                                         self.query_to_class, self.test_cfg['crop_size'], self.test_cfg['stride'],
+                                         patch, mode=self.test_cfg['mode'],
+                                         max_windows=self.max_windows(images[0].device), fit=fit)
         if self.test_cfg['mode'] == 'whole':
             return whole_inference(images, self._patch_logits, patch, fit=fit)
         return slide_inference(images, self._patch_logits, len(self.vocabulary.queries),

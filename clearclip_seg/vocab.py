@@ -72,10 +72,14 @@ def resolve_vocabulary_path(name_or_path: str) -> str:
 # Their other five files equal ClearCLIP's (context60, context59, coco_stuff164k, cityscapes, ade20k).
 # ITACLIP's class files, shipped verbatim as 'itaclip/<benchmark>.comma.txt', split on ', ' (SCLIP's
 # code); its COCO-Object background list repeats 'bed' as SCLIP's does.
+#
+# LPOSS's class names ('lposs/<benchmark>.lposs.txt', each dataset class's CLASSES verbatim) split
+# synonyms on ';' without a space; COCO-Object's 17 background names also repeat 'bed'.
 VOCAB_FORMATS = {'.semicolon.txt': dict(sep='; ', repeats=True),
                  '_bg26.txt': dict(sep=', ', repeats=True),
                  '_synonyms.txt': dict(sep=', ', repeats=True),
-                 '.comma.txt': dict(sep=', ', repeats=True)}
+                 '.comma.txt': dict(sep=', ', repeats=True),
+                 '.lposs.txt': dict(sep=';', repeats=True)}
 
 
 def vocabulary_format(path: str) -> dict:

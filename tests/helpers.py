@@ -116,3 +116,30 @@ def records_by_name(out) -> dict:
                 rec = json.load(f)
             found[rec['run']['name']] = rec
     return found
+
+
+# LPOSS's DINO ViT-B/16 as a tiny random ViT of the same layout (patch 16, ImageNet mean/std): no download.
+TINY_LPOSS_VFM = dict(vfm_pretrained=False, vfm_kwargs=dict(img_size=64, embed_dim=32, depth=2, num_heads=2))
+
+
+def lposs_fixture_setup(plus: bool):
+    """The official-code fixture's segmentor (tests/fixtures/lposs_official.npz) and its test image.
+
+    Returns:
+        (segmentor, RGB image (3, 192, 256) in [0, 1], original size (150, 200)).
+    """
+    import torch
+    seg = tiny_segmentor(method=dict(type='LPOSS', pixel_refine=plus, **TINY_LPOSS_VFM), last_block=None,
+                         vocabulary=['sky, cat', 'dog', 'person'])
+    rs = np.random.RandomState(3)
+    yy, xx = np.mgrid[0:192, 0:256]
+    img = np.stack([xx * 0.6, yy * 0.8, 255 - xx * 0.5], -1)
+    for _ in range(8):  # coloured rectangles and discs over a gradient, plus noise
+        y0, x0, h, w = rs.randint(0, 150), rs.randint(0, 200), rs.randint(20, 90), rs.randint(20, 110)
+        colour = rs.randint(0, 256, 3)
+        if rs.rand() < 0.5:
+            img[y0:y0 + h, x0:x0 + w] = colour
+        else:
+            img[(yy - y0) ** 2 + (xx - x0) ** 2 < (h // 2) ** 2] = colour
+    img = np.clip(img + rs.normal(0, 6, img.shape), 0, 255).round().astype(np.uint8)
+    return seg, torch.from_numpy(img).permute(2, 0, 1).float() / 255, (150, 200)

@@ -4,7 +4,8 @@
 Every case and image size runs in a fresh child process (random weights, the
 config's architecture and test resize, synthetic image): its resident-set
 high-water mark is the figure. Cases: ``clearclip`` (VOC21), ``clearclip+pamr``,
-``sclip`` (VOC21, ``area_thd=0.1``) and ``clearclip-ade20k`` (150 classes).
+``sclip`` (VOC21, ``area_thd=0.1``), ``clearclip-ade20k`` (150 classes) and ``lposs-plus``
+(VOC21's 46 queries; label propagation over all windows' patches, then over the pixels).
 
 Examples::
 

@@ -68,8 +68,8 @@ class DenseMethod:
 
     What the segmentor and the shared pass read from a method besides its
     calls is declared here, with its default: ``method_name``,
-    ``shares_trunk``, ``needs_class_token``, ``tower_kinds`` and
-    ``window_multiple``.
+    ``shares_trunk``, ``needs_class_token``, ``tower_kinds``,
+    ``window_multiple`` and ``image_level``.
     """
     method_name = 'DenseMethod'
 
@@ -93,6 +93,12 @@ class DenseMethod:
     # Tower kinds (``models.dense_encoder.tower_kind``) the method is written for; None = any.
     # A method that reads a tower's own modules beyond the ``DenseEncoder`` stages names them.
     tower_kinds: Optional[Tuple[str, ...]] = None
+
+    # Capability: the method needs all windows of an image at once (LPOSS: one graph over the
+    # patches of every window). The segmentor then runs ``models/image_slide.py``: the method's
+    # ``window_features`` per window batch, ``image_logits`` once per image and ``refine_image``
+    # on the averaged map, instead of ``patch_logits`` per window. False: the per-window path.
+    image_level: bool = False
 
     def check_tower(self, encoder) -> None:
         """One-line error when the tower's kind or prefix tokens don't suit the method."""

@@ -142,6 +142,7 @@ class MethodCard:
             backbone (applied after ``overrides``; e.g. SC-CLIP's ViT-L/14 thresholds).
         backbones: backbone slugs (``protocol/benchmarks.py`` BACKBONES) configs are made for.
         source: where the values were read.
+        clip: extra ``model.clip`` keys of the authors' runs (LPOSS: ``precision='fp32'``); empty: none.
 
     ``defaults`` and ``overrides`` may also hold ``text_head`` and ``label_postprocess``
     (``Setting``), for the cards that have them.
@@ -155,6 +156,7 @@ class MethodCard:
     backbones: Tuple[str, ...] = ('vit-b16', 'vit-l14')
     backbone_overrides: Dict[str, Dict[str, dict]] = field(default_factory=dict)
     source: str = ''
+    clip: Dict[str, object] = field(default_factory=dict)
 
     def setting(self, benchmark: str, backbone: Optional[str] = None) -> Setting:
         """The card's own protocol on ``benchmark`` (with ``backbone``'s own values, if any)."""
@@ -187,6 +189,9 @@ def common_setting(card: MethodCard, benchmark: str, pamr: bool = False, backbon
                    postprocess=dict(PAMR_10) if pamr else None, vocabulary=b.vocabulary,
                    label_postprocess=None if own.label_postprocess is None else False)
 
+
+# LPOSS's class-name files, verbatim: synonyms split on ';' (clearclip_seg/vocab.py VOCAB_FORMATS)
+LPOSS_VOCABULARIES: Dict[str, str] = {k: b.vocabulary_for('lposs') for k, b in BENCHMARKS.items()}
 
 # The SCLIP family's shared evaluation code: 336 short side, 224/112 windows not padded.
 _SCLIP_FAMILY = dict(resize=336, mode='slide', crop=224, stride=112, patch_fit='truncate', logit_scale=40.0,
@@ -306,4 +311,27 @@ METHOD_CARDS: Dict[str, MethodCard] = {c.name: c for c in [
         },
         backbones=('vit-b16',),
         source='m-arda-aydn/ITACLIP@521a33c configs/cfg_*.py, itaclip_segmentor.py, clip/model.py'),
+    MethodCard(
+        # OpenCLIP ViT-B/16 laion2b in fp32 + DINO ViT-B/16; short side 448 everywhere (Cityscapes
+        # too), 224/112 windows; label propagation over all windows' patches. The LP scores are
+        # raw cosines with no temperature (logit scale 1: the argmax is all that is read) and no
+        # threshold; background synonyms are merged by max (the method's refine_image).
+        'lposs', 'LPOSS', dict(type='LPOSS', k=400, alpha=0.95, gamma=3.0, sigma=0.01, pix_dist_pow=1.0),
+        dict(resize=448, mode='slide', crop=224, stride=112, patch_fit='pad', logit_scale=1.0, prob_thd=0.0,
+             area_thd=None, postprocess=None), LPOSS_VOCABULARIES,
+        backbones=('openclip-vit-b16',), clip=dict(precision='fp32'),
+        source='vladan-stojnic/LPOSS@e489a74 configs/lposs.yaml, models/lposs/lposs.py, '
+               'models/maskclip/maskclip.py, segmentation/evaluation/lposs_eval.py, '
+               'segmentation/configs/_base_/datasets/*.py'),
+    MethodCard(
+        # LPOSS followed by label propagation over the pixels of the resized image (Lab, 13 x 13)
+        'lposs-plus', 'LPOSS+',
+        dict(type='LPOSS', k=400, alpha=0.95, gamma=3.0, sigma=0.01, pix_dist_pow=1.0, pixel_refine=True,
+             tau=0.01, r=13),
+        dict(resize=448, mode='slide', crop=224, stride=112, patch_fit='pad', logit_scale=1.0, prob_thd=0.0,
+             area_thd=None, postprocess=None), LPOSS_VOCABULARIES,
+        backbones=('openclip-vit-b16',), clip=dict(precision='fp32'),
+        source='vladan-stojnic/LPOSS@e489a74 configs/lposs_plus.yaml, models/lposs/lposs.py, '
+               'models/maskclip/maskclip.py, segmentation/evaluation/lposs_eval.py, '
+               'segmentation/configs/_base_/datasets/*.py'),
 ]}

@@ -35,6 +35,8 @@ SOURCES: Dict[str, str] = {
                      'is ViT-B/16)',
     'clearclip-readme': 'mc-lan/ClearCLIP README assets/results.png, Table 2 (GEM in ClearCLIP\'s harness)',
     'itaclip-readme': 'm-arda-aydn/ITACLIP README "Results" (ViT-B/16, default configs; Cityscapes added in 030dccb)',
+    'lposs-aggregator': 'wizwand.com paper page of arXiv 2503.19777 (third-party aggregator; the LPOSS README has '
+                        'no table; not checked against the paper, CVPR 2025 pp. 9794-9803)',
 }
 
 
@@ -144,7 +146,20 @@ METHOD_ENTRIES: Tuple[MethodEntry, ...] = (
                 {'voc21': 67.9, 'context60': 37.5, 'coco_object': 37.7, 'coco_stuff164k': 27.0,
                  'cityscapes': 40.2}, 'itaclip-readme',
                 note='Cityscapes 40.2 was published while its config used stride 224 (28 since 521a33c)'),
+    # LPOSS+: an aggregator's values (the same page also shows a conflicting VOC20 89.6 and
+    # Context59 35.2); no LPOSS (without +) numbers were found
+    MethodEntry('lposs-plus', 'LPOSS+', 'openclip-vit-b16', 'own', False,
+                _row(PAPER_ORDER, (61.1, 34.6, 33.4, 78.8, 37.8, 25.9, 37.3, 21.8)), 'lposs-aggregator',
+                quoted=True, note='third-party aggregator, presumably LPOSS+ ViT-B/16; the same page also lists '
+                                  'VOC20 89.6 and Context59 35.2'),
 )
+
+
+# Cards with no published row, and why (tests/test_method_tables.py: every card has an entry or a reason)
+NO_PUBLISHED: Dict[str, str] = {
+    'lposs': 'LPOSS without the pixel step: no numbers found (the README has no table; the aggregator\'s '
+             'values are presumably LPOSS+)',
+}
 
 
 def _matches(entry: MethodEntry, method: Dict[str, object]) -> bool:

@@ -145,7 +145,7 @@ _base_ = [
 {pipeline(b, s.resize_scale)}
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 model = dict(
-    clip=dict(arch='{arch}', pretrained='{tag}'),
+    clip=dict(arch='{arch}', pretrained='{tag}'{''.join(f', {k}={v!r}' for k, v in card.clip.items())}),
     last_block=None,
     method={_py(s.method)},
     vocabulary='{s.vocabulary}',
