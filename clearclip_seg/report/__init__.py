@@ -82,7 +82,7 @@ def write_report(records: Sequence[Record], out_dir: str, compare: Optional[Sequ
         section('methods', 'Methods: own and common protocol', methods_table_html(methods))
     if main is not None and len({r.backbone_title for r in main.rows}) > 1:
         section('backbones', 'Backbones by family', paper_table_html(sub_table(table, parts['main'], 'family'),
-                                                                    family=True))
+                                                                    family=True, ident='backbone-table'))
     if parts['ablation']:
         section('ablation', 'Ablation: attention x residual x FFN',
                 ablation_html(sub_table(table, parts['ablation'])))

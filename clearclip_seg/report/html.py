@@ -59,8 +59,14 @@ JS = r"""
   document.querySelectorAll('th.sortable').forEach(function(th){
     th.addEventListener('click', function(){ sortTable(th); });
   });
+  /* for the headless-browser test: how many pictures decoded, and that the script ran to its end */
+  window.addEventListener('load', function(){
+    var imgs = Array.prototype.slice.call(document.images);
+    var ok = imgs.filter(function(i){ return i.complete && i.naturalWidth > 0; }).length;
+    document.body.setAttribute('data-images', ok + '/' + imgs.length);
+  });
   var dataEl = document.getElementById('class-data');
-  if (!dataEl) return;
+  if (!dataEl) { document.body.setAttribute('data-ready', '1'); return; }
   var data = JSON.parse(dataEl.textContent);
   var selA = document.getElementById('cmp-a'), selB = document.getElementById('cmp-b');
   var out = document.getElementById('cmp-out');
@@ -94,6 +100,7 @@ JS = r"""
   }
   selA.addEventListener('change', update); selB.addEventListener('change', update);
   update();
+  document.body.setAttribute('data-ready', '1');
 })();
 """
 

@@ -79,12 +79,12 @@ def legend_html(table: MainTable) -> str:
     return ''.join(f'<p class="note">{esc(x)}</p>' for x in lines)
 
 
-def paper_table_html(table: MainTable, family: bool = False) -> str:
-    """The paper layout: Method, Backbone, the benchmarks, Avg (grouped when the table is)."""
+def paper_table_html(table: MainTable, family: bool = False, ident: str = 'main-table') -> str:
+    """The paper layout: Method, Backbone, the benchmarks, Avg (grouped when the table is; ids ``ident-N``)."""
     extra = ['Size', 'Params (M)', 'img/s'] if family else []
     header = ['Method', 'Backbone'] + extra + [bench_title(b) for b in table.benchmarks] + [table.avg_header()]
     out = []
-    for name, rows in table.groups():
+    for i, (name, rows) in enumerate(table.groups()):
         if name:
             out.append(f'<h3>{esc(name)}</h3>')
         body = []
@@ -96,7 +96,7 @@ def paper_table_html(table: MainTable, family: bool = False) -> str:
                           ('-' if ips is None else f'{ips:.2f}', ips)]
             cells += [cell_html(table, r, b) for b in table.benchmarks] + [avg_html(table, r)]
             body.append(cells)
-        out.append(table_html(header, body, sortable=True, left=2, raw=True))
+        out.append(table_html(header, body, sortable=True, left=2, raw=True, table_id=f'{ident}-{i}'))
     return '\n'.join(out) + legend_html(table)
 
 
@@ -210,7 +210,7 @@ def ablation_html(table: MainTable) -> str:
                     tds.append(f'<td{cls}{name}>{esc(fmt(v, table.decimals))}</td>')
                 body.append('<tr>' + ''.join(tds) + '</tr>')
             head = ''.join(f'<th{" class=l" if i == 0 else ""}>{esc(h)}</th>' for i, h in enumerate(header))
-            return (f'<table class="grid" data-bench="{esc(bench or "avg")}"><thead><tr>{head}</tr></thead>'
+            return (f'<table class="grid" id="ablation-{esc(bench or "avg")}"><thead><tr>{head}</tr></thead>'
                     f'<tbody>{"".join(body)}</tbody></table>')
 
         out.append(f'<h3>{esc(backbone)}: mean mIoU over {esc(", ".join(bench_title(b) for b in benches))}</h3>')
