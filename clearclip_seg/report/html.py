@@ -30,6 +30,7 @@ tr.details td{background:#fafafa;text-align:left}
 .legend i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:-1px;border:1px solid #999}
 .plot svg{max-width:100%;height:auto}
 code{font-size:.9em}
+.scroll{overflow-x:auto}table.prov td{text-align:left;font-size:.85em}
 """
 
 JS = r"""

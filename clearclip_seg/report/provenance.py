@@ -51,6 +51,7 @@ def provenance_html(table: MainTable, base: str) -> str:
                          (rec.data.get('config') or {}).get('path') or '', config_hash(rec), weights(rec),
                          (rec.data.get('model') or {}).get('precision') or '', (commit or 'n/a')[:12],
                          machine(rec), '; '.join(protocol_deviations(rec))])
-    return table_html(header, body, sortable=True, left=2, table_id='provenance') + (
+    return '<div class="scroll">' + table_html(header, body, sortable=True, left=2, cls='prov',
+                                               table_id='provenance') + '</div>' + (
         '<p class="note">Config hash: sha256 of the run identity stored in the record (model, data, '
         'evaluator, precision, file contents; first 12 hex digits): equal hashes ran the same settings.</p>')

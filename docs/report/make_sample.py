@@ -108,7 +108,8 @@ def main(argv=None) -> int:
                     os.path.join(args.out, 'tables'), '--per-class'], check=True, env=env, cwd=args.out)
     subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'report.py'), 'results', '--out', 'report',
                     '--title', 'ClearCLIP-Seg sample report (tiny model, RANDOM WEIGHTS)',
-                    '--compare', 'ClearCLIP \u00b7', 'vanilla CLIP'], check=True, env=env, cwd=args.out)
+                    '--compare', 'ClearCLIP \u00b7 clearclip-tiny-vit (random weights) | voc21',
+                    'SCLIP \u00b7 clearclip-tiny-vit (random weights) | voc21'], check=True, env=env, cwd=args.out)
     if args.screenshot:
         screenshot(os.path.join(args.out, 'report', 'index.html'), args.screenshot)
     return 0
