@@ -272,6 +272,30 @@ def test_report_tables_hold_the_records_numbers(report):
     assert '<svg' in html and 'id="published-0"' in html
 
 
+def test_a_new_method_card_appears_in_the_methods_table(sweep, tmp_path, monkeypatch):
+    """Cards added to protocol/methods.py (ITACLIP, FLOSS, ...) need nothing in the report: a made-up card."""
+    import dataclasses
+
+    from clearclip_seg.protocol import methods as cards
+    from clearclip_seg.report import write_report
+    card = dataclasses.replace(cards.METHOD_CARDS['sclip'], name='newclip', title='NewCLIP',
+                               method={'type': 'NewCLIP'})
+    monkeypatch.setitem(cards.METHOD_CARDS, 'newclip', card)
+    for bench, miou in (('voc21', 33.25), ('voc20', 66.5)):
+        own = dict(SCLIP_OWN, prob_thd=0.1 if bench == 'voc21' else 0.0,
+                   logit_scale=card.setting(bench).logit_scale, resize=[2048, card.setting(bench).resize])
+        write(sweep, 'methods', f'newclip_vit-b16_{bench}',
+              record(bench, miou, [miou, 1.0, 2.0], dict(type='NewCLIP'), 'newclip',
+                     run=dict(card='newclip', protocol='own'), protocol=own,
+                     vocabulary=card.setting(bench).vocabulary, patch_fit='truncate',
+                     area_thd=card.setting(bench).area_thd))
+    path = write_report(load_records([str(sweep)], warn=lambda m: None), str(tmp_path / 'r'), warn=lambda m: None)
+    methods = parse(path).tables['methods-table']
+    assert next(r for r in methods if r[0] == 'NewCLIP') == ['NewCLIP', 'CLIP ViT-B/16 (OpenAI)', '33.25', '-',
+                                                            '66.50', '-', '49.88', '-']
+    assert any(r[0].startswith('protocol of NewCLIP') for r in methods if len(r) == 1)
+
+
 def test_report_cli(sweep, tmp_path):
     tool = os.path.join(ROOT, 'tools', 'report.py')
     out = tmp_path / 'r'
