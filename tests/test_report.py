@@ -17,7 +17,7 @@ import pytest
 
 from clearclip_seg.records import atomic_write_json
 from clearclip_seg.tables import build_main_table, load_records, to_latex, to_markdown, write_outputs
-from clearclip_seg.tables.long import LONG_COLUMNS, long_rows
+from clearclip_seg.tables.long import LONG_COLUMNS, long_rows, to_long_csv, to_long_jsonl
 from clearclip_seg.tables.plot import plot_title
 from helpers import ROOT, confusion_miou, tiny_cfg_options
 
@@ -153,6 +153,25 @@ def test_one_run_in_two_suites_is_one_row_without_warnings(sweep):
     t = build_main_table(load_records([str(sweep)], warn=lambda m: None), warn=warnings.append)
     assert len(warnings) == 1 and 'two records' in warnings[0] and 'rerun' in warnings[0]
     assert next(r for r in t.rows if r.method == 'ClearCLIP').ours('voc21') == 50.0   # the newer
+
+
+def test_long_format_rows(sweep):
+    """The long rows as plain CSV and JSON (no pandas needed): one per run x benchmark x class."""
+    t = build_main_table(load_records([str(sweep)], warn=lambda m: None), warn=lambda m: None)
+    rows = long_rows(t)
+    assert len(rows) == 8 * 3
+    text = to_long_csv(rows)
+    parsed = list(csv.DictReader(io.StringIO(text)))
+    lines = [json.loads(line) for line in to_long_jsonl(rows).splitlines()]
+    sclip = [r for r in parsed if r['method'] == 'SCLIP']
+    assert [(r['class'], r['iou'], r['miou'], r['published_miou'], r['protocol']) for r in sclip] == [
+        ('background', '88.0', '60.0', '59.63', 'own'), ('aeroplane', '50.0', '60.0', '59.63', 'own'),
+        ('bicycle', '42.0', '60.0', '59.63', 'own')]
+    assert (sclip[0]['resize'], sclip[0]['windows'], sclip[0]['patch_fit'], sclip[0]['logit_scale'],
+            sclip[0]['area_thd'], sclip[0]['vocabulary']) == ('336', '224/112', 'truncate', '65', '0.1', 'voc21_bg26')
+    clear = next(r for r in lines if r['method'] == 'ClearCLIP' and r['class'] == 'bicycle')
+    assert clear['iou'] is None and clear['miou'] == 52.34 and clear['attn'] == 'qq' and clear['residual'] is False
+    assert clear['record'].endswith('/record.json') and not os.path.isabs(clear['record'])
 
 
 def test_long_format_loads_into_pandas(sweep, tmp_path):
@@ -294,6 +313,22 @@ def test_a_new_method_card_appears_in_the_methods_table(sweep, tmp_path, monkeyp
     assert next(r for r in methods if r[0] == 'NewCLIP') == ['NewCLIP', 'CLIP ViT-B/16 (OpenAI)', '33.25', '-',
                                                             '66.50', '-', '49.88', '-']
     assert any(r[0].startswith('protocol of NewCLIP') for r in methods if len(r) == 1)
+
+
+def test_backbone_table_groups_by_family(tmp_path):
+    from clearclip_seg.report import write_report
+    write(tmp_path, 'main', 'a', record('voc20', 80.12, [1.0, 2.0, 3.0], wall_s=14.49))
+    rec = record('voc20', 81.0, [1.0, 2.0, 3.0], wall_s=28.98)
+    rec['model']['pretrained'] = 'laion2b_s34b_b88k'
+    write(tmp_path, 'backbones', 'b', rec)
+    path = write_report(load_records([str(tmp_path)]), str(tmp_path / 'r'))
+    p = parse(path)
+    assert p.tables['backbone-table-0'][1] == ['ClearCLIP', 'CLIP ViT-B/16 (OpenAI)', 'B/16', '86.0', '100.00',
+                                               '80.12 80.9 -0.78', '80.12 80.90 -0.78']   # avg: 2 decimals
+    assert p.tables['backbone-table-1'][1] == ['ClearCLIP', 'OpenCLIP ViT-B/16 laion2b_s34b_b88k', 'B/16', '86.0',
+                                               '50.00', '81.00 81.4 -0.40', '81.00 81.40 -0.40']
+    html = open(path, encoding='utf-8').read()
+    assert '<h3>OpenAI CLIP</h3>' in html and '<h3>OpenCLIP</h3>' in html
 
 
 def test_report_cli(sweep, tmp_path):

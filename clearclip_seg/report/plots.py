@@ -59,7 +59,8 @@ def speed_svg(table: MainTable) -> Optional[str]:
         log = max(speeds) > 10 * min(speeds)   # a log axis only where the speeds span a decade
         if log:
             ax.set_xscale('log')
-        ax.set_xlabel(f'images/s ({"log; " if log else ""}from the records\' timing on {", ".join(sorted({p[3] for p in pts}))})')
+        devices = ', '.join(sorted({p[3] for p in pts}))
+        ax.set_xlabel(f'images/s ({"log; " if log else ""}from the records\' timing on {devices})')
         ax.set_ylabel(f'mean mIoU over {len(table.avg_over)} benchmark(s) (%)')
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0), frameon=False)
