@@ -351,13 +351,13 @@ def chromium():
     return shutil.which('chromium') or shutil.which('chromium-browser') or shutil.which('google-chrome')
 
 
-def browse(html):
+def browse(html, fragment=''):
     """The DOM after the page's load (scripts run) and the browser's console lines."""
     exe = chromium()
     if exe is None:
         pytest.skip('no chromium on PATH (bash tools/setup_browser.sh installs it from the distribution)')
     proc = subprocess.run([exe, '--headless', '--no-sandbox', '--disable-gpu', '--enable-logging=stderr', '--v=0',
-                           '--virtual-time-budget=5000', '--dump-dom', 'file://' + os.path.abspath(html)],
+                           '--virtual-time-budget=5000', '--dump-dom', 'file://' + os.path.abspath(html) + fragment],
                           capture_output=True, text=True, timeout=120)
     console = [line for line in proc.stderr.splitlines() if ':CONSOLE' in line]
     return proc.stdout, console
@@ -372,6 +372,13 @@ def test_report_in_headless_chromium(report):
     p.feed(dom)
     assert p.tables['cmp-out'][1] == ['aeroplane', '40.50', '50.00', '+9.50']   # filled by the script
     assert p.tables['main-table-0'][1][2] == '52.34 51.8\u2020 +0.54'
+    # the sort script: ClearCLIP's VOC21 column ascending, the undefined IoU last; vanilla CLIP's descending
+    for frag, order in (('#sort=per-class-voc21:1', ['aeroplane', 'background', 'bicycle']),
+                        ('#sort=per-class-voc21:2:desc', ['background', 'bicycle', 'aeroplane'])):
+        dom, console = browse(report, frag)
+        p = Tables()
+        p.feed(dom)
+        assert console == [] and [r[0] for r in p.tables['per-class-voc21'][1:]] == order, frag
 
 
 # --------------------------------------------------------------------------- tiny model, end to end

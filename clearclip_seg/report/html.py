@@ -1,8 +1,9 @@
 """HTML building blocks of the report: escaping, tables, the page with its inline CSS and JS.
 
 Everything is inline (no CDN, no web font): the folder opens offline in any
-browser. The script sorts tables by a clicked header and fills the
-"classes that differ most" table from the JSON embedded in the page.
+browser. The script sorts tables by a clicked header (or by the link's
+``#sort=<table id>:<column>[:asc|desc]``) and fills the "classes that differ
+most" table from the JSON embedded in the page.
 """
 import html
 import json
@@ -60,6 +61,14 @@ JS = r"""
   document.querySelectorAll('th.sortable').forEach(function(th){
     th.addEventListener('click', function(){ sortTable(th); });
   });
+  /* a link can carry a sort: index.html#sort=<table id>:<column>[:asc|desc] */
+  var m = /^#sort=([\w-]+):(\d+)(?::(asc|desc))?$/.exec(window.location.hash);
+  var target = m && document.getElementById(m[1]);
+  if (target) {
+    var heads = target.tHead.rows[target.tHead.rows.length - 1].cells;
+    var th = heads[parseInt(m[2], 10)];
+    if (th) { if (m[3] === 'desc') th.setAttribute('data-dir', 'asc'); sortTable(th); }
+  }
   /* for the headless-browser test: how many pictures decoded, and that the script ran to its end */
   window.addEventListener('load', function(){
     var imgs = Array.prototype.slice.call(document.images);
