@@ -208,6 +208,11 @@ def test_plot_counts_runs_and_marks_published(sweep):
     assert off == [('SCLIP (common protocol)', 'voc21'), ('vanilla CLIP', 'voc20'), ('vanilla CLIP', 'voc21')]
     assert len(t.card.deviations) == 4   # (row, difference) lines: what the title used to count as runs
     assert plot_title(t).endswith('(3 of 8 runs off the published protocol)')
+    from clearclip_seg.report.plots import speed_points, speed_svg
+    # images/s = images over wall time of the row's records; only rows with every benchmark
+    assert [(label.split(' \u00b7')[0], ips, avg) for label, ips, avg, _ in speed_points(t)] == [
+        ('ClearCLIP', 2 * 1449 / 20.0, (52.34 + 80.12) / 2), ('vanilla CLIP', 4 / 20.0, (17.01 + 40.55) / 2)]
+    assert len(re.findall(r'id="speed-\d+"', speed_svg(t))) == 2
     svg = miou_svg(t)
     # published ticks: ClearCLIP (2 + avg), vanilla CLIP (2 + avg), the ablation points kk/vv have
     # none (no preset), SCLIP own on VOC21 (1)
