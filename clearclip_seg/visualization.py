@@ -79,6 +79,38 @@ def read_rgb(path: str) -> np.ndarray:
         return np.asarray(im.convert('RGB'))
 
 
+LABELS_DIR = 'labels'   # raw label maps beside the panels, for the HTML report (clearclip_seg/report)
+
+
+def save_labels(out_dir: str, img_path: str, classes: Sequence[str], pred: np.ndarray,
+                gt: Optional[np.ndarray]) -> None:
+    """Save the prediction (and ground truth) as 16-bit label PNGs and index them.
+
+    ``<out_dir>/labels/<stem>_pred.png``, ``<stem>_gt.png`` and ``index.json``
+    (``{"classes": [...], "images": {stem: image path}}``): the report puts
+    several runs' predictions of one image side by side in these colours.
+    """
+    import json
+
+    from PIL import Image
+    d = osp.join(out_dir, LABELS_DIR)
+    os.makedirs(d, exist_ok=True)
+    stem = osp.splitext(osp.basename(img_path))[0]
+    for kind, label in (('pred', pred), ('gt', gt)):
+        if label is not None:
+            Image.fromarray(label.astype(np.uint16)).save(osp.join(d, f'{stem}_{kind}.png'))
+    index_path = osp.join(d, 'index.json')
+    index = {'classes': list(classes), 'images': {}}
+    if osp.isfile(index_path):
+        with open(index_path, encoding='utf-8') as f:
+            index['images'] = json.load(f).get('images', {})
+    index['images'][stem] = osp.abspath(img_path)
+    tmp = index_path + '.tmp'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        json.dump(index, f, indent=1)
+    os.replace(tmp, index_path)
+
+
 @HOOKS.register_module()
 class ShowPredictionsHook(Hook):
     """Save image | ground truth | prediction panels for scored test images.
@@ -113,6 +145,7 @@ class ShowPredictionsHook(Hook):
             panel = add_legend(hstack(panels), classes, palette, present)
             name = osp.splitext(osp.basename(sample.img_path))[0] + '.png'
             save_rgb(osp.join(self.out_dir, name), panel)
+            save_labels(self.out_dir, sample.img_path, classes, pred, gt if 'gt_sem_seg' in sample else None)
             self._saved += 1
 
 

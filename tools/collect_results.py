@@ -2,7 +2,7 @@
 """Build result tables from run records (the JSON files ``tools/test.py`` writes).
 
     python tools/collect_results.py RECORD_DIR_OR_FILES... [--out DIR]
-        [--format md,csv,tex,png] [--per-class] [--group-by preset|backbone|arch|family]
+        [--format md,csv,tex,png,long] [--per-class] [--group-by preset|backbone|arch|family]
         [--decimals 1|2]
 
 A directory is searched for ``**/record.json`` and ``*.json``; files are read
@@ -27,9 +27,11 @@ where a run left the published protocol.
 
 Without ``--out`` the Markdown is printed to stdout. With ``--out DIR`` the
 requested formats are written there: ``results.md``, ``results.csv``,
-``results.tex``, ``results.png`` and, with ``--per-class``,
-``per_class_<benchmark>.csv`` (the Markdown and LaTeX files then hold the
-per-class tables too).
+``results.tex``, ``results.png``, ``results_long.csv`` and ``results_long.jsonl``
+(``long``: one row per run x benchmark x class with the run's settings as
+columns, for pandas) and, with ``--per-class``, ``per_class_<benchmark>.csv``
+(the Markdown and LaTeX files then hold the per-class tables too).
+``--html DIR`` also writes the static HTML report there (``tools/report.py``).
 
 The table building lives in ``clearclip_seg.tables``; this file is the command line
 over it.
@@ -59,7 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='record files, or directories searched for **/record.json and *.json')
     parser.add_argument('--out', help='write the tables here (default: print Markdown to stdout)')
     parser.add_argument('--format', type=_formats, default=None,
-                        help='comma list of md,csv,tex,png (default: all with --out, md without)')
+                        help='comma list of md,csv,tex,png,long (default: all with --out, md without)')
+    parser.add_argument('--html', metavar='DIR', help='also write the static HTML report into DIR (tools/report.py)')
     parser.add_argument('--per-class', action='store_true', help='add per-class IoU tables')
     parser.add_argument('--group-by', choices=GROUP_BY, help='group rows (and plot panels) by this key')
     parser.add_argument('--decimals', type=int, choices=(1, 2), default=2,
@@ -78,8 +81,8 @@ def main(argv=None) -> int:
     """
     args = parse_args(argv)
     formats = args.format or (list(FORMATS) if args.out else ['md'])
-    if not args.out and 'png' in formats:
-        print('error: --format png needs --out DIR', file=sys.stderr)
+    if not args.out and ('png' in formats or 'long' in formats):
+        print(f"error: --format {'png' if 'png' in formats else 'long'} needs --out DIR", file=sys.stderr)
         return 2
     try:
         records = load_records(args.paths)
@@ -88,6 +91,15 @@ def main(argv=None) -> int:
         return 2
     table = build_main_table(records, group_by=args.group_by, decimals=args.decimals)
     per_class = build_per_class_tables(table) if args.per_class else []
+    if args.html:
+        from clearclip_seg.report import write_report   # lazy: the report's imports only when asked for
+        try:
+            print(write_report(records, args.html, decimals=args.decimals))
+        except RecordError as e:
+            print(f'error: {e}', file=sys.stderr)
+            return 2
+        if not args.out and args.format is None:
+            return 0
     if args.out:
         for p in write_outputs(table, args.out, formats, per_class):
             print(p)

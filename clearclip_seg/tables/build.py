@@ -1,5 +1,7 @@
 """Arranging records into tables: the paper-layout main table and per-class tables."""
+import json
 import math
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -146,8 +148,10 @@ class MainTable:
         rows: The models, sorted (and grouped when ``group_by`` is set).
         group_by: None, 'preset', 'backbone' or 'arch'.
         card: The protocol card.
-        notes: Extra lines (duplicates dropped, etc.).
+        notes: Extra lines (runs listed by two suites, etc.).
         decimals: Decimals for our numbers and differences.
+        warnings: Records dropped (two different records of one row and benchmark), naming
+            their files: in the Markdown, never in the LaTeX footnotes.
     """
     benchmarks: List[str]
     rows: List[Row]
@@ -155,6 +159,7 @@ class MainTable:
     card: ProtocolCard
     notes: List[str]
     decimals: int = 2
+    warnings: List[str] = field(default_factory=list)
 
     @property
     def avg_over(self) -> List[str]:
@@ -240,6 +245,28 @@ def _new_row(rec: Record) -> Tuple[tuple, Row]:
                     block=rec.last_block, pamr=pamr)
 
 
+def _suite(rec: Record) -> str:
+    run = rec.data.get('run') if isinstance(rec.data.get('run'), dict) else {}
+    return str(run.get('suite') or os.path.basename(os.path.dirname(os.path.dirname(rec.path))) or '?')
+
+
+def same_run(a: Record, b: Record) -> bool:
+    """Two records of one run: same benchmark, run identity (else resolved config), data and metrics.
+
+    The runner stores ClearCLIP's runs of the ``methods`` and ``methods-common``
+    suites twice (its own protocol is the common one): the same numbers, one row.
+    """
+    def ident(r: Record):
+        cfg = r.data.get('config') or {}
+        # the run identity (what the runner compares to resume) is what ran: overrides that set a config's
+        # own values, the work dir and --show-dir change nothing; older records: the resolved text
+        what = cfg.get('identity') if cfg.get('identity') is not None else cfg.get('resolved')
+        return (r.benchmark, json.dumps(what, sort_keys=True, default=str),
+                (r.data.get('dataset') or {}).get('data_root'), (r.data.get('metrics') or {}).get('area_union'),
+                r.miou)
+    return ident(a) == ident(b)
+
+
 def _fill_published(row: Row) -> None:
     for b, rec in row.records.items():
         if row.card is not None:
@@ -285,25 +312,37 @@ def build_main_table(records: Sequence[Record], group_by: Optional[str] = None, 
     if group_by not in (None,) + GROUP_BY:
         raise ValueError(f"group_by must be one of {GROUP_BY} or None, not '{group_by}'")
     rows: Dict[tuple, Row] = OrderedDict()
-    notes = []
+    notes, warnings = [], []
+    shared: Dict[str, Dict[str, set]] = OrderedDict()   # row label -> benchmark -> suites listing the run
     for rec in records:
         key, new = _new_row(rec)
         row = rows.setdefault(key, new)
         old = row.records.get(rec.benchmark)
         if old is not None:
             keep, drop = sorted([old, rec], key=lambda r: (r.created, r.path), reverse=True)
-            msg = f'{row.label}, {rec.benchmark}: two records, using {keep.path} (newer), ignoring {drop.path}'
-            warn(msg)
-            notes.append(msg)
+            if same_run(old, rec):   # one run listed by two suites (ClearCLIP in methods and methods-common)
+                shared.setdefault(row.label, OrderedDict()).setdefault(rec.benchmark, set()).update(
+                    {_suite(old), _suite(rec)})
+            else:
+                msg = f'{row.label}, {rec.benchmark}: two records, using {keep.path} (newer), ignoring {drop.path}'
+                warn(msg)
+                warnings.append(msg)
             rec = keep
         row.records[rec.benchmark] = rec
+    for label, by_bench in shared.items():
+        by_suites: Dict[tuple, List[str]] = OrderedDict()
+        for b, suites in by_bench.items():
+            by_suites.setdefault(tuple(sorted(suites)), []).append(b)
+        for suites, benches in by_suites.items():
+            notes.append(f'{label}: the same run in the suites {", ".join(suites)} on '
+                         f'{", ".join(bench_title(b) for b in order_benchmarks(benches))}: one row.')
     for row in rows.values():
         _fill_published(row)
     ordered = sorted(rows.values(), key=lambda r: _row_sort_key(r, group_by))
     benches = order_benchmarks(b for r in ordered for b in r.records)
     card = build_protocol_card([(r.label, rec) for r in ordered for rec in
                                 (r.records[b] for b in benches if b in r.records)])
-    return MainTable(benches, ordered, group_by, card, notes, decimals)
+    return MainTable(benches, ordered, group_by, card, notes, decimals, warnings)
 
 
 # --------------------------------------------------------------------------- per-class

@@ -2,6 +2,7 @@
 import csv
 import io
 import math
+import re
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -75,7 +76,7 @@ def _combined(parts: Tuple[str, str, str]) -> str:
     return f'{ours} ({pub}, {diff})' if pub and diff else ours
 
 
-def _legend(table: MainTable) -> List[str]:
+def _legend(table: MainTable, warnings: bool = True) -> List[str]:
     """Lines explaining cells, the average and the markers actually used."""
     lines = ['Cells: ours (published, ours \u2212 published) where a published number exists; '
              'mIoU in %.', table.avg_note()]
@@ -112,7 +113,7 @@ def _legend(table: MainTable) -> List[str]:
         devices = sorted({d for r in table.rows for d in r.devices()})
         lines.append('Params: image tower (and a method\'s own model) in millions; img/s: images over wall time '
                      f'of the row\'s records, measured on {", ".join(devices) or "n/a"}.')
-    return lines + table.notes
+    return lines + table.notes + (table.warnings if warnings else [])
 
 
 def _family_cells(row: Row) -> List[str]:
@@ -313,6 +314,15 @@ def tex_escape(s: str) -> str:
     return ''.join(_TEX_ESC.get(ch, ch) for ch in str(s))
 
 
+# an absolute path (a file vocabulary, a data root): a paper's footnote shows its file name only
+_ABS_PATH = re.compile(r'(?<![\w.])(?:[A-Za-z]:)?[/\\](?:[^\s,;:()\[\]/\\]+[/\\])+([^\s,;:()\[\]/\\]+)')
+
+
+def strip_abs_paths(text: str) -> str:
+    """``/data/me/classes.txt`` -> ``classes.txt`` (no machine's paths in LaTeX footnotes)."""
+    return _ABS_PATH.sub(r'\1', str(text))
+
+
 def _tex_cell(parts: Tuple[str, str, str]) -> str:
     ours, pub, diff = parts
     if pub and diff:
@@ -321,7 +331,7 @@ def _tex_cell(parts: Tuple[str, str, str]) -> str:
 
 
 def _tex_card(card: ProtocolCard) -> List[str]:
-    text = '; '.join(tex_escape(line) for line in card.lines())
+    text = '; '.join(tex_escape(strip_abs_paths(line)) for line in card.lines())
     return [f'\\par\\smallskip\\footnotesize\\raggedright Protocol (from the records): {text}.']
 
 
@@ -340,7 +350,8 @@ def _tex_env(caption: str, label: str, colspec: str, header: Sequence[str], bloc
         out += [' & '.join(cells) + ' \\\\' for cells in lines]
     out += ['\\bottomrule', '\\end{tabular}}']
     if notes:
-        out.append('\\par\\smallskip\\footnotesize\\raggedright ' + ' '.join(tex_escape(n) for n in notes))
+        out.append('\\par\\smallskip\\footnotesize\\raggedright '
+                   + ' '.join(tex_escape(strip_abs_paths(n)) for n in notes))
     out += _tex_card(card) + ['\\end{table*}']
     return out
 
@@ -376,7 +387,7 @@ def to_latex(table, per_class: Sequence[PerClassTable] = ()) -> str:
                  + [_tex_cell(_cell_parts(table, r, b)) for b in table.benchmarks]
                  + [_tex_cell(_avg_parts(table, r))] for r in rows]
         blocks.append((f'{table.group_by}: {name}' if name else '', lines))
-    notes = _legend(table)
+    notes = _legend(table, warnings=False)   # runner warnings name files: the Markdown has them
     if needs_row_cards(table):
         notes = notes + ['Protocol of each row: ' + ' | '.join(row_card_summary(r, table.benchmarks)
                                                                for r in table.rows) + '.']

@@ -27,9 +27,11 @@ def method_label(preset: Optional[str], last_block: Tuple[str, bool, bool]) -> s
 
 
 def backbone_label(backbone: Optional[str], arch: str, pretrained: str) -> str:
-    """Display name of a backbone: the ``BACKBONES`` title, or ``arch (pretrained)``."""
+    """Display name of a backbone: the ``BACKBONES`` title, or ``arch (pretrained)`` (``random weights`` without)."""
     if backbone in BACKBONES:
         return BACKBONES[backbone][2]
+    if pretrained in (None, 'None', ''):
+        return f'{arch} (random weights)'
     return f'{arch} ({pretrained})'
 
 

@@ -4,9 +4,11 @@ from typing import List, Sequence
 
 from .build import MainTable, PerClassTable
 from .formats import to_csv, to_latex, to_markdown
+from .long import long_rows, to_long_csv, to_long_jsonl
 from .plot import plot_main_table
 
-FORMATS = ('md', 'csv', 'tex', 'png')
+# long: results_long.csv and results_long.jsonl (one row per run x benchmark x class, tables/long.py)
+FORMATS = ('md', 'csv', 'tex', 'png', 'long')
 
 
 def _write_text(path: str, text: str) -> None:
@@ -23,7 +25,7 @@ def write_outputs(table: MainTable, out_dir: str, formats: Sequence[str],
     Args:
         table: The main table.
         out_dir: Output directory (created if needed).
-        formats: Any of ``md``, ``csv``, ``tex``, ``png``.
+        formats: Any of ``md``, ``csv``, ``tex``, ``png``, ``long``.
         per_class: Per-class tables (written into md/tex, and as CSV files).
 
     Returns:
@@ -49,5 +51,11 @@ def write_outputs(table: MainTable, out_dir: str, formats: Sequence[str],
         written.append(p)
     if 'png' in formats:
         written.append(plot_main_table(table, os.path.join(out_dir, 'results.png')))
+    if 'long' in formats:
+        rows = long_rows(table)
+        for name, text in (('results_long.csv', to_long_csv(rows)), ('results_long.jsonl', to_long_jsonl(rows))):
+            p = os.path.join(out_dir, name)
+            _write_text(p, text)
+            written.append(p)
     return written
 

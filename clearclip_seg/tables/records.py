@@ -114,6 +114,20 @@ def _preset_for(last_block: Tuple[str, bool, bool], hints: Sequence[Optional[str
     return None
 
 
+def record_benchmark(data: dict) -> Optional[str]:
+    """The benchmark column of a record: its ``benchmark`` key, else its dataset's name.
+
+    A config of your own dataset (docs/examples/own_dataset.py) names its column with
+    ``benchmark = 'name'``; one without that key is named after the last folder of its
+    data root (``data/my_flowers`` -> ``my_flowers``).
+    """
+    if data.get('benchmark') is not None:
+        return str(data['benchmark'])
+    root = (data.get('dataset') or {}).get('data_root') if isinstance(data.get('dataset'), dict) else None
+    name = os.path.basename(os.path.normpath(str(root))) if root else ''
+    return name or None
+
+
 def parse_record(data: dict, path: str) -> Record:
     """Turn a loaded, complete record into a ``Record``.
 
@@ -132,7 +146,9 @@ def parse_record(data: dict, path: str) -> Record:
             raise RecordError(f"{path}: record has no '{where}'")
         return obj[key]
 
-    bench = need(data, 'benchmark', 'benchmark')
+    bench = record_benchmark(data)
+    if bench is None:
+        raise RecordError(f"{path}: record has no 'benchmark' and no 'dataset.data_root' to name its dataset")
     model = need(data, 'model', 'model')
     arch = str(need(model, 'arch', 'model.arch'))
     pretrained = str(model.get('pretrained'))
@@ -225,8 +241,8 @@ def load_records(paths: Iterable[str], warn: Callable[[str], None] = warn_stderr
                 warn(f'{f}: partial record (complete={data.get("complete")!r}), skipped')
                 skipped += 1
                 continue
-            if data.get('benchmark') is None:
-                warn(f'{f}: record names no benchmark (config without a benchmark key), skipped')
+            if record_benchmark(data) is None:
+                warn(f'{f}: record names no benchmark and no data root (config without a benchmark key), skipped')
                 skipped += 1
                 continue
             records.append(parse_record(data, f))
