@@ -210,6 +210,8 @@ class ClearCLIPSegmentor(BaseSegmentor):
         """Cosine-similarity logits per query, (Q, H, W) at each input's size."""
         self.build_text_classifier()
         images = list(images)
+        if self.method.image_level:   # the method scores whole images (Trident)
+            return [self._image_logits(image, None) for image in images]
         # windows are padded to the patch size, or to a method's own multiple (ProxyCLIP: 56)
         patch = self.method.window_multiple or self.encoder.patch_size
         fit = self.test_cfg['patch_fit']
@@ -218,6 +220,26 @@ class ClearCLIPSegmentor(BaseSegmentor):
         return slide_inference(images, self._patch_logits, len(self.vocabulary.queries),
                                self.test_cfg['crop_size'], self.test_cfg['stride'], patch,
                                max_windows=self.max_windows(images[0].device), fit=fit)
+
+    def _image_logits(self, image: torch.Tensor, meta: Optional[dict]) -> torch.Tensor:
+        """An image-level method's query logits (Q, H, W) of one image (at ``meta['ori_shape']`` when given)."""
+        logits = self.method.image_logits(self.encoder, image, self.build_text_classifier(), meta, self.test_cfg)
+        return logits if self.text_head is None else self.text_head.fuse(logits[None])[0]
+
+    def _predict_image_level(self, inputs, data_samples, keep_probs: Optional[bool]) -> List[SegDataSample]:
+        """``predict`` for an image-level method: one image at a time, then its ``refine_labels`` if it has one."""
+        samples = data_samples if data_samples is not None else [SegDataSample() for _ in inputs]
+        keep = self.test_cfg['keep_probs'] if keep_probs is None else keep_probs
+        refine = self.method.refines_labels
+        for i, sample in enumerate(samples):
+            logits = self._image_logits(inputs[i], sample.metainfo if data_samples is not None else None)
+            self.postprocess_result([logits], [sample], inputs=[inputs[i]], keep_probs=keep or refine)
+            if refine:
+                labels = self.method.refine_labels(sample.pred_sem_seg.data, sample.seg_logits.data, sample.metainfo)
+                sample.set_data({'pred_sem_seg': PixelData(data=labels)})
+                if not keep:
+                    del sample.seg_logits
+        return samples
 
     def max_windows(self, device) -> int:
         """Windows per encoder batch: ``test_cfg.max_windows``, resolving ``'auto'`` (by device and precision)."""
@@ -323,6 +345,8 @@ class ClearCLIPSegmentor(BaseSegmentor):
     @torch.no_grad()
     def predict(self, inputs, data_samples=None, keep_probs: Optional[bool] = None) -> List[SegDataSample]:
         """Labels (and, with ``keep_probs``, class probabilities) at each image's original size."""
+        if self.method.image_level:
+            return self._predict_image_level(inputs, data_samples, keep_probs)
         return self.postprocess_result(self.query_logits(inputs), data_samples, inputs=inputs,
                                        keep_probs=keep_probs)
 

@@ -94,6 +94,26 @@ class DenseMethod:
     # A method that reads a tower's own modules beyond the ``DenseEncoder`` stages names them.
     tower_kinds: Optional[Tuple[str, ...]] = None
 
+    # Capability: the method scores whole images, not windows (Trident: windows spliced, then
+    # aggregated over the image). The segmentor then calls ``image_logits`` once per image
+    # instead of its slide/whole loop over ``patch_logits``, and, when ``refines_labels``
+    # is True, ``refine_labels`` on the classified image. Every other method keeps False.
+    image_level: bool = False
+    refines_labels: bool = False
+
+    def image_logits(self, encoder, image: torch.Tensor, text: torch.Tensor, meta: Optional[dict] = None,
+                     test_cfg: Optional[dict] = None) -> torch.Tensor:
+        """Image-level methods: cosine logits (Q, H, W) of one normalised image (3, h, w).
+
+        ``meta``: the data sample's metainfo (``ori_shape``, ``img_path``), or None;
+        the logits are at ``meta['ori_shape']`` when given, else at the input size.
+        """
+        raise NotImplementedError
+
+    def refine_labels(self, labels: torch.Tensor, probs: torch.Tensor, meta: Optional[dict] = None) -> torch.Tensor:
+        """Image-level methods with ``refines_labels``: labels (1, H, W) refined from class probabilities (C, H, W)."""
+        return labels
+
     def check_tower(self, encoder) -> None:
         """One-line error when the tower's kind or prefix tokens don't suit the method."""
         prefix = encoder.num_prefix_tokens
