@@ -34,6 +34,8 @@ SOURCES: Dict[str, str] = {
     'scclip-readme': 'SuleBai/SC-CLIP README radar chart figs/scclip.jpg (backbone not named; the repo default '
                      'is ViT-B/16)',
     'clearclip-readme': 'mc-lan/ClearCLIP README assets/results.png, Table 2 (GEM in ClearCLIP\'s harness)',
+    'trident-readme': 'YuHengsss/Trident README "Main Results", assets/data_result.png (evaluation commands with '
+                      '--sam_refine; SAM variant not stated, the repository names only SAM ViT-B)',
 }
 
 
@@ -138,6 +140,16 @@ METHOD_ENTRIES: Tuple[MethodEntry, ...] = (
                  'cityscapes': 37.5, 'ade20k': 18.7}, 'scclip-readme', quoted=True,
                 note='labelled on SC-CLIP\'s radar chart; the proxy model and settings are not stated '
                      '(the ProxyCLIP README has no table)'),
+    # Trident: README figure, with the SAM prompt refinement (the README's evaluation commands)
+    MethodEntry('trident', 'Trident', 'vit-b16', 'own', False,
+                _row(PAPER_ORDER, (67.1, 38.6, 41.1, 84.5, 42.2, 28.3, 42.9, 21.9)), 'trident-readme',
+                method=dict(sam_refine=True),
+                note='SAM variant not stated (the repository names only SAM ViT-B, used here)'),
+    MethodEntry('trident', 'Trident', 'openclip-vit-h14', 'own', False,
+                _row(PAPER_ORDER, (70.8, 40.1, 42.2, 88.7, 44.3, 28.6, 47.6, 26.7)), 'trident-readme',
+                method=dict(sam_refine=True), quoted=True,
+                note='the repository ships no ViT-H/14 configs (presumably the B/16 ones with the CLIP '
+                     'swapped); SAM variant not stated'),
 )
 
 
