@@ -10,7 +10,8 @@ and ``image_encoder.py``, ``open_clip/transformer.py`` ``get_sam_sim``):
   ``r = 1024 / max(h, w)``, the ``input_size``), normalised with SAM's
   mean/std (x255) and zero-padded right/bottom to 1024 x 1024;
 * the image encoder runs as SAM's (timm's ``samvit_*``: same weights and
-  operations; at 1024 the absolute position embedding is never resized); of
+  operations, with SAM's LayerNorm eps 1e-6 where timm would build 1e-5; at
+  1024 the absolute position embedding is never resized); of
   its **last** block (a global-attention block) the post-softmax attention P
   (decomposed relative positions added before the softmax) and the values V
   are kept, both cut to the valid grid ``(input_size // 16)``: P's rows then
@@ -29,6 +30,7 @@ at once, and the affinity is accumulated head by head, so the peak is a few
 therefore taken in a different order than the official code's (mean over keys
 per head, then over heads), a rounding-level difference.
 """
+import functools
 import os
 from typing import Optional, Tuple
 
@@ -186,6 +188,9 @@ def load_sam(name: str, checkpoint: Optional[str], pretrained: bool, kwargs: Opt
         raise FileNotFoundError(f"SAM checkpoint '{checkpoint}' ({key}.sam_checkpoint) not found: download "
                                 'sam_vit_b_01ec64.pth (facebookresearch/segment-anything) and set '
                                 f'{key}.sam_checkpoint=/path/to/it')
+    # timm's samvit_* build their LayerNorms with torch's eps 1e-5 (the class default norm_layer is
+    # nn.LayerNorm); SAM's image encoder uses 1e-6: set SAM's, or the features drift (~1e-2)
+    kwargs = {'norm_layer': functools.partial(torch.nn.LayerNorm, eps=1e-6), **(kwargs or {})}
     try:
         return load_vfm(name, checkpoint, pretrained, kwargs, 'timm')
     except RuntimeError as e:
