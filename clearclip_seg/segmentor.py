@@ -222,9 +222,14 @@ class ClearCLIPSegmentor(BaseSegmentor):
                                max_windows=self.max_windows(images[0].device), fit=fit)
 
     def _image_logits(self, image: torch.Tensor, meta: Optional[dict]) -> torch.Tensor:
-        """An image-level method's query logits (Q, H, W) of one image (at ``meta['ori_shape']`` when given)."""
+        """An image-level method's query logits of one image: on its own grid when ``meta`` has
+        ``ori_shape`` (``postprocess_result`` resizes them to it), else resized to the input size."""
         logits = self.method.image_logits(self.encoder, image, self.build_text_classifier(), meta, self.test_cfg)
-        return logits if self.text_head is None else self.text_head.fuse(logits[None])[0]
+        logits = logits if self.text_head is None else self.text_head.fuse(logits[None])[0]
+        if meta is None or 'ori_shape' not in meta:
+            logits = F.interpolate(logits[None], size=tuple(image.shape[-2:]), mode='bilinear',
+                                   align_corners=self.align_corners)[0]
+        return logits
 
     def _predict_image_level(self, inputs, data_samples, keep_probs: Optional[bool]) -> List[SegDataSample]:
         """``predict`` for an image-level method: one image at a time, then its ``refine_labels`` if it has one."""
@@ -232,7 +237,7 @@ class ClearCLIPSegmentor(BaseSegmentor):
         keep = self.test_cfg['keep_probs'] if keep_probs is None else keep_probs
         refine = self.method.refines_labels
         for i, sample in enumerate(samples):
-            logits = self._image_logits(inputs[i], sample.metainfo if data_samples is not None else None)
+            logits = self._image_logits(inputs[i], sample.metainfo if 'ori_shape' in sample.metainfo else None)
             self.postprocess_result([logits], [sample], inputs=[inputs[i]], keep_probs=keep or refine)
             if refine:
                 labels = self.method.refine_labels(sample.pred_sem_seg.data, sample.seg_logits.data, sample.metainfo)

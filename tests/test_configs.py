@@ -16,6 +16,7 @@ from clearclip_seg.protocol.presets import PRESETS
 from clearclip_seg.synthetic import write_benchmark
 from clearclip_seg.vocab import load_vocabulary
 from helpers import ROOT, TINY_ARCH, TINY_PROXY_VFM, confusion_miou, reference_class_file, tiny_cfg_options
+from helpers import TINY_TRIDENT_SAM
 
 TINY12_ARCH = os.path.join(ROOT, 'tests', 'assets', 'tiny12oa.json')
 
@@ -152,6 +153,8 @@ def test_every_config_builds_model_and_dataset(synthetic_roots):
             cfg.model.clip.update(arch='tiny12oa', arch_file=TINY12_ARCH, pretrained=None)
             if cfg.model.method.type == 'ProxyCLIP':  # and a tiny proxy model instead of a download
                 cfg.model.method.update(TINY_PROXY_VFM)
+            if cfg.model.method.type == 'Trident':  # a tiny proxy model and a tiny SAM
+                cfg.model.method.update(TINY_PROXY_VFM, **TINY_TRIDENT_SAM)
         cfg.test_dataloader.dataset.data_root = synthetic_roots[cfg.benchmark]
         key = repr((cfg.model.to_dict(), cfg.test_dataloader.dataset.to_dict()))
         if key not in built:

@@ -11,13 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import ROOT, TINY_ARCH, TINY_NAME
+from helpers import ROOT, TINY_ARCH, TINY_NAME, TINY_TRIDENT_SAM
 
 # tiny random DINO-layout ViT (patch 16) and tiny SAM (1024 input, patch 16, global last block)
 TINY_DINO = dict(vfm='vit_small_patch16_224.dino', vfm_pretrained=False,
                  vfm_kwargs=dict(img_size=64, embed_dim=32, depth=1, num_heads=2))
-SAM_KW = dict(embed_dim=64, depth=2, num_heads=2, global_attn_indexes=[1])
-TINY_SAM = dict(sam_pretrained=False, sam_kwargs=SAM_KW)
+TINY_SAM = TINY_TRIDENT_SAM
+SAM_KW = TINY_SAM['sam_kwargs']
 CONFIG = os.path.join(ROOT, 'configs', 'trident', 'trident_vit-b16_voc21.py')
 
 
@@ -308,7 +308,9 @@ def test_image_logits_equal_the_card_pipeline(tmp_path, cos_fac, neg):
     cv2.imwrite(path, img[..., ::-1])
     image = torch.randn(3, 96, 128, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
-        got = seg._image_logits(image, dict(img_path=path, ori_shape=(40, 56)))
+        got = seg._image_logits(image, dict(img_path=path, ori_shape=(40, 56)))   # on SAM's grid (48 x 64)
+        assert got.shape[-2:] == (48, 64)
+        got = F.interpolate(got[None], size=(40, 56), mode='bilinear', align_corners=False)[0]
         exp = _reference_logits(seg, image, img, cos_fac, neg, (40, 56))
     torch.testing.assert_close(got, exp, rtol=1e-4, atol=1e-5)
 

@@ -103,10 +103,11 @@ class DenseMethod:
 
     def image_logits(self, encoder, image: torch.Tensor, text: torch.Tensor, meta: Optional[dict] = None,
                      test_cfg: Optional[dict] = None) -> torch.Tensor:
-        """Image-level methods: cosine logits (Q, H, W) of one normalised image (3, h, w).
+        """Image-level methods: cosine logits (Q, h, w) of one normalised image (3, H, W), on any grid.
 
-        ``meta``: the data sample's metainfo (``ori_shape``, ``img_path``), or None;
-        the logits are at ``meta['ori_shape']`` when given, else at the input size.
+        ``meta``: the data sample's metainfo (``ori_shape``, ``img_path``), or None.
+        The segmentor resizes the logits bilinearly to the original size (``meta['ori_shape']``),
+        or to the input size when there is none.
         """
         raise NotImplementedError
 

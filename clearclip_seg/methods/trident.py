@@ -21,7 +21,8 @@ As the authors' evaluation runs it (YuHengsss/Trident: ``trident.py``
 5. **Segment**: the spliced map is resized bilinearly to SAM's valid grid and
    aggregated there with SAM's last-block attention (``trident_sam.py``);
    ``ln_post`` and ``proj`` follow; cosine logits on SAM's grid are resized
-   bilinearly to the original image size. Cityscapes (``sam_split_halves``):
+   bilinearly to the original image size (by the segmentor, in bands of rows
+   on a large image). Cityscapes (``sam_split_halves``):
    SAM runs on the left and right halves, the spliced map is cut at its middle
    column and each half is aggregated on its own SAM grid, then concatenated.
 6. **SAM refinement** (``sam_refine``, the published numbers'): prompts SAM's
@@ -233,7 +234,11 @@ class Trident(ProxyCLIP):
 
     def image_logits(self, encoder, image: torch.Tensor, text: torch.Tensor, meta: Optional[dict] = None,
                      test_cfg: Optional[dict] = None) -> torch.Tensor:
-        """Cosine logits (Q, H0, W0) of one normalised image (3, H, W) at its original size (``meta['ori_shape']``)."""
+        """Cosine logits (Q, h_s, w_s) of one normalised image (3, H, W) on SAM's valid grid.
+
+        The segmentor resizes them bilinearly (align_corners False) to the original
+        size, as the official code does (in bands of rows on a large image).
+        """
         test_cfg = test_cfg or {}
         crop, stride = _pair(test_cfg.get('crop_size', 336)), _pair(test_cfg.get('stride', 224))
         device, dtype = image.device, encoder.dtype
@@ -255,7 +260,6 @@ class Trident(ProxyCLIP):
         feats = F.normalize(feats.float(), dim=-1)
         logits = (feats @ text.float().t()).t().reshape(-1, y.shape[0], y.shape[1])
         size = tuple((meta or {}).get('ori_shape', image.shape[-2:])[:2])
-        logits = F.interpolate(logits[None], size=size, mode='bilinear', align_corners=False)[0]
         if self.sam_refine:
             if len(parts) == 2:   # the refinement prompts SAM on the whole image (a third pass)
                 _, _, feats_sam, input_size = self._sam_pass(src, device, dtype, True)

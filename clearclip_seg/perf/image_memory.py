@@ -39,6 +39,9 @@ CASES: Dict[str, Tuple[str, dict]] = {
     'clearclip+pamr': ('configs/clearclip/clearclip_vit-b16_voc21.py', {'model.postprocess': PAMR}),
     'sclip': ('configs/sclip/sclip_vit-b16_voc21.py', {}),                # area_thd=0.1
     'clearclip-ade20k': ('configs/clearclip/clearclip_vit-b16_ade20k.py', {}),   # 150 classes
+    # DINO ViT-B/16 and SAM ViT-B at 1024 (random weights), SAM prompt refinement on
+    'trident': ('configs/trident/trident_vit-b16_voc21.py',
+                {'model.method.vfm_pretrained': False, 'model.method.sam_pretrained': False}),
 }
 # raw image sizes (H, W): a VOC photo, a Cityscapes frame, a 24-megapixel phone photo
 SIZES: Tuple[Tuple[int, int], ...] = ((375, 500), (1024, 2048), (4000, 6000))
