@@ -97,6 +97,7 @@ def test_sam_affinity_equals_get_sam_sim(cos_fac, neg):
     torch.testing.assert_close(out.sum(-1), torch.ones(20))
 
 
+@pytest.mark.slow   # SAM at 1024 x 1024
 def test_sam_last_attention_and_features_equal_timm():
     """Per-head attention cut to the valid grid, V, and the encoder output equal timm's SAM forward."""
     from timm.models.vision_transformer_sam import get_decomposed_rel_pos_bias
@@ -183,6 +184,7 @@ def _official_sam(sam, decoder):
     return sa.SamPredictor(model)
 
 
+@pytest.mark.slow   # SAM at 1024 x 1024
 def test_image_encoder_and_refinement_equal_segment_anything():
     """Features = SamPredictor.set_image's; refined labels = the card's steps run on SamPredictor.predict_torch."""
     from scipy import ndimage
@@ -299,6 +301,7 @@ def _reference_logits(seg, image, img, cos_fac, refine_neg_cos, ori):
     return F.interpolate(logits[None], size=ori, mode='bilinear', align_corners=False)[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('cos_fac,neg', [(1.2, True), (0.0, True)])   # (3.0, False): test_sam_affinity_*
 def test_image_logits_equal_the_card_pipeline(tmp_path, cos_fac, neg):
     import cv2
@@ -376,3 +379,43 @@ def test_trident_config_end_to_end(tmp_path, protocol):
     assert rec['dataset']['num_images'] == len(ids)
     from clearclip_seg.protocol.benchmarks import BENCHMARKS
     assert rec['model']['prob_thd'] == (0.2 if protocol == 'own' else BENCHMARKS['voc21'].prob_thd)
+
+
+# -- the official code's outputs (tests/fixtures/trident, PROVENANCE.md) -------------------------
+OFFICIAL = os.path.join(ROOT, 'tests', 'fixtures', 'trident', 'official.npz')
+
+
+@pytest.mark.slow   # SAM at 1024 x 1024
+def test_affinity_and_refinement_match_the_official_code():
+    """SAM affinity W (official get_sam_sim on the vendored encoder's last_attn / last_v) and refined
+    labels (official sam_refinement through the vendored SamPredictor), same tiny random SAM."""
+    from clearclip_seg.methods.trident_refine import build_decoder, refine
+    from clearclip_seg.methods.trident_sam import sam_affinity, sam_encode, sam_input, sam_norm, sam_source_image
+    ref = np.load(OFFICIAL)
+    sam = _sam()
+    img = np.random.default_rng(7).integers(0, 256, (8, 200, 3), dtype=np.uint8)
+    with torch.no_grad():
+        x, size = sam_input(sam_source_image(img, 16), *sam_norm(sam))
+        P, V, grid, _ = sam_encode(sam, x, size)
+    assert grid == tuple(ref['W_grid'])
+    for cos_fac, neg in [(1.2, True), (3.0, False)]:
+        W = sam_affinity(P, V, cos_fac, neg).numpy()
+        torch.testing.assert_close(torch.from_numpy(W), torch.from_numpy(ref[f'W_{cos_fac}_{int(neg)}']),
+                                   rtol=1e-4, atol=1e-6)
+    img = np.random.default_rng(1).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    rng = np.random.default_rng(1)
+    rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    probs = torch.softmax(torch.from_numpy(rng.normal(size=(3, 50, 70)).astype(np.float32)) * 3, dim=0)
+    probs = F.avg_pool2d(probs[None], 9, 1, 4, count_include_pad=False)[0]
+    labels = probs.argmax(0, keepdim=True)
+    assert (labels.numpy() == ref['pred']).all()
+    src = sam_source_image(img, 16)
+    with torch.no_grad():
+        x, size = sam_input(src, *sam_norm(sam))
+        feats = sam_encode(sam, x, size, need_features=True)[3]
+        decoder = build_decoder(seed=0)
+        for thr, area, iou in [(0.3, 6, -100.0), (0.3, 6, 0.0), (0.0, 6, -100.0)]:
+            out = refine(labels, probs, decoder, feats, size, src.shape[:2], (50, 70), thr, area, 0.005, iou)
+            expected = ref[f'refined_{thr}_{area}_{iou}']
+            assert (out.numpy() == expected).mean() >= 0.9999
+            assert (expected != ref['pred']).sum() > 500     # the refinement changed many labels
