@@ -419,3 +419,41 @@ def test_affinity_and_refinement_match_the_official_code():
             expected = ref[f'refined_{thr}_{area}_{iou}']
             assert (out.numpy() == expected).mean() >= 0.9999
             assert (expected != ref['pred']).sum() > 500     # the refinement changed many labels
+
+
+@pytest.mark.slow   # SAM at 1024 x 1024, twice
+def test_cityscapes_halves():
+    """sam_split_halves: SAM on the left/right halves of the rounded image, the spliced map cut at its
+    middle column, each half aggregated on its own SAM grid (official get_sam_sim), concatenated."""
+    import cv2
+
+    from clearclip_seg.methods.trident import aggregate
+    from clearclip_seg.methods.trident_sam import sam_encode, sam_input, sam_norm, sam_source_image
+    seg = _segmentor(cos_fac=3.0, refine_neg_cos=False, sam_split_halves=True, sam_refine=False)
+    m = seg.method
+    img = np.random.default_rng(4).integers(0, 256, (30, 100, 3), dtype=np.uint8)   # rounded: 32 x 112
+    image = torch.randn(3, 64, 208, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        got = seg._image_logits(image, dict(ori_shape=(30, 100), img_path=_write(img)))
+        src = cv2.resize(img, (112, 32))
+        D = m.spliced_features(seg.encoder, image, (64, 64), (48, 48))
+        assert D.shape[-2:] == (4, 13)
+        halves = []
+        for part, d in ((src[:, :56], D[..., :6]), (src[:, 56:], D[..., 6:])):
+            x, size = sam_input(np.ascontiguousarray(part), *sam_norm(m._sam))
+            P, V, grid, _ = sam_encode(m._sam, x, size)
+            halves.append(aggregate(_official_sam_sim(V, P, 3.0, False), d, grid))
+        y = torch.cat(halves, dim=1)
+        f = F.normalize(seg.encoder.head(y.reshape(1, -1, y.shape[-1]))[0], dim=-1)
+        exp = (f @ seg.build_text_classifier().T).T.reshape(-1, y.shape[0], y.shape[1])
+    assert sam_source_image(img, 16).shape[:2] == (32, 112) and got.shape[-2:] == (36, 128)
+    torch.testing.assert_close(got, exp, rtol=1e-4, atol=1e-5)
+
+
+def _write(img):
+    import tempfile
+
+    import cv2
+    path = os.path.join(tempfile.mkdtemp(), 'img.png')
+    cv2.imwrite(path, img[..., ::-1])
+    return path

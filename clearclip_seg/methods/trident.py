@@ -194,11 +194,11 @@ class Trident(ProxyCLIP):
             rgb = F.interpolate(rgb[None], size=size, mode='bilinear', align_corners=False)[0]
         return rgb.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
-    def _sam_pass(self, img: np.ndarray, device, dtype, need_features: bool):
+    def _sam_pass(self, img: np.ndarray, device, dtype, need_features: bool, need_weights: bool = True):
         sam = self.sam_model(device, dtype)
         x, input_size = sam_input(img, *sam_norm(sam), dtype=dtype, device=device)
         probs, vals, grid, feats = sam_encode(sam, x, input_size, need_features)
-        weights = sam_affinity(probs, vals, self.cos_fac, self.refine_neg_cos)
+        weights = sam_affinity(probs, vals, self.cos_fac, self.refine_neg_cos) if need_weights else None
         return weights, grid, feats, input_size
 
     # -- the image ---------------------------------------------------------------------
@@ -262,7 +262,7 @@ class Trident(ProxyCLIP):
         size = tuple((meta or {}).get('ori_shape', image.shape[-2:])[:2])
         if self.sam_refine:
             if len(parts) == 2:   # the refinement prompts SAM on the whole image (a third pass)
-                _, _, feats_sam, input_size = self._sam_pass(src, device, dtype, True)
+                _, _, feats_sam, input_size = self._sam_pass(src, device, dtype, True, need_weights=False)
             else:
                 _, _, feats_sam, input_size = parts[0]
             self._state = dict(features=feats_sam, input_size=input_size, sam_size=src.shape[:2],
