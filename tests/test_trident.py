@@ -457,3 +457,31 @@ def _write(img):
     path = os.path.join(tempfile.mkdtemp(), 'img.png')
     cv2.imwrite(path, img[..., ::-1])
     return path
+
+
+@pytest.mark.parametrize('halves', [False, True])
+def test_splice_and_aggregation_match_the_official_guidance_attn(halves):
+    """Official guidance_attn (fixture) on seeded random window outputs: 2 x 3 windows of 3 x 3 tokens
+    on a 5 x 7 grid, SAM grid 4 x 6 (or two 4 x 3 halves, the spliced map cut at column 3)."""
+    from clearclip_seg.methods.trident import aggregate, splice
+    from clearclip_seg.methods.trident_sam import sam_affinity
+    shapes = [(4, 3), (4, 3)] if halves else [(4, 6)]
+    g = torch.Generator().manual_seed(12 if halves else 11)
+    x = torch.randn(9, 6, 8, generator=g)
+    attn = [torch.rand(1, 2, h * w, h * w, generator=g) for h, w in shapes]
+    vals = [torch.randn(1, 2, h, w, 3, generator=g) for h, w in shapes]
+    maps = x.permute(1, 2, 0).reshape(6, 8, 3, 3)
+    cells = [(y, y + 3, c, c + 3) for y in (0, 2) for c in (0, 2, 4)]
+    spliced = splice(maps, cells, (5, 7))
+    pieces = [spliced[..., :3], spliced[..., 3:]] if halves else [spliced]
+    y = torch.cat([aggregate(sam_affinity(a[0], v[0].flatten(1, 2), 1.2, True), d, s)
+                   for a, v, d, s in zip(attn, vals, pieces, shapes)], dim=1)
+    ref = np.load(OFFICIAL)['splice_halves' if halves else 'splice']
+    torch.testing.assert_close(y.reshape(24, 8), torch.from_numpy(ref), rtol=1e-5, atol=1e-6)
+
+
+def test_clip_resize_matches_the_official_preprocess_image():
+    from clearclip_seg.methods.trident import clip_resize_shape
+    ref = np.load(OFFICIAL)
+    for (h, w), out in zip(ref['resize_in'], ref['resize_out']):
+        assert clip_resize_shape(int(h), int(w), 16, 336) == tuple(int(v) for v in out)
