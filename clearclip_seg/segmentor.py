@@ -24,7 +24,6 @@ from .models.data_preprocessor import ClearCLIPDataPreProcessor  # noqa: F401  (
 from .models.label_postprocess import build_label_postprocessor
 from .models.postprocess import build_postprocessor
 from .models.scoring import Scorer, check_finite_logits, check_scoring, classify_scored
-from .models.image_slide import image_level_inference
 from .models.slide import slide_inference, whole_inference
 from .models.text_classifier import build_text_classifier, text_model_identity
 from .models.text_heads import build_text_head
@@ -221,19 +220,43 @@ class ClearCLIPSegmentor(BaseSegmentor):
         """Cosine-similarity logits per query, (Q, H, W) at each input's size."""
         self.build_text_classifier()
         images = list(images)
+        if self.method.image_level:   # the method scores whole images (Trident, LPOSS)
+            return [self._image_logits(image, None) for image in images]
         # windows are padded to the patch size, or to a method's own multiple (ProxyCLIP: 56)
         patch = self.method.window_multiple or self.encoder.patch_size
         fit = self.test_cfg['patch_fit']
-        if self.method.image_level:  # all windows of an image at once (LPOSS), then one image-level step
-            return image_level_inference(images, self.method, self.encoder, self.query_embeddings,
-                                         self.query_to_class, self.test_cfg['crop_size'], self.test_cfg['stride'],
-                                         patch, mode=self.test_cfg['mode'],
-                                         max_windows=self.max_windows(images[0].device), fit=fit)
         if self.test_cfg['mode'] == 'whole':
             return whole_inference(images, self._patch_logits, patch, fit=fit)
         return slide_inference(images, self._patch_logits, len(self.vocabulary.queries),
                                self.test_cfg['crop_size'], self.test_cfg['stride'], patch,
                                max_windows=self.max_windows(images[0].device), fit=fit)
+
+    def _image_logits(self, image: torch.Tensor, meta: Optional[dict]) -> torch.Tensor:
+        """An image-level method's query logits of one image: on its own grid when ``meta`` has
+        ``ori_shape`` (``postprocess_result`` resizes them to it), else resized to the input size."""
+        test_cfg = dict(self.test_cfg, max_windows=self.max_windows(image.device),
+                        window_multiple=self.method.window_multiple or self.encoder.patch_size)
+        logits = self.method.image_logits(self.encoder, image, self.build_text_classifier(), meta, test_cfg,
+                                          self.query_to_class)
+        if meta is None or 'ori_shape' not in meta:
+            logits = F.interpolate(logits[None], size=tuple(image.shape[-2:]), mode='bilinear',
+                                   align_corners=self.align_corners)[0]
+        return logits
+
+    def _predict_image_level(self, inputs, data_samples, keep_probs: Optional[bool]) -> List[SegDataSample]:
+        """``predict`` for an image-level method: one image at a time, then its ``refine_labels`` if it has one."""
+        samples = data_samples if data_samples is not None else [SegDataSample() for _ in inputs]
+        keep = self.test_cfg['keep_probs'] if keep_probs is None else keep_probs
+        refine = self.method.refines_labels
+        for i, sample in enumerate(samples):
+            logits = self._image_logits(inputs[i], sample.metainfo if 'ori_shape' in sample.metainfo else None)
+            self.postprocess_result([logits], [sample], inputs=[inputs[i]], keep_probs=keep or refine)
+            if refine:
+                labels = self.method.refine_labels(sample.pred_sem_seg.data, sample.seg_logits.data, sample.metainfo)
+                sample.set_data({'pred_sem_seg': PixelData(data=labels)})
+                if not keep:
+                    del sample.seg_logits
+        return samples
 
     def max_windows(self, device) -> int:
         """Windows per encoder batch: ``test_cfg.max_windows``, resolving ``'auto'`` (by device and precision)."""
@@ -343,6 +366,8 @@ class ClearCLIPSegmentor(BaseSegmentor):
     @torch.no_grad()
     def predict(self, inputs, data_samples=None, keep_probs: Optional[bool] = None) -> List[SegDataSample]:
         """Labels (and, with ``keep_probs``, class probabilities) at each image's original size."""
+        if self.method.image_level:
+            return self._predict_image_level(inputs, data_samples, keep_probs)
         return self.postprocess_result(self.query_logits(inputs), data_samples, inputs=inputs,
                                        keep_probs=keep_probs)
 

@@ -75,6 +75,9 @@ def method_runs(protocol: str, benchmarks: Sequence[str], backbone: str = 'vit-b
                 cards: Sequence[str] = tuple(METHOD_CARDS)) -> List[Run]:
     """ClearCLIP and every method card on ``benchmarks``, under ``protocol``.
 
+    Each card runs on ``backbone`` when it has configs for it, else on its first
+    backbone (the one its authors published).
+
     ``own``: each card's generated config as it is (ClearCLIP's protocol is its
     own). ``common`` / ``common+pamr``: the same configs with the protocol
     overrides of ``common_setting`` (the method keeps its own options).
@@ -90,13 +93,13 @@ def method_runs(protocol: str, benchmarks: Sequence[str], backbone: str = 'vit-b
                         'clearclip', backbone, 'clearclip', protocol))
     for name in cards:
         card = METHOD_CARDS[name]
-        if backbone not in card.backbones:
-            continue
+        # a card made for other backbones only runs on its authors' first one (LPOSS: OpenCLIP ViT-B/16)
+        own = backbone if backbone in card.backbones else card.backbones[0]
         for b in benchmarks:
-            opts = {} if pamr is None else {k: v for k, v in common_setting(card, b, pamr=pamr, backbone=backbone)
+            opts = {} if pamr is None else {k: v for k, v in common_setting(card, b, pamr=pamr, backbone=own)
                                             .cfg_options().items() if k not in ('model.method', 'model.last_block')}
-            runs.append(Run(f'{name}_{backbone}_{b}{tag}', config_path(name, backbone, b), opts, b, None,
-                            backbone, name, protocol))
+            runs.append(Run(f'{name}_{own}_{b}{tag}', config_path(name, own, b), opts, b, None,
+                            own, name, protocol))
     return runs
 
 

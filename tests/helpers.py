@@ -25,6 +25,9 @@ TINY_CFG_OPTIONS = {'model.clip.arch_file': TINY_ARCH, 'model.clip.arch': TINY_N
 # ProxyCLIP's proxy model as a tiny random DINO-layout ViT (patch 8, ImageNet normalisation): no download.
 TINY_PROXY_VFM = dict(vfm='vit_small_patch8_224.dino', vfm_pretrained=False,
                       vfm_kwargs=dict(img_size=64, embed_dim=32, depth=1, num_heads=2, dynamic_img_size=True))
+# Trident's SAM as a tiny random timm SAM (1024 input, patch 16, 2 blocks, the last global): no download.
+TINY_TRIDENT_SAM = dict(sam_pretrained=False,
+                        sam_kwargs=dict(embed_dim=64, depth=2, num_heads=2, global_attn_indexes=[1]))
 
 
 def reference_class_file(family: str, key: str) -> str:

@@ -15,8 +15,8 @@ from clearclip_seg.protocol.benchmarks import BACKBONES, BENCHMARKS
 from clearclip_seg.protocol.presets import PRESETS
 from clearclip_seg.synthetic import write_benchmark
 from clearclip_seg.vocab import load_vocabulary
-from helpers import (ROOT, TINY_ARCH, TINY_LPOSS_VFM, TINY_PROXY_VFM, confusion_miou, reference_class_file,
-                     tiny_cfg_options)
+from helpers import (ROOT, TINY_ARCH, TINY_LPOSS_VFM, TINY_PROXY_VFM, TINY_TRIDENT_SAM, confusion_miou,
+                     reference_class_file, tiny_cfg_options)
 
 TINY12_ARCH = os.path.join(ROOT, 'tests', 'assets', 'tiny12oa.json')
 
@@ -155,6 +155,8 @@ def test_every_config_builds_model_and_dataset(synthetic_roots):
                 cfg.model.method.update(TINY_PROXY_VFM)
             if cfg.model.method.type == 'LPOSS':  # a tiny random DINO-layout ViT instead of a download
                 cfg.model.method.update(TINY_LPOSS_VFM)
+            elif cfg.model.method.type == 'Trident':  # a tiny proxy model and a tiny SAM
+                cfg.model.method.update(TINY_PROXY_VFM, **TINY_TRIDENT_SAM)
         cfg.test_dataloader.dataset.data_root = synthetic_roots[cfg.benchmark]
         key = repr((cfg.model.to_dict(), cfg.test_dataloader.dataset.to_dict()))
         if key not in built:

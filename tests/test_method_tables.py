@@ -22,7 +22,8 @@ from clearclip_seg.suites import SUITES, suite_runs
 from clearclip_seg.tables import build_main_table, load_records, to_csv, to_latex, to_markdown
 from helpers import ROOT
 
-CARDS = ('clearclip', 'sclip', 'naclip', 'resclip', 'proxyclip', 'scclip', 'gem', 'itaclip')
+CARDS = ('clearclip', 'sclip', 'naclip', 'resclip', 'proxyclip', 'scclip', 'gem', 'itaclip', 'lposs', 'lposs-plus',
+         'trident')
 
 
 # --------------------------------------------------------------------------- suites
@@ -31,12 +32,14 @@ CARDS = ('clearclip', 'sclip', 'naclip', 'resclip', 'proxyclip', 'scclip', 'gem'
 def test_methods_suites_list_every_method_on_every_benchmark(suite):
     assert suite in SUITES
     runs = suite_runs(suite)
-    assert len(runs) == len(CARDS) * 8 == 64
+    assert len(runs) == len(CARDS) * 8
     assert {(r.card, r.benchmark) for r in runs} == {(c, b) for c in CARDS for b in PAPER_ORDER}
-    assert len({r.name for r in runs}) == 64
+    assert len({r.name for r in runs}) == len(CARDS) * 8
     for r in runs:
         assert os.path.isfile(os.path.join(ROOT, r.config)), r.config
-        assert r.config == f'configs/{r.card}/{r.card}_vit-b16_{r.benchmark}.py'
+        backbone = 'vit-b16' if r.card in ('clearclip',) or 'vit-b16' in METHOD_CARDS[r.card].backbones else \
+            METHOD_CARDS[r.card].backbones[0]
+        assert r.config == f'configs/{r.card}/{r.card}_{backbone}_{r.benchmark}.py'
         info = r.info(suite)
         assert info['card'] == r.card and info['protocol'] == {'methods': 'own', 'methods-common': 'common',
                                                                'methods-common-pamr': 'common+pamr'}[suite]

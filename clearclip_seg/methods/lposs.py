@@ -26,7 +26,7 @@ As the authors' evaluation runs it (vladan-stojnic/LPOSS: ``models/lposs/lposs.p
 
 The segmentor calls it through the image-level path
 (``models/image_slide.py``): ``window_features`` per window batch,
-``image_logits`` once per image, ``refine_image`` on the averaged map.
+``propagate`` once per image, ``refine_image`` on the averaged map.
 
 Deliberate differences from the official code (docs/protocol.md, "Other
 methods"): the image arrives normalised with CLIP's x255 constants and is
@@ -44,6 +44,7 @@ from typing import Dict, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..models.image_slide import image_level_inference
 from ..models.label_propagation import (PixelGraph, normalized_operator, patch_graph, patch_positions,
                                         propagate_patches)
 from ..models.vfm_pos_embed import RULES as POS_EMBED_RULES
@@ -220,7 +221,16 @@ class LPOSS(DenseMethod):
         """Per-window CLIP features and VFM features (normalised), on their own grids."""
         return dict(clip=F.normalize(self.clip_features(encoder, x), dim=-1), vfm=self.vfm_features(x))
 
-    def image_logits(self, feats: Dict[str, torch.Tensor], origins: torch.Tensor, text: torch.Tensor):
+    def image_logits(self, encoder, image: torch.Tensor, text: torch.Tensor, meta: Optional[dict] = None,
+                     test_cfg: Optional[dict] = None, query_to_class: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Query logits (Q, H, W) of one normalised image at its input size: every window's
+        features, one propagation over all of them, the windows merged, then ``refine_image``."""
+        cfg = test_cfg or {}
+        return image_level_inference([image], self, encoder, text, query_to_class, cfg['crop_size'], cfg['stride'],
+                                     cfg['window_multiple'], mode=cfg['mode'], max_windows=cfg['max_windows'],
+                                     fit=cfg['patch_fit'])[0]
+
+    def propagate(self, feats: Dict[str, torch.Tensor], origins: torch.Tensor, text: torch.Tensor):
         """Propagated scores (N_win, Q, gh, gw) float64 of all windows of one image (the VFM's grid)."""
         dino, clip = feats['vfm'], feats['clip']
         n, gh, gw, _ = dino.shape

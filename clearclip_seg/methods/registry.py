@@ -94,11 +94,30 @@ class DenseMethod:
     # A method that reads a tower's own modules beyond the ``DenseEncoder`` stages names them.
     tower_kinds: Optional[Tuple[str, ...]] = None
 
-    # Capability: the method needs all windows of an image at once (LPOSS: one graph over the
-    # patches of every window). The segmentor then runs ``models/image_slide.py``: the method's
-    # ``window_features`` per window batch, ``image_logits`` once per image and ``refine_image``
-    # on the averaged map, instead of ``patch_logits`` per window. False: the per-window path.
+    # Capability: the method scores whole images, not windows (Trident: windows spliced, then
+    # aggregated over the image; LPOSS: one graph over the patches of every window, through
+    # ``models/image_slide.py``). The segmentor then calls ``image_logits`` once per image
+    # instead of its slide/whole loop over ``patch_logits``, and, when ``refines_labels``
+    # is True, ``refine_labels`` on the classified image. Every other method keeps False.
     image_level: bool = False
+    refines_labels: bool = False
+
+    def image_logits(self, encoder, image: torch.Tensor, text: torch.Tensor, meta: Optional[dict] = None,
+                     test_cfg: Optional[dict] = None, query_to_class: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Image-level methods: cosine logits (Q, h, w) of one normalised image (3, H, W), on any grid.
+
+        ``meta``: the data sample's metainfo (``ori_shape``, ``img_path``), or None.
+        ``test_cfg``: the segmentor's, with ``max_windows`` resolved to an int and
+        ``window_multiple`` (the padding multiple of the windows) added.
+        ``query_to_class``: (Q,) class index of each query.
+        The segmentor resizes the logits bilinearly to the original size (``meta['ori_shape']``),
+        or to the input size when there is none.
+        """
+        raise NotImplementedError
+
+    def refine_labels(self, labels: torch.Tensor, probs: torch.Tensor, meta: Optional[dict] = None) -> torch.Tensor:
+        """Image-level methods with ``refines_labels``: labels (1, H, W) refined from class probabilities (C, H, W)."""
+        return labels
 
     def check_tower(self, encoder) -> None:
         """One-line error when the tower's kind or prefix tokens don't suit the method."""

@@ -7,7 +7,7 @@ patches of all windows) cannot score a window alone. Per image:
    mode), padded to patch multiples as ``slide_inference`` pads them, go
    through ``method.window_features(encoder, crops, text)`` ``max_windows``
    at a time (a dict of per-window tensors, concatenated over the batches);
-2. ``method.image_logits(features, origins, text)`` turns them into
+2. ``method.propagate(features, origins, text)`` turns them into
    per-window patch logits (N_win, Q, gh, gw), ``origins`` being each padded
    window's top-left corner in image pixels;
 3. each window's logits are upsampled bilinearly to the padded window, cut
@@ -58,7 +58,7 @@ def image_level_inference(images: Sequence[torch.Tensor], method, encoder, text:
         feats = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
         top, left = cut[0], cut[1]
         origins = torch.tensor([(y1 - top, x1 - left) for y1, _, x1, _ in boxes], dtype=torch.float32)
-        logits = method.image_logits(feats, origins, text)
+        logits = method.propagate(feats, origins, text)
         pred = img.new_zeros((logits.shape[1], H, W), dtype=torch.float32)
         count = img.new_zeros((1, H, W), dtype=torch.float32)
         for k, (y1, y2, x1, x2) in enumerate(boxes):

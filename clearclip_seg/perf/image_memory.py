@@ -42,6 +42,9 @@ CASES: Dict[str, Tuple[str, dict]] = {
     # LPOSS+ (46 queries): patch graph over all windows, pixel graph over the resized image (random DINO)
     'lposs-plus': ('configs/lposs-plus/lposs-plus_openclip-vit-b16_voc21.py',
                    {'model.method.vfm_pretrained': False}),
+    # DINO ViT-B/16 and SAM ViT-B at 1024 (random weights), SAM prompt refinement on
+    'trident': ('configs/trident/trident_vit-b16_voc21.py',
+                {'model.method.vfm_pretrained': False, 'model.method.sam_pretrained': False}),
 }
 # raw image sizes (H, W): a VOC photo, a Cityscapes frame, a 24-megapixel phone photo
 SIZES: Tuple[Tuple[int, int], ...] = ((375, 500), (1024, 2048), (4000, 6000))

@@ -334,4 +334,29 @@ METHOD_CARDS: Dict[str, MethodCard] = {c.name: c for c in [
         source='vladan-stojnic/LPOSS@e489a74 configs/lposs_plus.yaml, models/lposs/lposs.py, '
                'models/maskclip/maskclip.py, segmentation/evaluation/lposs_eval.py, '
                'segmentation/configs/_base_/datasets/*.py'),
+    MethodCard(
+        # A ProxyCLIP fork: DINO ViT-B/16 (always, whatever vfm_model says), windows spliced before
+        # ln_post and aggregated with SAM ViT-B's last attention; the published numbers use the SAM
+        # prompt refinement (--sam_refine, sam_iou_thresh 0.80 from base_config.py). The windows are
+        # Trident's own (its resize makes them whole: patch_fit does not apply); logit scale 40.
+        'trident', 'Trident',
+        dict(type='Trident', vfm='vit_base_patch16_224.dino', beta=1.2, gamma=3.0, sam='samvit_base_patch16',
+             cos_fac=1.2, refine_neg_cos=True, sam_split_halves=False, sam_refine=True, sam_iou_thresh=0.8,
+             coarse_thresh=0.2, minimal_area=225, sam_mask_coff=0.005),
+        dict(resize=448, mode='slide', crop=336, stride=224, patch_fit='pad', logit_scale=40.0, prob_thd=0.0,
+             area_thd=None, postprocess=None), PROXYCLIP_VOCABULARIES,
+        overrides={
+            'voc21': dict(prob_thd=0.2),
+            'context60': dict(resize=576, prob_thd=0.15, method=dict(coarse_thresh=0.15)),
+            'coco_object': dict(prob_thd=0.25, method=dict(coarse_thresh=0.25)),
+            'voc20': dict(resize=336, stride=112, method=dict(cos_fac=0.0)),
+            'context59': dict(resize=576, method=dict(coarse_thresh=0.15)),
+            'coco_stuff164k': dict(method=dict(coarse_thresh=0.05)),
+            'cityscapes': dict(resize=688, method=dict(coarse_thresh=0.1, cos_fac=3.0, refine_neg_cos=False,
+                                                       sam_split_halves=True)),
+            'ade20k': dict(resize=576, method=dict(coarse_thresh=0.05, refine_neg_cos=False)),
+        },
+        backbones=('vit-b16', 'openclip-vit-h14'),
+        source='YuHengsss/Trident@a93b346 configs/base_config.py, configs/cfg_*.py, trident.py, '
+               'open_clip/transformer.py, seg_utils/utils.py'),
 ]}

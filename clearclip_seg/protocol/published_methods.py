@@ -37,6 +37,8 @@ SOURCES: Dict[str, str] = {
     'itaclip-readme': 'm-arda-aydn/ITACLIP README "Results" (ViT-B/16, default configs; Cityscapes added in 030dccb)',
     'lposs-aggregator': 'wizwand.com paper page of arXiv 2503.19777 (third-party aggregator; the LPOSS README has '
                         'no table; not checked against the paper, CVPR 2025 pp. 9794-9803)',
+    'trident-readme': 'YuHengsss/Trident README "Main Results", assets/data_result.png (evaluation commands with '
+                      '--sam_refine; SAM variant not stated, the repository names only SAM ViT-B)',
 }
 
 
@@ -152,6 +154,16 @@ METHOD_ENTRIES: Tuple[MethodEntry, ...] = (
                 _row(PAPER_ORDER, (61.1, 34.6, 33.4, 78.8, 37.8, 25.9, 37.3, 21.8)), 'lposs-aggregator',
                 quoted=True, note='third-party aggregator, presumably LPOSS+ ViT-B/16; the same page also lists '
                                   'VOC20 89.6 and Context59 35.2'),
+    # Trident: README figure, with the SAM prompt refinement (the README's evaluation commands)
+    MethodEntry('trident', 'Trident', 'vit-b16', 'own', False,
+                _row(PAPER_ORDER, (67.1, 38.6, 41.1, 84.5, 42.2, 28.3, 42.9, 21.9)), 'trident-readme',
+                method=dict(sam_refine=True),
+                note='SAM variant not stated (the repository names only SAM ViT-B, used here)'),
+    MethodEntry('trident', 'Trident', 'openclip-vit-h14', 'own', False,
+                _row(PAPER_ORDER, (70.8, 40.1, 42.2, 88.7, 44.3, 28.6, 47.6, 26.7)), 'trident-readme',
+                method=dict(sam_refine=True), quoted=True,
+                note='the repository ships no ViT-H/14 configs (presumably the B/16 ones with the CLIP '
+                     'swapped); SAM variant not stated'),
 )
 
 
