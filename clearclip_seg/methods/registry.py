@@ -14,7 +14,7 @@ Like timm's ``register_model`` / ``create_model``::
 
     method = build_method(dict(type='NACLIP', gaussian_std=5.0))
 """
-from typing import List, Optional, Tuple, Type, Union
+from typing import List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -108,6 +108,13 @@ class DenseMethod:
     def bind(self, encoder) -> None:
         """Check that the wrapped tower suits the method (called once, at build time)."""
         self.check_tower(encoder)
+
+    def bind_vocabulary(self, query_to_class: Sequence[int]) -> None:
+        """The vocabulary's query -> class map (called once, at build time); most methods ignore it.
+
+        A method whose forward needs classes rather than queries (CLIPtrase's
+        per-region class vote) keeps it.
+        """
 
     def features(self, encoder, x: torch.Tensor) -> torch.Tensor:
         """Projected patch features (B, gh, gw, dim), not normalised."""
