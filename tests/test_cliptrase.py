@@ -357,6 +357,24 @@ def test_common_setting_undoes_the_own_protocol_only_for_cliptrase():
 
 
 # -- the official code's predictions ---------------------------------------------------------------
+ORACLE = os.path.join(FIXTURES, 'oracle')
+
+
+def _oracle_tiny12oa() -> dict:
+    """tiny12oa's fp16 state dict from ``oracle/weights.npz``, token rows it does not keep as zeros
+    (as tests/test_methods_oracle.py unpacks it; the official script ran on exactly these weights)."""
+    packed = np.load(os.path.join(ORACLE, 'weights.npz'))
+    state = {}
+    for key in map(str, packed['tiny12oa/keys']):
+        if key == 'token_embedding.weight':
+            table = np.zeros(tuple(packed[f'tiny12oa/{key}/shape']), dtype=np.float16)
+            table[packed[f'tiny12oa/{key}/rows']] = packed[f'tiny12oa/{key}/values']
+        else:
+            table = packed[f'tiny12oa/{key}']
+        state[key] = torch.from_numpy(table)
+    return state
+
+
 CASES = [  # fixture, benchmark, n, eps, min_samples
     ('voc20_224_eps0.7', 'voc20', 224, 0.7, 3),      # the card's values
     ('voc20_224_eps0.3', 'voc20', 224, 0.3, 3),      # smaller radii: several clusters on random weights
@@ -374,12 +392,11 @@ def test_predictions_equal_the_official_code(tmp_path, name, key, n, eps, min_sa
 
     from clearclip_seg.apis.config import load_config
     from clearclip_seg.apis.inference import init_segmentor
-    from test_methods_oracle import ORACLE, oracle_state_dict
     expected = np.load(os.path.join(FIXTURES, 'cliptrase', f'{name}.npz'))
     official = json.loads(str(expected['metrics']))
     cfg_path = os.path.join(ROOT, config_path('cliptrase', 'vit-b16', key))
     weights = tmp_path / 'tiny12oa_fp16.pt'
-    torch.save(oracle_state_dict('tiny12oa'), weights)
+    torch.save(_oracle_tiny12oa(), weights)
     data_root = load_config(cfg_path).test_dataloader.dataset.data_root
     options = {'model.clip.arch': 'tiny12oa', 'model.clip.arch_file': TINY12, 'model.clip.pretrained': str(weights),
                'model.clip.precision': 'fp32', 'model.text_cache': False,

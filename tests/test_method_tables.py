@@ -22,7 +22,7 @@ from clearclip_seg.suites import SUITES, suite_runs
 from clearclip_seg.tables import build_main_table, load_records, to_csv, to_latex, to_markdown
 from helpers import ROOT
 
-CARDS = ('clearclip', 'sclip', 'naclip', 'resclip', 'proxyclip', 'scclip', 'gem')
+CARDS = ('clearclip', 'sclip', 'naclip', 'resclip', 'proxyclip', 'scclip', 'gem', 'cliptrase')
 
 
 # --------------------------------------------------------------------------- suites
@@ -31,9 +31,9 @@ CARDS = ('clearclip', 'sclip', 'naclip', 'resclip', 'proxyclip', 'scclip', 'gem'
 def test_methods_suites_list_every_method_on_every_benchmark(suite):
     assert suite in SUITES
     runs = suite_runs(suite)
-    assert len(runs) == len(CARDS) * 8 == 56
+    assert len(runs) == len(CARDS) * 8
     assert {(r.card, r.benchmark) for r in runs} == {(c, b) for c in CARDS for b in PAPER_ORDER}
-    assert len({r.name for r in runs}) == 56
+    assert len({r.name for r in runs}) == len(CARDS) * 8
     for r in runs:
         assert os.path.isfile(os.path.join(ROOT, r.config)), r.config
         assert r.config == f'configs/{r.card}/{r.card}_vit-b16_{r.benchmark}.py'
@@ -364,3 +364,17 @@ def test_record_describes_tower_parameters_and_scoring():
     total = sum(p.numel() for p in clip.parameters())
     assert info['params'] == dict(image=visual, text=total - visual, method=0)
     assert (info['tower'], info['scoring'], info['logit_bias']) == ('openclip_vit', 'softmax', 0.0)
+
+
+def test_own_scoring_rows_are_marked_not_comparable(tmp_path):
+    """CLIPtrase's own protocol (centre crop, its metric): the row and the legend say its numbers stand apart."""
+    atomic_write_json(method_record('cliptrase', 'voc21', 51.0), str(tmp_path / 'own.json'))
+    atomic_write_json(method_record('cliptrase', 'voc21', 40.0, protocol='common'), str(tmp_path / 'common.json'))
+    table = build_main_table(load_records([str(tmp_path)]))
+    rows = {r.method: r for r in table.rows}
+    assert set(rows) == {'CLIPtrase \u2021', 'CLIPtrase (common protocol)'}
+    assert rows['CLIPtrase \u2021'].published == {'voc21': 50.88} and not rows['CLIPtrase \u2021'].off_protocol
+    assert not rows['CLIPtrase (common protocol)'].published
+    md = to_markdown(table)
+    assert '| CLIPtrase \u2021 | CLIP ViT-B/16 (OpenAI) | 51.00 (50.88, +0.12) |' in md
+    assert '\u2021 the method\'s own scoring' in md and 'not comparable' in md
