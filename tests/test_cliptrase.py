@@ -425,3 +425,39 @@ def test_predictions_equal_the_official_code(tmp_path, name, key, n, eps, min_sa
     assert same / total >= 0.9999
     assert math.isclose(ours['mIoU'], official['mIoU'], abs_tol=0.01 + 1e-9)
     assert math.isclose(ours['aAcc'], official['pAcc'], abs_tol=0.01 + 1e-9)
+
+
+# -- class files and published numbers ----------------------------------------------------------------
+# benchmark: (authors' label list, background list or None), tests/fixtures/class_names/cliptrase/
+CLASS_LISTS = {'voc21': ('voc21_labels', 'voc21_background'), 'voc20': ('voc20_labels', None),
+               'context60': ('pc60_labels', 'pc60_background'), 'context59': ('pc59_labels', None),
+               'coco_object': ('coco80_labels', 'coco80_background'), 'coco_stuff164k': ('coco171_labels', None),
+               'cityscapes': ('citys19_labels', None), 'ade20k': ('ade150_labels', None)}
+
+
+@pytest.mark.parametrize('key', list(CLASS_LISTS))
+def test_class_files_are_the_authors_lists(key):
+    """One query per entry, background names on class 0's line (the authors append them last, as class C)."""
+    from clearclip_seg.vocab import load_vocabulary
+
+    def read(name):
+        with open(os.path.join(FIXTURES, 'class_names', 'cliptrase', f'{name}.txt')) as f:
+            return f.read().split('\n')[:-1]
+    labels, background = CLASS_LISTS[key]
+    voc = load_vocabulary(METHOD_CARDS['cliptrase'].setting(key).vocabulary)
+    names, bg = read(labels), read(background) if background else []
+    assert list(voc.queries) == [q.strip() for q in bg + names]      # 'bed ' (ADE20K) embeds as 'bed'
+    assert list(voc.query_to_class) == [0] * len(bg) + [i + bool(bg) for i in range(len(names))]
+    assert voc.num_classes == BENCHMARKS[key].num_classes
+    if key == 'voc21':
+        assert len(bg) == 33 and 'beachhill' in bg and bg.count('bed') == 2
+
+
+def test_published_numbers_typed_from_the_readme():
+    from clearclip_seg.protocol.published_methods import find_method_entry
+    row224 = find_method_entry('cliptrase', 'vit-b16', 'own', False, dict(eps=0.7, min_samples=3))
+    row336 = find_method_entry('cliptrase', 'vit-b16', 'own', False, dict(eps=1.1, min_samples=7))
+    assert row224.numbers == {'coco_stuff164k': 22.84, 'voc20': 80.95, 'context59': 33.83, 'ade20k': 16.35,
+                              'coco_object': 43.56, 'voc21': 50.88, 'context60': 29.87}
+    assert row336.numbers['voc21'] == 53.04 and row336.numbers['ade20k'] == 17.04
+    assert 'not comparable' in row224.note and 'cityscapes' not in row224.numbers
