@@ -195,7 +195,7 @@ class CLIPtrase(DenseMethod):
         last = encoder.num_blocks - 1
         z = encoder.run_blocks(z, 0, last - 1)
         t = encoder.qkv(z, ('q', 'k', 'v'), block=last - 1)
-        corr = self_correlation(t['q'], t['k'], t['v'])
+        corr = self_correlation(t['q'].float(), t['k'].float(), t['v'].float())  # fp32, as the authors' run
         z = encoder.run_blocks(z, last - 1, last)
         t = encoder.qkv(z, ('q', 'k', 'v'))
         y = z + encoder.project_heads(recalibrated_attention(t['q'], t['k'], t['v']) @ t['v'])
@@ -215,7 +215,7 @@ class CLIPtrase(DenseMethod):
         logits = F.interpolate(logits, size=size or tuple(x.shape[-2:]), mode='bilinear', align_corners=False)
         if self.cls_scale:
             logits = logits * (feats[:, 0] @ text.t())[:, :, None, None]
-        return logits, patch_affinity(corr.float()), (gh, gw)
+        return logits, patch_affinity(corr), (gh, gw)
 
     def patch_logits(self, encoder, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """One-hot class votes (B, Q, h, w) at the window's size (``x`` truncated to whole patches)."""

@@ -124,7 +124,9 @@ class DenseMethod:
         """Cosine similarities (B, Q, gh, gw) of windows ``x`` with the text embeddings ``text`` (Q, dim).
 
         ``x`` may have rows/columns past the last whole patch (``patch_fit='truncate'``):
-        they are dropped, so ``gh, gw = h // p, w // p``. Methods overriding this do the same.
+        they are dropped, so ``gh, gw = h // p, w // p``. Methods overriding this do the same,
+        or return logits at the window's own size (h, w), which the segmentor's stretch leaves
+        as they are (CLIPtrase's per-pixel vote).
         """
         feats = F.normalize(self.features(encoder, truncate_to_patches(x, encoder.patch_size)).float(), dim=-1)
         return torch.einsum('bhwc,qc->bqhw', feats, text.to(feats.dtype))
