@@ -188,6 +188,11 @@ class CLIPtrase(DenseMethod):
 
     def bind_vocabulary(self, query_to_class: Sequence[int]) -> None:
         self._query_to_class = torch.as_tensor(list(query_to_class), dtype=torch.long)
+        # each class's vote leaves through its first query
+        first = torch.full((int(self._query_to_class.max()) + 1,), -1, dtype=torch.long)
+        for q in reversed(range(len(self._query_to_class))):
+            first[int(self._query_to_class[q])] = q
+        self._first_query = first
 
     def forward_tokens(self, encoder, x: torch.Tensor):
         """Projected tokens (B, N, dim) of the recalibrated tower, the self-correlation (B, N, N) and the grid."""
@@ -227,11 +232,8 @@ class CLIPtrase(DenseMethod):
                              'model.text_head is not supported')
         size = tuple(x.shape[-2:])   # a truncated window's logits are stretched over all of it
         logits, affinity, grid = self.first_pass(encoder, truncate_to_patches(x, encoder.patch_size), text, size)
-        q2c = q2c.to(logits.device)
-        num_classes = int(q2c.max()) + 1
-        first_query = torch.full((num_classes,), -1, dtype=torch.long)
-        for q in reversed(range(len(q2c))):
-            first_query[int(q2c[q])] = q
+        q2c, first_query = q2c.to(logits.device), self._first_query.to(logits.device)
+        num_classes = len(first_query)
         out = torch.zeros_like(logits)
         for b in range(logits.shape[0]):
             pred = q2c[logits[b].argmax(dim=0)]
@@ -241,5 +243,5 @@ class CLIPtrase(DenseMethod):
                                           self.median_size)
                 if regions is not None:
                     pred = region_vote(pred, regions, num_classes)
-            out[b].scatter_(0, first_query.to(pred.device)[pred][None], 1.0)
+            out[b].scatter_(0, first_query[pred][None], 1.0)
         return out
