@@ -171,8 +171,16 @@ def load_record(path: str) -> Optional[dict]:
 def _resize_scale(cfg):
     for t in cfg.test_dataloader.dataset.get('pipeline', []):
         if t.get('type') == 'Resize':
-            return list(t.get('scale'))
+            return None if t.get('scale') is None else list(t.get('scale'))  # None: a scale_factor (identity)
     return None
+
+
+def _centre_crop(cfg) -> dict:
+    """``{'centre_crop': n}`` when the pipeline scores only a central square (``ShortSideCentreCrop``), else {}."""
+    for t in cfg.test_dataloader.dataset.get('pipeline', []):
+        if t.get('type') == 'ShortSideCentreCrop' and t.get('size') is not None:
+            return dict(centre_crop=t.get('size'))
+    return {}
 
 
 def _header(kind: str, cfg, config_path: str, cfg_options: dict) -> dict:
@@ -197,7 +205,7 @@ def build_record(cfg, config_path: str, cfg_options: dict, model, dataset, metri
         protocol=dict(resize=_resize_scale(cfg), mode=tc.get('mode'), crop=tc.get('crop_size'),
                       stride=tc.get('stride'), prob_thd=model.prob_thd, logit_scale=model.logit_scale,
                       templates=f'{model.template_spec} ({len(model.templates)})', vocab_digest=voc.digest(),
-                      precision=model.precision),
+                      precision=model.precision, **_centre_crop(cfg)),
         dataset=dict(type=type(dataset).__name__, data_root=cfg.test_dataloader.dataset.get('data_root'),
                      num_images=n, classes=list(dataset.metainfo['classes'])),
         metrics=dict(mIoU=details['mIoU'], aAcc=details['aAcc'], mAcc=details['mAcc'],

@@ -161,6 +161,7 @@ class ClearCLIPSegmentor(BaseSegmentor):
         self.encoder = wrap_visual(model.visual, fused_attn=check_bool(fused_attn, 'model.fused_attn'),
                                    map_head=clip.get('map_head', 'full'))
         self.method.bind(self.encoder)
+        self.method.bind_vocabulary(self.vocabulary.query_to_class)
         # kept in a list: a compiled function must not enter the module tree / state_dict
         self._compiled = [torch.compile(partial(self.method.patch_logits, self.encoder))] if check_bool(compile, 'model.compile') else [None]
         # The text tower is needed once, to build the classifier; it is kept out of

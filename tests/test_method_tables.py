@@ -23,7 +23,7 @@ from clearclip_seg.tables import build_main_table, load_records, to_csv, to_late
 from helpers import ROOT
 
 CARDS = ('clearclip', 'sclip', 'naclip', 'resclip', 'proxyclip', 'scclip', 'gem', 'itaclip', 'lposs', 'lposs-plus',
-         'trident')
+         'trident', 'cliptrase')
 
 
 # --------------------------------------------------------------------------- suites
@@ -368,3 +368,17 @@ def test_record_describes_tower_parameters_and_scoring():
     total = sum(p.numel() for p in clip.parameters())
     assert info['params'] == dict(image=visual, text=total - visual, method=0)
     assert (info['tower'], info['scoring'], info['logit_bias']) == ('openclip_vit', 'softmax', 0.0)
+
+
+def test_own_scoring_rows_are_marked_not_comparable(tmp_path):
+    """CLIPtrase's own protocol (centre crop, its metric): the row and the legend say its numbers stand apart."""
+    atomic_write_json(method_record('cliptrase', 'voc21', 51.0), str(tmp_path / 'own.json'))
+    atomic_write_json(method_record('cliptrase', 'voc21', 40.0, protocol='common'), str(tmp_path / 'common.json'))
+    table = build_main_table(load_records([str(tmp_path)]))
+    rows = {r.method: r for r in table.rows}
+    assert set(rows) == {'CLIPtrase \u2021', 'CLIPtrase (common protocol)'}
+    assert rows['CLIPtrase \u2021'].published == {'voc21': 50.88} and not rows['CLIPtrase \u2021'].off_protocol
+    assert not rows['CLIPtrase (common protocol)'].published
+    md = to_markdown(table)
+    assert '| CLIPtrase \u2021 | CLIP ViT-B/16 (OpenAI) | 51.00 (50.88, +0.12) |' in md
+    assert '\u2021 the method\'s own scoring' in md and 'not comparable' in md

@@ -1,3 +1,4 @@
 from .benchmarks import COCOObjectDataset, PascalVOC20Dataset
+from .transforms import ShortSideCentreCrop
 
-__all__ = ['COCOObjectDataset', 'PascalVOC20Dataset']
+__all__ = ['COCOObjectDataset', 'PascalVOC20Dataset', 'ShortSideCentreCrop']

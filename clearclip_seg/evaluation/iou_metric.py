@@ -1,7 +1,7 @@
 """IoU metric that keeps the full-precision per-class numbers for records."""
 import os.path as osp
 from collections import OrderedDict
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -9,6 +9,10 @@ from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import METRICS
 
 from ..checks import check_label_map
+from ..options import check_number
+
+# test_evaluator.mean_over: which classes the means run over
+MEAN_OVER = ('union', 'label')
 
 
 @METRICS.register_module()
@@ -19,10 +23,48 @@ class ClearCLIPIoUMetric(IoUMetric):
     IoU and accuracy in percent at full precision, and the summed areas
     (intersection, union, prediction, label) that every figure derives from,
     so a record can be re-checked and runs can be compared exactly.
+
+    With its defaults every number is MMSeg's. Three options score another
+    evaluation's way (CLIPtrase's ``configs/metric.py::scores``; the method
+    cards set them, ``protocol/methods.py``):
+
+    Args:
+        iou_eps: added to every IoU and accuracy denominator (0; CLIPtrase 0.01).
+        mean_over: the classes mIoU runs over: ``'union'`` (MMSeg: classes
+            predicted or labelled; a class predicted but never labelled counts 0)
+            or ``'label'`` (only classes present in the labels). mAcc runs over
+            the classes with a nonzero denominator (with ``iou_eps`` > 0 every
+            class, an unlabelled one counting 0, as CLIPtrase's does).
+        ignore_as: score label pixels of ``ignore_index`` as this class instead
+            of ignoring them (CLIPtrase's VOC21: void boundaries as background);
+            an image whose labels are all ``ignore_index`` is then skipped, as
+            that evaluation does. None = ignored (MMSeg).
     """
 
     details: Dict = None
     data_hint: str = None  # the check_data command naming the benchmark (set by apis.evaluate)
+
+    def __init__(self, *args, iou_eps: float = 0.0, mean_over: str = 'union', ignore_as: Optional[int] = None,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        if mean_over not in MEAN_OVER:
+            raise ValueError(f'test_evaluator.mean_over={mean_over!r}: expected one of {list(MEAN_OVER)}')
+        self.iou_eps = check_number(iou_eps, 'test_evaluator.iou_eps', low=0)
+        self.mean_over = mean_over
+        self.ignore_as = None if ignore_as is None else check_number(ignore_as, 'test_evaluator.ignore_as', low=0,
+                                                                      integer=True)
+
+    def _relabel_ignored(self, data_samples: Sequence[dict]) -> List[dict]:
+        """``ignore_as``: all-ignore label maps dropped, ignore pixels of the others scored as that class."""
+        kept = []
+        for sample in data_samples:
+            gt = sample['gt_sem_seg']['data']
+            ignored = gt == self.ignore_index
+            if bool(ignored.all()):
+                continue
+            sample = dict(sample, gt_sem_seg=dict(sample['gt_sem_seg'], data=gt.masked_fill(ignored, self.ignore_as)))
+            kept.append(sample)
+        return kept
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         """Check every label map before MMSeg scores it (see ``checks.check_label_map``).
@@ -39,6 +81,8 @@ class ClearCLIPIoUMetric(IoUMetric):
                                 num_classes, self.ignore_index, sample.get('seg_map_path'),
                                 bool(sample.get('reduce_zero_label', False)), self.data_hint,
                                 img_path=sample.get('img_path'))
+        if self.ignore_as is not None and not self.format_only:
+            data_samples = self._relabel_ignored(data_samples)
         thin = any(min(s['pred_sem_seg']['data'].shape[-2:]) == 1 for s in data_samples)
         if self.output_dir is None or not thin:
             super().process(data_batch, data_samples)
@@ -64,8 +108,13 @@ class ClearCLIPIoUMetric(IoUMetric):
         areas = [sum(r).cpu().numpy().astype(np.float64) for r in zip(*results)]
         inter, union, pred, label = areas
         with np.errstate(divide='ignore', invalid='ignore'):
-            iou = inter / union
-            acc = inter / label
+            iou = inter / (union + self.iou_eps)
+            acc = inter / (label + self.iou_eps)
+        # MMSeg leaves out classes neither predicted nor labelled; 'label' also those only predicted
+        iou = np.where((label if self.mean_over == 'label' else union) > 0, iou, np.nan)
+        if self.iou_eps or self.mean_over != 'union':  # the summary follows the variant, rounded as MMSeg's
+            metrics.update({k: np.round(np.nanmean(v) * 100, 2) for k, v in (('mIoU', iou), ('mAcc', acc))
+                            if k in metrics})
         classes: List[str] = list(self.dataset_meta['classes'])
         self.details = OrderedDict(
             classes=classes,

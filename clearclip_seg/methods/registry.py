@@ -14,7 +14,7 @@ Like timm's ``register_model`` / ``create_model``::
 
     method = build_method(dict(type='NACLIP', gaussian_std=5.0))
 """
-from typing import List, Optional, Tuple, Type, Union
+from typing import List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -134,6 +134,13 @@ class DenseMethod:
         """Check that the wrapped tower suits the method (called once, at build time)."""
         self.check_tower(encoder)
 
+    def bind_vocabulary(self, query_to_class: Sequence[int]) -> None:
+        """The vocabulary's query -> class map (called once, at build time); most methods ignore it.
+
+        A method whose forward needs classes rather than queries (CLIPtrase's
+        per-region class vote) keeps it.
+        """
+
     def features(self, encoder, x: torch.Tensor) -> torch.Tensor:
         """Projected patch features (B, gh, gw, dim), not normalised."""
         raise NotImplementedError
@@ -142,7 +149,9 @@ class DenseMethod:
         """Cosine similarities (B, Q, gh, gw) of windows ``x`` with the text embeddings ``text`` (Q, dim).
 
         ``x`` may have rows/columns past the last whole patch (``patch_fit='truncate'``):
-        they are dropped, so ``gh, gw = h // p, w // p``. Methods overriding this do the same.
+        they are dropped, so ``gh, gw = h // p, w // p``. Methods overriding this do the same,
+        or return logits at the window's own size (h, w), which the segmentor's stretch leaves
+        as they are (CLIPtrase's per-pixel vote).
         """
         feats = F.normalize(self.features(encoder, truncate_to_patches(x, encoder.patch_size)).float(), dim=-1)
         return torch.einsum('bhwc,qc->bqhw', feats, text.to(feats.dtype))

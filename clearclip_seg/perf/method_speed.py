@@ -57,6 +57,9 @@ def _options(card: Optional[str], benchmark: str, protocol: str, arch: Optional[
 
 def _resize_short(cfg) -> Tuple[int, int]:
     for t in cfg.test_dataloader.dataset.pipeline:
+        if t.get('type') == 'ShortSideCentreCrop' and t.get('size') is not None:   # CLIPtrase's own protocol
+            return (t['size'], t['size'])
+    for t in cfg.test_dataloader.dataset.pipeline:
         if t.get('type') == 'Resize':
             return tuple(t['scale'])
     raise ValueError('config has no Resize step in test_dataloader.dataset.pipeline')
@@ -66,7 +69,11 @@ def _time_method(card: Optional[str], benchmark: str, protocol: str, raw_sizes: 
                  arch, arch_file, precision: str, device, warmup: int, repeats: int, seed: int) -> dict:
     from mmseg.structures import SegDataSample
     config, opts = _options(card, benchmark, protocol, arch, arch_file, precision)
-    scale = _resize_short(load_config(config, opts))
+    cfg = load_config(config, opts)
+    scale = _resize_short(cfg)
+    if any(t.get('type') == 'ShortSideCentreCrop' and t.get('size') is not None
+           for t in cfg.test_dataloader.dataset.pipeline):
+        raw_sizes = [scale] * len(raw_sizes)   # only the central square is predicted (and scored)
     sizes = [protocol_resize(h, w, scale) for h, w in raw_sizes]
     images = synthetic_images(sizes, seed=seed, device=device)
     torch.manual_seed(seed)

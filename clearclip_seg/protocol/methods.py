@@ -64,6 +64,13 @@ class Setting:
         text_head: ``model.text_head`` config, or None (the plain text side; nothing rendered).
         label_postprocess: ``model.label_postprocess`` config; None: the card has none (nothing
             rendered or overridden); False: switched off (``cfg_options`` sets it to None).
+        centre_crop: n: score only the central n x n square of the image resized to short
+            side n (``ShortSideCentreCrop``, CLIPtrase's protocol; ``resize`` is then unused);
+            None = the whole image.
+        metric: ``ClearCLIPIoUMetric`` options of the method's own scoring (``iou_eps``,
+            ``mean_over``, ``ignore_as``); None = MMSeg's.
+        undo_own: the setting is put over a config whose own protocol has ``centre_crop`` or
+            ``metric``: ``cfg_options`` then also switches those off (set by ``common_setting``).
     """
     resize: int
     mode: str
@@ -78,6 +85,9 @@ class Setting:
     method: dict
     text_head: Optional[dict] = None
     label_postprocess: Union[None, bool, dict] = None
+    centre_crop: Optional[int] = None
+    metric: Optional[dict] = None
+    undo_own: bool = False
 
     @property
     def resize_scale(self) -> Tuple[int, int]:
@@ -94,13 +104,24 @@ class Setting:
                 'model.test_cfg.mode': self.mode, 'model.test_cfg.crop_size': (self.crop, self.crop),
                 'model.test_cfg.stride': (self.stride, self.stride), 'model.test_cfg.patch_fit': self.patch_fit,
                 'test_pipeline.1.scale': self.resize_scale,
-                'test_dataloader.dataset.pipeline.1.scale': self.resize_scale}
+                'test_dataloader.dataset.pipeline.1.scale': self.resize_scale,
+                **self._own_protocol_options()}
         # the optional parts appear only where a card has them: other cards' overrides stay as they were
         if self.text_head is not None:
             opts['model.text_head'] = dict(self.text_head)
         if self.label_postprocess is not None:
             opts['model.label_postprocess'] = dict(self.label_postprocess) if self.label_postprocess else None
         return opts
+
+    def _own_protocol_options(self) -> Dict[str, object]:
+        """The centre crop (pipeline step 3) and the metric options, where this setting has or undoes them."""
+        if self.centre_crop is None and self.metric is None and not self.undo_own:
+            return {}
+        if self.centre_crop is not None or self.metric is not None:
+            raise ValueError('a setting with centre_crop or metric is a method\'s own protocol: use its generated '
+                             'config (tools/make_configs.py), not cfg_options over another one')
+        return {'test_pipeline.3.size': None, 'test_dataloader.dataset.pipeline.3.size': None,
+                'test_evaluator.iou_eps': 0.0, 'test_evaluator.mean_over': 'union', 'test_evaluator.ignore_as': None}
 
     def option_items(self, method: bool = False) -> List[str]:
         """The protocol part of ``cfg_options`` as ``--cfg-options`` items (``'key=value'`` strings).
@@ -187,11 +208,18 @@ def common_setting(card: MethodCard, benchmark: str, pamr: bool = False, backbon
     return replace(own, resize=RESIZE_SHORT_SIDE, mode='slide', crop=b.crop, stride=b.stride, patch_fit='pad',
                    logit_scale=LOGIT_SCALE, prob_thd=b.prob_thd, area_thd=None,
                    postprocess=dict(PAMR_10) if pamr else None, vocabulary=b.vocabulary,
-                   label_postprocess=None if own.label_postprocess is None else False)
+                   label_postprocess=None if own.label_postprocess is None else False, centre_crop=None,
+                   metric=None, undo_own=own.centre_crop is not None or own.metric is not None)
 
 
 # LPOSS's class-name files, verbatim: synonyms split on ';' (clearclip_seg/vocab.py VOCAB_FORMATS)
 LPOSS_VOCABULARIES: Dict[str, str] = {k: b.vocabulary_for('lposs') for k, b in BENCHMARKS.items()}
+
+
+# CLIPtrase's class files (one query per class; background names merged into the background class)
+CLIPTRASE_VOCABULARIES: Dict[str, str] = {k: b.vocabulary_for('cliptrase') for k, b in BENCHMARKS.items()}
+# CLIPtrase's metric (configs/metric.py::scores): IoU denominators + 0.01, mean over labelled classes
+_CLIPTRASE_METRIC = dict(iou_eps=0.01, mean_over='label')
 
 # The SCLIP family's shared evaluation code: 336 short side, 224/112 windows not padded.
 _SCLIP_FAMILY = dict(resize=336, mode='slide', crop=224, stride=112, patch_fit='truncate', logit_scale=40.0,
@@ -359,4 +387,21 @@ METHOD_CARDS: Dict[str, MethodCard] = {c.name: c for c in [
         backbones=('vit-b16', 'openclip-vit-h14'),
         source='YuHengsss/Trident@a93b346 configs/base_config.py, configs/cfg_*.py, trident.py, '
                'open_clip/transformer.py, seg_utils/utils.py'),
+    MethodCard(
+        # The standalone script behind the README/paper numbers (not the detectron2 version): one forward
+        # on the central 224 x 224 square of the image resized to short side 224, scored there with the
+        # authors' metric. The README's 336 row is this card with centre_crop=336, eps=1.1, min_samples=7.
+        # The logit scale is immaterial (the method's output is a one-hot vote); background classes take
+        # the label's ignore pixels (VOC21's void boundaries) as the authors relabel 255 to background.
+        'cliptrase', 'CLIPtrase', dict(type='CLIPtrase', eps=0.7, min_samples=3, cls_scale=False),
+        dict(resize=224, mode='whole', crop=224, stride=224, patch_fit='pad', logit_scale=100.0, prob_thd=0.0,
+             area_thd=None, postprocess=None, centre_crop=224, metric=dict(_CLIPTRASE_METRIC)),
+        CLIPTRASE_VOCABULARIES,
+        overrides={
+            **{k: dict(metric=dict(_CLIPTRASE_METRIC, ignore_as=0)) for k in ('voc21', 'context60', 'coco_object')},
+            'voc20': dict(method=dict(cls_scale=True)),
+        },
+        backbones=('vit-b16',),
+        source='leaves162/CLIPtrase@2b7de61 clip_self_correlation.py (self_clip, get_image_and_gt), '
+               'clip_utils/attn2.py, configs/dataset_cfg.py, configs/metric.py'),
 ]}

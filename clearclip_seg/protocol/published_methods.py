@@ -39,6 +39,8 @@ SOURCES: Dict[str, str] = {
                         'no table; not checked against the paper, CVPR 2025 pp. 9794-9803)',
     'trident-readme': 'YuHengsss/Trident README "Main Results", assets/data_result.png (evaluation commands with '
                       '--sam_refine; SAM variant not stated, the repository names only SAM ViT-B)',
+    'cliptrase-readme': 'leaves162/CLIPtrase README results table (ViT-B/16, single 3090, no densecrf; rows 224 and '
+                        '336: the standalone clip_self_correlation.py)',
 }
 
 
@@ -76,6 +78,11 @@ def _row(keys, values) -> Dict[str, float]:
     assert len(keys) == len(values)
     return dict(zip(keys, values))
 
+
+_CLIPTRASE_NOTE = ('its own protocol, not comparable with full-image mIoU: only the central square of the image '
+                   'resized to short side n is predicted and scored, IoU = TP / (GT + pred - TP + 0.01) averaged '
+                   'over classes present in the labels, VOC21 void boundaries scored as background, COCO-Object '
+                   'stuff other than "banner" ignored')
 
 METHOD_ENTRIES: Tuple[MethodEntry, ...] = (
     # SCLIP: the README is the code's own run; the ResCLIP figure quotes the SCLIP paper
@@ -164,6 +171,16 @@ METHOD_ENTRIES: Tuple[MethodEntry, ...] = (
                 method=dict(sam_refine=True), quoted=True,
                 note='the repository ships no ViT-H/14 configs (presumably the B/16 ones with the CLIP '
                      'swapped); SAM variant not stated'),
+    # CLIPtrase: its own protocol (centre crop, own metric), not comparable with the other rows; the README's
+    # PC459 and ADE-full columns have no benchmark here, and it has no Cityscapes number
+    MethodEntry('cliptrase', 'CLIPtrase (224)', 'vit-b16', 'own', False,
+                {'coco_stuff164k': 22.84, 'voc20': 80.95, 'context59': 33.83, 'ade20k': 16.35, 'coco_object': 43.56,
+                 'voc21': 50.88, 'context60': 29.87}, 'cliptrase-readme', method=dict(eps=0.7, min_samples=3),
+                note=_CLIPTRASE_NOTE),
+    MethodEntry('cliptrase', 'CLIPtrase (336)', 'vit-b16', 'own', False,
+                {'coco_stuff164k': 24.06, 'voc20': 81.2, 'context59': 34.92, 'ade20k': 17.04, 'coco_object': 44.84,
+                 'voc21': 53.04, 'context60': 30.79}, 'cliptrase-readme', method=dict(eps=1.1, min_samples=7),
+                note=_CLIPTRASE_NOTE + '; the 336 row is the card with centre_crop=336, eps=1.1, min_samples=7'),
 )
 
 

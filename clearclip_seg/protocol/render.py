@@ -95,6 +95,23 @@ def pipeline(b: Benchmark, scale) -> str:
 ]'''
 
 
+def crop_pipeline(b: Benchmark, size: int) -> str:
+    """The centre-crop test pipeline (``Setting.centre_crop``): only the central square is predicted and scored.
+
+    Step 1 stays a ``Resize`` (the identity here) and the crop is step 3, so the
+    common protocol's overrides (``Setting.cfg_options``) turn it back into ``pipeline``.
+    """
+    return f'''test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale_factor=1.0, keep_ratio=True),  # the identity (the common protocol sets scale)
+    dict(type='LoadAnnotations', reduce_zero_label={b.reduce_zero_label}),
+    # short side {size} (torchvision's rounding, PIL bicubic; labels nearest), then the central {size}x{size}:
+    # only that square is predicted and scored
+    dict(type='ShortSideCentreCrop', size={size}, interpolation='bicubic', backend='pillow'),
+    dict(type='PackSegInputs'),
+]'''
+
+
 def dataset_config(b: Benchmark) -> str:
     """``configs/_base_/datasets/<benchmark>.py``: the benchmark entry's layout and pipeline."""
     ann = f"\n        ann_file='{b.ann_file}'," if b.ann_file else ''
@@ -142,8 +159,8 @@ _base_ = [
     '../_base_/datasets/{b.key}.py',
     '../_base_/default_runtime.py',
 ]
-{pipeline(b, s.resize_scale)}
-test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+{pipeline(b, s.resize_scale) if s.centre_crop is None else crop_pipeline(b, s.centre_crop)}
+test_dataloader = dict(dataset=dict(pipeline=test_pipeline)){_evaluator(s.metric)}
 model = dict(
     clip=dict(arch='{arch}', pretrained='{tag}'{''.join(f', {k}={v!r}' for k, v in card.clip.items())}),
     last_block=None,
@@ -157,6 +174,13 @@ model = dict(
                   patch_fit='{s.patch_fit}'),
 )
 '''
+
+
+def _evaluator(metric) -> str:
+    """The method's own scoring options as a ``test_evaluator`` line (none for MMSeg's)."""
+    if metric is None:
+        return ''
+    return f"\n# the authors' own metric (ClearCLIPIoUMetric options)\ntest_evaluator = {_py(metric)}"
 
 
 def normalisation(backbone: str) -> str:

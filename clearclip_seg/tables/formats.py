@@ -10,7 +10,7 @@ from ..protocol.published import PAPER, VANILLA_CLIP_BACKGROUND_PROB_THD
 from ..protocol.published_methods import method_source
 from .build import MainTable, PerClassTable, Row
 from .labels import bench_title, onoff
-from .methods import SETTING_FIELDS, record_setting
+from .methods import OWN_SCORING_MARK, SETTING_FIELDS, record_setting
 from .protocol import BENCH_FIELDS, ROW_FIELDS, ProtocolCard, protocol_deviations, record_protocol, show_value
 from .row_cards import needs_row_cards, row_card_summary, row_cards_markdown
 
@@ -94,6 +94,10 @@ def _legend(table: MainTable, warnings: bool = True) -> List[str]:
         lines.append('(common protocol): the method under ClearCLIP\'s protocol (448 short side, 448/224 windows, '
                      'logit scale 50, ClearCLIP\'s vocabularies and thresholds, no PAMR unless "+ PAMR"); no '
                      'method published numbers under it.')
+    if any(r.method.endswith(OWN_SCORING_MARK) for r in table.rows):
+        lines.append(f'{OWN_SCORING_MARK} the method\'s own scoring (CLIPtrase: only the central square of the image '
+                     'resized to the square\'s side, its own metric and background rules): its numbers, ours and '
+                     'published, are not comparable with the other rows (docs/protocol.md, "Other methods").')
     if any(r.preset == 'clip' and r.published for r in table.rows):
         lines.append('Vanilla CLIP was published with prob_thd '
                      f'{VANILLA_CLIP_BACKGROUND_PROB_THD} on the sets with background.')

@@ -17,12 +17,23 @@ left out of the row identity, so one method is one row.
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from ..protocol.benchmarks import BENCHMARKS
 from ..protocol.methods import METHOD_CARDS, MethodCard, Setting, common_setting
 from ..protocol.published_methods import MethodEntry, find_method_entry
 from .records import Record
 
 # method type (model.method.type) -> card name
 CARD_BY_TYPE: Dict[str, str] = {c.method['type']: name for name, c in METHOD_CARDS.items()}
+
+# after a row's label: the row ran its method's own scoring (a centre crop, its own metric), whose numbers,
+# ours and published alike, are not comparable with the other rows' (CLIPtrase)
+OWN_SCORING_MARK = '\u2021'   # double dagger
+
+
+def own_scoring(card: MethodCard) -> bool:
+    """Whether the card's own protocol scores its own way on some benchmark (``centre_crop`` or ``metric``)."""
+    return any(card.setting(b).centre_crop is not None or card.setting(b).metric is not None for b in BENCHMARKS)
+
 
 # the fields of a row's protocol card, in display order (field, label)
 SETTING_FIELDS = (('resize', 'resize (short side)'), ('windows', 'windows'), ('patch_fit', 'patch fit'),
@@ -109,7 +120,7 @@ class MethodRun:
             return text + (' (common protocol + PAMR)' if self.pamr else ' (common protocol)')
         if self.pamr != self.pamr_default:
             text += ' + PAMR' if self.pamr else ', PAMR off'
-        return text
+        return text + (' ' + OWN_SCORING_MARK if own_scoring(self.card) else '')
 
 
 def card_of(rec: Record) -> Optional[MethodCard]:
