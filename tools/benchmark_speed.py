@@ -51,6 +51,15 @@ def _size(text: str):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _max_windows(text: str):
+    if text == 'auto':
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 'auto' or an integer >= 1") from None
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Speed / FLOP / memory figures of ClearCLIPSegmentor '
                                             '(random weights, synthetic images).')
@@ -65,7 +74,11 @@ def parse_args(argv=None):
                                                     'sets crop, stride and prob_thd unless given')
     p.add_argument('--crop', type=int, default=None)
     p.add_argument('--stride', type=int, default=None)
-    p.add_argument('--max-windows', type=int, default=16, help='windows per encoder batch (default 16)')
+    p.add_argument('--max-windows', type=_max_windows, default='auto',
+                   help="windows per encoder batch (default 'auto': the segmentor's own default for the device "
+                        'and precision, so the default path is the one timed)')
+    p.add_argument('--min-run-time', type=float, default=0.0,
+                   help='seconds of calls per torch.utils.benchmark measurement (default 0: one block)')
     p.add_argument('--baseline', action='store_true', help='also time the plain path (max_windows=1)')
     p.add_argument('--image-size', type=_size, action='append', default=None, metavar='HxW',
                    help='segmentor input size(s), repeatable (default 448x597, 597x448, 448x448: VOC after '
@@ -129,7 +142,7 @@ def check_counts(args) -> str:
     """The first count argument below its least value, as a one-line message ('' when all are fine)."""
     for key, least in COUNTS.items():
         value = getattr(args, key, None)
-        if value is not None and value < least:
+        if isinstance(value, int) and value < least:
             return (f'--{key.replace("_", "-")}={value}: expected an integer >= {least}'
                     + (' (images to time)' if key == 'num_images' else ' (timed passes)' if key == 'repeats'
                        else ''))
@@ -143,15 +156,17 @@ def main(argv=None) -> dict:
         return gpu_check(device=args['device'], tiny=args['tiny'], json_path=args['json'])
     if args['scaling']:
         from clearclip_seg.perf.scaling import throughput_grid
-        return throughput_grid(arch=args['arch'] or 'ViT-B-16', arch_file=args['arch_file'], device=args['device'],
-                               num_images=args['num_images'], repeats=args['repeats'], plot_path=args['scaling'])
+        return throughput_grid(arch=args['arch'] or (None if args['arch_file'] else 'ViT-B-16'),
+                               arch_file=args['arch_file'], device=args['device'], num_images=args['num_images'],
+                               warmup=args['warmup'], repeats=args['repeats'], min_run_time=args['min_run_time'],
+                               plot_path=args['scaling'], json_path=args['json'])
     if args['methods'] is not None:
         from clearclip_seg.perf.method_speed import method_speed
         return method_speed(args['methods'] or None, protocol=args['methods_protocol'],
                             benchmark=args['methods_benchmark'], arch=args['arch'], arch_file=args['arch_file'],
                             precision=args['precision'], device=args['device'], num_images=args['num_images'],
-                            warmup=args['warmup'], repeats=args['repeats'], seed=args['seed'],
-                            threads=args['threads'], json_path=args['json'])
+                            warmup=args['warmup'], repeats=args['repeats'], min_run_time=args['min_run_time'],
+                            seed=args['seed'], threads=args['threads'], json_path=args['json'])
     if args['sweep_ratio']:
         from clearclip_seg.perf.sweep_ratio import measure_sharing
         benchmarks = args['benchmarks'].split(',') if args['benchmarks'] else None
