@@ -327,3 +327,39 @@ def test_bf16_units_read_from_cpuinfo_and_the_advice_follows(tmp_path):
     assert none == [] and 'slower than fp32' in bf16_advice(none) and 'precision=fp32' in bf16_advice(none)
     assert cpu_bf16_units(str(tmp_path / 'missing')) is None
     assert 'unknown' in bf16_advice(None)
+
+
+def test_stage_breakdown_of_a_proxyclip_prediction():
+    """Trunk blocks, VFM forward, the method's rest and classify add up; the wrappers go away afterwards."""
+    from mmseg.structures import SegDataSample
+
+    from clearclip_seg.apis import init_segmentor
+    from clearclip_seg.perf.stages import stage_breakdown
+    from helpers import TINY_NAME, TINY_PROXY_VFM
+    opts = {'model.clip.arch': TINY_NAME, 'model.clip.arch_file': TINY_ARCH, 'model.clip.pretrained': None,
+            'model.text_cache': False, 'model.templates': 'a_photo_of',
+            **{f'model.method.{k}': v for k, v in TINY_PROXY_VFM.items()}}
+    torch.manual_seed(0)
+    seg = init_segmentor(os.path.join(ROOT, 'configs', 'proxyclip', 'proxyclip_vit-b16_voc21.py'), device='cpu',
+                         cfg_options=opts, build_text=True)
+    image = bs.synthetic_images([(336, 400)], seed=1)
+    kept = seg.query_embeddings
+
+    def predict():
+        sample = SegDataSample(metainfo=dict(ori_shape=(336, 400), img_shape=(336, 400)))
+        return seg.predict(image, [sample])[0].pred_sem_seg.data
+
+    with torch.inference_mode():
+        before = predict()
+    st = stage_breakdown(seg, predict, 'cpu')
+    assert set(st) == {'text (cold build, once)', 'windows', 'trunk blocks', 'VFM forward', 'classify',
+                       'method (rest of the windows)', 'total'}
+    assert all(st[k] > 0 for k in ('trunk blocks', 'VFM forward', 'classify', 'text (cold build, once)'))
+    assert st['trunk blocks'] + st['VFM forward'] + st['method (rest of the windows)'] == pytest.approx(st['windows'])
+    assert st['windows'] + st['classify'] <= st['total']
+    for obj, name in [(seg, 'query_logits'), (seg, 'postprocess_result'), (seg.encoder, 'run_blocks'),
+                      (seg.method._vfm, 'forward_features')]:
+        assert name not in vars(obj)   # unwrapped
+    assert seg.query_embeddings is kept
+    with torch.inference_mode():
+        assert torch.equal(predict(), before)

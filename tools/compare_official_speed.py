@@ -40,9 +40,16 @@ sys.path.insert(0, ROOT)
 
 from clearclip_seg.apis import init_segmentor  # noqa: E402
 from clearclip_seg.perf.inputs import machine_info, synthetic_images  # noqa: E402
-from clearclip_seg.perf.timing import benchmark_call  # noqa: E402
 
 TINY_VFM = dict(img_size=64, embed_dim=32, depth=1, num_heads=2)
+
+
+def benchmark_call(fn, min_run_time: float):
+    """``torch.utils.benchmark`` blocks of ``fn()`` for ``min_run_time`` s (here, not from the package: this
+    script also runs against an older checkout of the package, copied into its ``tools/``)."""
+    from torch.utils import benchmark
+    return benchmark.Timer(stmt='fn()', globals={'fn': fn},
+                           num_threads=torch.get_num_threads()).blocked_autorange(min_run_time=min_run_time)
 
 
 def _tiny_options(arch: str) -> dict:

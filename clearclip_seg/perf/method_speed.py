@@ -36,6 +36,7 @@ from ..records import atomic_write_json
 from ..repo_root import ROOT
 from .inputs import VOC_RAW_SIZES, machine_info, protocol_resize, synthetic_images
 from .memory import PeakMemory
+from .stages import stage_breakdown
 from .timing import benchmark_call, check_repeat
 
 PROTOCOLS = ('common', 'own')
@@ -79,7 +80,7 @@ def _resize_short(cfg) -> Tuple[int, int]:
 
 def _time_method(card: Optional[str], benchmark: str, protocol: str, raw_sizes: Sequence[Tuple[int, int]],
                  arch, arch_file, precision: str, device, warmup: int, repeats: int, seed: int,
-                 min_run_time: float = 0.0) -> dict:
+                 min_run_time: float = 0.0, stages: bool = False) -> dict:
     from mmseg.structures import SegDataSample
     config, opts = _options(card, benchmark, protocol, arch, arch_file, precision)
     scale = _resize_short(load_config(config, opts))
@@ -111,14 +112,16 @@ def _time_method(card: Optional[str], benchmark: str, protocol: str, raw_sizes: 
                time_s=medians[best], iqr_s=iqrs[best], times_s=medians, iqrs_s=iqrs,
                images_per_s=len(images) / medians[best], memory=mem.as_dict(),
                timing_warning=check_repeat(name, medians, iqrs))
+    if stages:
+        out['stages_s'] = stage_breakdown(seg, predict, device)
     return out
 
 
 def method_speed(methods: Optional[Sequence[str]] = None, protocol: str = 'common', benchmark: str = 'voc21',
                  arch: Optional[str] = None, arch_file: Optional[str] = None, precision: str = 'fp32',
                  device=None, num_images: int = 2, raw_sizes: Sequence[Tuple[int, int]] = VOC_RAW_SIZES,
-                 warmup: int = 1, repeats: int = 1, min_run_time: float = 0.0, seed: int = 0,
-                 threads: Optional[int] = None,
+                 warmup: int = 1, repeats: int = 1, min_run_time: float = 0.0, stages: bool = False,
+                 seed: int = 0, threads: Optional[int] = None,
                  json_path: Optional[str] = None, log: Callable[[str], None] = print) -> dict:
     """Images/s of ClearCLIP and each method, and each one's ratio to ClearCLIP.
 
@@ -133,6 +136,8 @@ def method_speed(methods: Optional[Sequence[str]] = None, protocol: str = 'commo
         warmup, repeats: untimed passes, and ``torch.utils.benchmark`` measurements per method (the best
             median is kept).
         min_run_time: seconds of calls per measurement (at least one block).
+        stages: also time one more prediction by stage (``perf.stages``: trunk blocks, VFM forward, the
+            method's rest, classify, and the text classifier's cold build).
         seed: weights and images seed.
         threads: ``torch.set_num_threads``.
         json_path: also write the figures here.
@@ -164,7 +169,7 @@ def method_speed(methods: Optional[Sequence[str]] = None, protocol: str = 'commo
     order = [None] + methods + [None]   # ClearCLIP first and last: the drift of the machine shows
     for card in order:
         r = _time_method(card, benchmark, protocol, sizes, arch, arch_file, precision, device, warmup, repeats,
-                         seed, min_run_time)
+                         seed, min_run_time, stages)
         gc.collect()   # one model in memory at a time
         results.append(r)
         windows = 'whole' if r['mode'] == 'whole' else f"{r['crop'][0]}/{r['stride'][0]}"
@@ -172,6 +177,10 @@ def method_speed(methods: Optional[Sequence[str]] = None, protocol: str = 'commo
             f"{r['iqr_s']:.2f} s; short side {min(r['resize'])}, windows {windows}, max_windows "
             f"{r['max_windows']}, PAMR {'on' if r['pamr'] else 'off'}; peak {r['memory']['peak_mib']:.0f} MiB) "
             f"[{cpu}]")
+        if stages:
+            st = r['stages_s']
+            log('             by stage (one prediction, s): ' + ', '.join(
+                f'{k} {v:.3f}' for k, v in st.items() if k != 'windows'))
     first, last = results[0], results[-1]
     drift = check_repeat('clearclip (first and last)', [first['time_s'], last['time_s']],
                          [first['iqr_s'], last['iqr_s']])
