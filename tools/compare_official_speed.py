@@ -19,7 +19,9 @@ returns) and WalBouss/GEM (``gem/gem_wrapper.py``; needs ``einops``).
   harness's slide does its own resize).
 
 Both sides are timed with ``torch.utils.benchmark`` (median and IQR over
-blocks), interleaved twice; the agreement of the outputs is printed too.
+blocks) in ``--rounds`` interleaved rounds (ours, then the official code: a
+round's two figures saw the same load); the ratio of the best medians and the
+per-round ratios are printed, with the agreement of the outputs.
 
     python tools/compare_official_speed.py --proxyclip PROXYCLIP_CHECKOUT --dino DINO_CHECKOUT \\
         --gem GEM_CHECKOUT --vfm tiny --threads 1
@@ -98,19 +100,33 @@ def _clip_state(seg) -> dict:
     return {k: v.clone() for k, v in seg._text_model[0].state_dict().items()}
 
 
+def _interleaved(run_ours, run_official, rounds: int, min_run_time: float) -> dict:
+    """Each round measures ours, then the official code: a round's two figures saw the same load."""
+    pairs = {'ours': [], 'official': []}
+    for _ in range(rounds):
+        pairs['ours'].append(benchmark_call(run_ours, min_run_time))
+        pairs['official'].append(benchmark_call(run_official, min_run_time))
+    return pairs
+
+
 def _report(name: str, pairs, log) -> dict:
-    ours = sorted(m.median for m in pairs['ours'])
-    official = sorted(m.median for m in pairs['official'])
-    ratio = official[0] / ours[0]
-    for side in ('ours', 'official'):
-        for m in pairs[side]:
-            log(f'  {name} {side:<8} median {m.median * 1e3:9.1f} ms  IQR {m.iqr * 1e3:7.1f} ms  ({len(m.times)} blocks)')
-    log(f'  {name}: ours is {ratio:.2f}x the speed of the official code (best medians)')
-    return dict(ours_s=[m.median for m in pairs['ours']], official_s=[m.median for m in pairs['official']],
-                speed_ratio=ratio)
+    ours = [m.median for m in pairs['ours']]
+    official = [m.median for m in pairs['official']]
+    per_round = sorted(o / u for o, u in zip(official, ours))
+    best = min(official) / min(ours)
+    for i, (u, o) in enumerate(zip(pairs['ours'], pairs['official'])):
+        log(f'  {name} round {i + 1}: ours median {u.median * 1e3:8.1f} ms (IQR {u.iqr * 1e3:6.1f}, '
+            f'{len(u.times)} blocks), official {o.median * 1e3:8.1f} ms (IQR {o.iqr * 1e3:6.1f}, '
+            f'{len(o.times)} blocks): {o.median / u.median:.2f}x')
+    median_ratio = per_round[len(per_round) // 2]
+    log(f'  {name}: ours is {best:.2f}x the speed of the official code (best medians); per round '
+        f'{per_round[0]:.2f}-{per_round[-1]:.2f}x, median {median_ratio:.2f}x')
+    return dict(ours_s=ours, official_s=official, speed_ratio=best, round_ratios=per_round,
+                median_round_ratio=median_ratio)
 
 
-def proxyclip_case(proxyclip: str, dino: str, vfm: str, arch: str, min_run_time: float, log=print) -> dict:
+def proxyclip_case(proxyclip: str, dino: str, vfm: str, arch: str, min_run_time: float, rounds: int = 3,
+                   log=print) -> dict:
     from mmseg.structures import SegDataSample
     opts = {**_tiny_options(arch), 'model.method.vfm_pretrained': False}
     if vfm == 'tiny':   # a one-block DINO-layout ViT with DINO's positional-embedding rule
@@ -162,14 +178,11 @@ def proxyclip_case(proxyclip: str, dino: str, vfm: str, arch: str, min_run_time:
         a, b = run_ours(), run_official()
         agree = (a == b).float().mean().item()
         log(f'proxyclip ({arch}, VFM {vfm}): label agreement with the official code {agree:.4%}')
-        pairs = {'ours': [], 'official': []}
-        for _ in range(2):
-            pairs['ours'].append(benchmark_call(run_ours, min_run_time))
-            pairs['official'].append(benchmark_call(run_official, min_run_time))
+        pairs = _interleaved(run_ours, run_official, rounds, min_run_time)
     return dict(case='proxyclip', vfm=vfm, arch=arch, label_agreement=agree, **_report('proxyclip', pairs, log))
 
 
-def gem_case(gem: str, arch: str, min_run_time: float, log=print) -> dict:
+def gem_case(gem: str, arch: str, min_run_time: float, rounds: int = 3, log=print) -> dict:
     import open_clip
     torch.manual_seed(0)
     seg = init_segmentor(osp.join(ROOT, 'configs', 'gem', 'gem_vit-b16_voc20.py'), device='cpu',
@@ -205,10 +218,7 @@ def gem_case(gem: str, arch: str, min_run_time: float, log=print) -> dict:
     with torch.inference_mode():
         diff = (run_ours() - run_official()).abs().max().item()
         log(f'gem ({arch}): max abs difference of the patch logits from the official code {diff:.2e}')
-        pairs = {'ours': [], 'official': []}
-        for _ in range(2):
-            pairs['ours'].append(benchmark_call(run_ours, min_run_time))
-            pairs['official'].append(benchmark_call(run_official, min_run_time))
+        pairs = _interleaved(run_ours, run_official, rounds, min_run_time)
     return dict(case='gem', arch=arch, max_abs_diff=diff, **_report('gem', pairs, log))
 
 
@@ -222,6 +232,7 @@ def main(argv=None):
     p.add_argument('--proxyclip-arch', default='tinyoa')
     p.add_argument('--gem-arch', default='tiny12oa')
     p.add_argument('--min-run-time', type=float, default=3.0, help='seconds per torch.utils.benchmark measurement')
+    p.add_argument('--rounds', type=int, default=3, help='interleaved rounds (ours, official) per case')
     p.add_argument('--threads', type=int, default=None)
     args = p.parse_args(argv)
     if bool(args.proxyclip) != bool(args.dino):
@@ -238,9 +249,10 @@ def main(argv=None):
           + (f", load average {info['loadavg_at_start'][0]:.2f}" if 'loadavg_at_start' in info else ''))
     out = []
     if args.proxyclip:
-        out.append(proxyclip_case(args.proxyclip, args.dino, args.vfm, args.proxyclip_arch, args.min_run_time))
+        out.append(proxyclip_case(args.proxyclip, args.dino, args.vfm, args.proxyclip_arch, args.min_run_time,
+                                  args.rounds))
     if args.gem:
-        out.append(gem_case(args.gem, args.gem_arch, args.min_run_time))
+        out.append(gem_case(args.gem, args.gem_arch, args.min_run_time, args.rounds))
     return out
 
 
