@@ -152,5 +152,7 @@ class GEM(DenseMethod):
         mha = blk.attn
         B, N, C = y.shape
         qkv = F.linear(y, mha.in_proj_weight, mha.in_proj_bias)
-        qkv = qkv.view(B, N, 3, mha.num_heads, C // mha.num_heads).permute(2, 0, 3, 1, 4)
+        # one copy into (3, B, heads, N, d): the nine N x N products and normalisations that read q, k and v
+        # then run on contiguous operands (same numbers, fewer hidden copies)
+        qkv = qkv.view(B, N, 3, mha.num_heads, C // mha.num_heads).permute(2, 0, 3, 1, 4).contiguous()
         return qkv[0], qkv[1], qkv[2]
