@@ -51,6 +51,38 @@ def test_proxy_attention_equals_the_card_formula():
                 assert (hat < 0).any() and (out[b][hat < 0] == 0).all()  # the mask is exercised
 
 
+def test_proxy_attention_in_place_is_bit_identical_to_the_plain_expression():
+    from clearclip_seg.methods.proxyclip import proxy_attention
+    feats = torch.randn(2, 6, 7, 5, generator=torch.Generator().manual_seed(3))
+    phi = F.normalize(feats.flatten(2), dim=1)
+    sim = phi.transpose(1, 2) @ phi
+    logits = 3.0 * (sim - 1.2 * sim.mean(dim=(1, 2), keepdim=True))
+    plain = torch.softmax(logits.masked_fill(logits < 0, float('-inf')), dim=-1)
+    assert torch.equal(proxy_attention(feats, 1.2, 3.0), plain)
+
+
+def test_resized_positions_are_cached_per_grid_and_follow_the_weights():
+    from clearclip_seg.methods.proxyclip import load_vfm
+    from clearclip_seg.models.vfm_pos_embed import resize_patch_pos_embed
+    kw = dict(TINY_VFM['vfm_kwargs'])
+    torch.manual_seed(0)
+    vfm = load_vfm(TINY_VFM['vfm'], pretrained=False, kwargs=kw, pos_embed_resize='dino_hub')
+    tokens = torch.randn(1, 6, 5, kw['embed_dim'])
+
+    def plain(model):   # the rule's resize computed afresh, prefix position kept
+        pe = model.pos_embed
+        return torch.cat([pe[:, :1], resize_patch_pos_embed(pe[:, 1:], (6, 5), 'dino_hub')], dim=1)
+
+    with torch.no_grad():
+        first = vfm._pos_embed(tokens)
+        assert torch.equal(vfm._pos_embed(tokens), first)   # the cached grid
+        assert torch.equal(first[:, 1:], tokens.reshape(1, 30, -1) + plain(vfm)[:, 1:])
+        vfm.pos_embed.mul_(2)   # new weights in place: not the stale cache
+        second = vfm._pos_embed(tokens)
+    assert torch.equal(second[:, 1:], tokens.reshape(1, 30, -1) + plain(vfm)[:, 1:])
+    assert not torch.equal(second, first)
+
+
 def test_values_resized_to_the_proxy_grid_per_head():
     from clearclip_seg.methods.proxyclip import resize_values
     v = torch.randn(1, 3, 6, 4, generator=torch.Generator().manual_seed(0))  # 2x3 grid, 3 heads, d=4

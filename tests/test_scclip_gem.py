@@ -354,6 +354,30 @@ def test_self_self_attention_equals_the_card(temp, iters):
         torch.testing.assert_close(got[b], plain_ss(y[b], qkv[b], H, temp, iters), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize('temp,iters', [(None, 1), (None, 0), (None, 2), (4.0, 1)])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_in_place_self_self_attention_is_bit_identical_to_the_plain_expression(temp, iters, dtype):
+    """The in-place scaling and sums give GEM's expression bit for bit (not only to rounding)."""
+    g = torch.Generator().manual_seed(9)
+    B, N, H, d = 2, 50, 3, 8
+    y = torch.randn(B, N, H * d, generator=g).to(dtype)
+    q, k, v = (torch.randn(B, H, N, d, generator=g).to(dtype) for _ in range(3))
+    t = y.norm(dim=-1).mean(dim=-1).view(-1, 1, 1, 1) * d ** -0.5 if temp is None else temp
+
+    def weights(p):
+        for _ in range(iters):
+            p = F.normalize(p, dim=-1)
+            p = torch.softmax((p @ p.transpose(-2, -1)) * t, dim=-1) @ p
+        p = F.normalize(p, dim=-1)
+        return torch.softmax((p @ p.transpose(-2, -1)) * t, dim=-1)
+
+    plain = weights(v) @ v
+    plain = plain + weights(k) @ v
+    plain = (plain + weights(q) @ v) / 3
+    got = self_self_attention(y, q, k, v, temp, iters)
+    assert got.dtype == dtype and torch.equal(got, plain)
+
+
 @pytest.mark.parametrize('ignore', [False, True])
 def test_gem_features_equal_the_card(tiny12, ignore):
     enc = DenseCLIPEncoder(tiny12.visual)

@@ -11,6 +11,8 @@ from clearclip_seg import perf as bs
 from clearclip_seg.models.slide import padded_window_shapes
 from helpers import ROOT, TINY_ARCH
 
+TINY12 = os.path.join(ROOT, 'tests', 'assets', 'tiny12oa.json')
+
 TOOL = os.path.join(ROOT, 'tools', 'benchmark_speed.py')
 
 # Sizes chosen to give several window shapes with crop 64 / stride 32 and patch 16:
@@ -195,6 +197,7 @@ def test_encoder_only_batches(seg_fp32):
 def test_tool_smoke_baseline(tmp_path):
     out = tmp_path / 'figures.json'
     proc = subprocess.run([sys.executable, TOOL, '--arch-file', TINY_ARCH, '--num-images', '1', '--baseline',
+                           '--max-windows', '16',
                            '--text-templates', 'a_photo_of', '--matmul-size', '256', '--profile', '--json', str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -214,6 +217,78 @@ def test_tool_smoke_baseline(tmp_path):
     assert kinds['attention kernel']['calls'] == layers
     assert sum(k['share'] for k in kinds.values()) == pytest.approx(1.0)
     assert 'where the time goes' in proc.stdout
+    # torch.utils.benchmark medians with their IQR, the CPU model beside every speed figure, memory per case
+    cpu = figures['machine']['cpu']
+    speed_lines = [line for line in proc.stdout.splitlines() if 'images/s' in line]
+    assert len(speed_lines) == 2 and all(f'[{cpu}, ' in line and 'IQR' in line for line in speed_lines)
+    for path in ('batched', 'plain'):
+        assert len(figures[path]['iqrs_s']) == len(figures[path]['times_s']) == 1
+        assert figures[path]['time_s'] == figures[path]['times_s'][0] > 0
+        assert figures[path]['memory']['peak_mib'] > 0 and 'timing_warning' in figures[path]
+
+
+def test_tool_times_the_default_path(monkeypatch):
+    """--max-windows defaults to the segmentor's 'auto' (1 for fp32 on a CPU); other values are passed on."""
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    try:
+        import benchmark_speed
+    finally:
+        sys.path.pop(0)
+    seen = {}
+    monkeypatch.setattr(benchmark_speed, 'speed_report', lambda **kw: seen.update(kw))
+    benchmark_speed.main(['--arch-file', TINY_ARCH])
+    assert seen['max_windows'] == 'auto' and seen['arch_file'] == TINY_ARCH and seen['arch'] is None
+    benchmark_speed.main(['--max-windows', '4', '--min-run-time', '0.5'])
+    assert seen['max_windows'] == 4 and seen['min_run_time'] == 0.5
+    for bad in ('0', 'many'):
+        with pytest.raises(SystemExit) as e:
+            benchmark_speed.parse_args(['--max-windows', bad])
+        assert e.value.code == 2
+    seg = _seg(max_windows='auto')
+    assert seg.max_windows('cpu') == 1
+
+
+def test_scaling_and_methods_honour_the_architecture(monkeypatch, tmp_path):
+    """--scaling and --methods pass --arch/--arch-file on (the file alone: its own architecture)."""
+    import clearclip_seg.perf.method_speed as ms
+    import clearclip_seg.perf.scaling as sc
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    try:
+        import benchmark_speed
+    finally:
+        sys.path.pop(0)
+    seen = {}
+    monkeypatch.setattr(sc, 'throughput_grid', lambda **kw: seen.setdefault('scaling', kw))
+    monkeypatch.setattr(ms, 'method_speed', lambda methods, **kw: seen.setdefault('methods', (methods, kw)))
+    benchmark_speed.main(['--scaling', str(tmp_path / 'p.png'), '--arch-file', TINY_ARCH, '--num-images', '1'])
+    assert seen['scaling']['arch'] is None and seen['scaling']['arch_file'] == TINY_ARCH
+    benchmark_speed.main(['--methods', '--arch', 'tiny12oa', '--arch-file', TINY12])
+    methods, kw = seen['methods']
+    assert methods is None and kw['arch'] == 'tiny12oa' and kw['arch_file'] == TINY12
+
+
+def test_methods_default_to_every_card_and_report_the_fields():
+    """Every card of METHOD_CARDS (no hard-coded list); a tiny run has medians, IQR, CPU model, memory."""
+    from clearclip_seg.perf.method_speed import _options, _random_vfm, method_speed
+    from clearclip_seg.protocol.methods import METHOD_CARDS
+    lines = []
+    with pytest.raises(ValueError, match='unknown method card'):
+        method_speed(['no-such-method'], log=lines.append)
+    config, opts = _options('proxyclip', 'voc21', 'common', None, TINY12, 'fp32')
+    assert opts['model.method.vfm_pretrained'] is False and opts['model.clip.arch'] is None
+    assert opts['model.clip.arch_file'] == TINY12
+    for card in METHOD_CARDS:   # every card builds its options (random weights for any *pretrained keyword)
+        _, o = _options(card, 'voc21', 'common', None, TINY12, 'fp32')
+        assert all(v is False for k, v in o.items() if k.endswith('pretrained') and k.startswith('model.method'))
+    out = method_speed(['sclip'], arch_file=TINY_ARCH, num_images=1, raw_sizes=[(40, 60)], warmup=0, repeats=2,
+                       log=lines.append)
+    assert [r['method'] for r in out['results']] == ['clearclip', 'sclip', 'clearclip']
+    cpu = out['machine']['cpu']
+    for r in out['results']:
+        assert len(r['times_s']) == len(r['iqrs_s']) == 2 and r['time_s'] == min(r['times_s']) > 0
+        assert r['memory']['peak_mib'] > 0 and r['max_windows'] == 1 and 'timing_warning' in r
+    assert out['arch_file'] == TINY_ARCH and 'clearclip_drift_warning' in out
+    assert sum(f'[{cpu}, ' in line for line in lines if 'images/s' in line) == 3
 
 
 def test_scaling_grid_and_plot_on_the_tiny_model(tmp_path):
@@ -229,6 +304,10 @@ def test_scaling_grid_and_plot_on_the_tiny_model(tmp_path):
     assert all(r['windows_per_s'] > 0 for r in out['rows'])
     assert (tmp_path / 'scaling.png').stat().st_size > 1000
     assert lines[0].startswith('machine: ')
+    cpu = out['machine']['cpu']
+    rows = [line for line in lines if 'windows/s' in line]
+    assert len(rows) == 4 and all(f'[{cpu}, ' in line and 'IQR' in line and 'MiB' in line for line in rows)
+    assert all(r['peak_mib'] > 0 and r['iqr_s'] >= 0 and r['time_s'] > 0 for r in out['rows'])
 
 
 def test_bf16_units_read_from_cpuinfo_and_the_advice_follows(tmp_path):
@@ -248,3 +327,39 @@ def test_bf16_units_read_from_cpuinfo_and_the_advice_follows(tmp_path):
     assert none == [] and 'slower than fp32' in bf16_advice(none) and 'precision=fp32' in bf16_advice(none)
     assert cpu_bf16_units(str(tmp_path / 'missing')) is None
     assert 'unknown' in bf16_advice(None)
+
+
+def test_stage_breakdown_of_a_proxyclip_prediction():
+    """Trunk blocks, VFM forward, the method's rest and classify add up; the wrappers go away afterwards."""
+    from mmseg.structures import SegDataSample
+
+    from clearclip_seg.apis import init_segmentor
+    from clearclip_seg.perf.stages import stage_breakdown
+    from helpers import TINY_NAME, TINY_PROXY_VFM
+    opts = {'model.clip.arch': TINY_NAME, 'model.clip.arch_file': TINY_ARCH, 'model.clip.pretrained': None,
+            'model.text_cache': False, 'model.templates': 'a_photo_of',
+            **{f'model.method.{k}': v for k, v in TINY_PROXY_VFM.items()}}
+    torch.manual_seed(0)
+    seg = init_segmentor(os.path.join(ROOT, 'configs', 'proxyclip', 'proxyclip_vit-b16_voc21.py'), device='cpu',
+                         cfg_options=opts, build_text=True)
+    image = bs.synthetic_images([(336, 400)], seed=1)
+    kept = seg.query_embeddings
+
+    def predict():
+        sample = SegDataSample(metainfo=dict(ori_shape=(336, 400), img_shape=(336, 400)))
+        return seg.predict(image, [sample])[0].pred_sem_seg.data
+
+    with torch.inference_mode():
+        before = predict()
+    st = stage_breakdown(seg, predict, 'cpu')
+    assert set(st) == {'text (cold build, once)', 'windows', 'trunk blocks', 'VFM forward', 'classify',
+                       'method (rest of the windows)', 'total'}
+    assert all(st[k] > 0 for k in ('trunk blocks', 'VFM forward', 'classify', 'text (cold build, once)'))
+    assert st['trunk blocks'] + st['VFM forward'] + st['method (rest of the windows)'] == pytest.approx(st['windows'])
+    assert st['windows'] + st['classify'] <= st['total']
+    for obj, name in [(seg, 'query_logits'), (seg, 'postprocess_result'), (seg.encoder, 'run_blocks'),
+                      (seg.method._vfm, 'forward_features')]:
+        assert name not in vars(obj)   # unwrapped
+    assert seg.query_embeddings is kept
+    with torch.inference_mode():
+        assert torch.equal(predict(), before)

@@ -5,10 +5,12 @@ Builds a segmentor with random weights (``pretrained=None``) under a
 benchmark's protocol (default voc21: crop 448 / stride 224, images whose
 short side was resized to 448) and measures, on synthetic normalised images:
 
-* images/s and windows/s of the batched path (``--max-windows``, default 16)
-  and, with ``--baseline``, of the plain one-window-at-a-time path
-  (``max_windows=1``) on the same inputs, with their speed ratio, the argmax
-  agreement and the max abs difference of the query logits;
+* images/s and windows/s of the batched path (``--max-windows``, default
+  ``auto``: the segmentor's own default, 1 for fp32 on a CPU, so the default
+  path is the one timed) and, with ``--baseline``, of the plain
+  one-window-at-a-time path (``max_windows=1``) on the same inputs, with their
+  speed ratio, the argmax agreement and the max abs difference of the query
+  logits;
 * the encoder's achieved GFLOP/s (ViT FLOPs counted analytically) against a
   ``torch.matmul`` peak measured on the same device and dtype in the same run;
 * peak memory (CPU: resident-set high-water mark, reset per phase where the
@@ -31,9 +33,18 @@ Examples::
     python tools/benchmark_speed.py --sweep-ratio --num-images 4    # ablation: shared passes vs one run at a time
     python tools/benchmark_speed.py --methods --num-images 2        # every method's images/s relative to ClearCLIP
     python tools/benchmark_speed.py --methods naclip resclip --methods-protocol own   # under their own protocols
+    python tools/benchmark_speed.py --methods proxyclip gem --stages --arch-file tests/assets/tiny12oa.json
+        # where a method's time goes: trunk blocks, VFM forward, the method's rest, classify, text
 
 Everything printed is also written to ``--json OUT``. The measurements live
 in ``clearclip_seg.perf`` (``speed_report`` and its pieces).
+
+Timings are ``torch.utils.benchmark`` measurements (median and IQR over blocks
+of calls, ``--min-run-time`` seconds each); two timings of the same thing in one
+run that differ by more than their noise give a warning. The CPU model is
+printed beside every speed figure, and the peak memory of each case.
+``--scaling`` and ``--methods`` take ``--arch``/``--arch-file`` like the rest;
+``--methods`` alone measures every method card.
 
 On a shared machine, compare figures within one run: the tool interleaves the
 settings it compares, keeps the best of ``--repeats`` and prints the process
@@ -51,6 +62,15 @@ def _size(text: str):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _max_windows(text: str):
+    if text == 'auto':
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 'auto' or an integer >= 1") from None
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Speed / FLOP / memory figures of ClearCLIPSegmentor '
                                             '(random weights, synthetic images).')
@@ -65,7 +85,11 @@ def parse_args(argv=None):
                                                     'sets crop, stride and prob_thd unless given')
     p.add_argument('--crop', type=int, default=None)
     p.add_argument('--stride', type=int, default=None)
-    p.add_argument('--max-windows', type=int, default=16, help='windows per encoder batch (default 16)')
+    p.add_argument('--max-windows', type=_max_windows, default='auto',
+                   help="windows per encoder batch (default 'auto': the segmentor's own default for the device "
+                        'and precision, so the default path is the one timed)')
+    p.add_argument('--min-run-time', type=float, default=0.0,
+                   help='seconds of calls per torch.utils.benchmark measurement (default 0: one block)')
     p.add_argument('--baseline', action='store_true', help='also time the plain path (max_windows=1)')
     p.add_argument('--image-size', type=_size, action='append', default=None, metavar='HxW',
                    help='segmentor input size(s), repeatable (default 448x597, 597x448, 448x448: VOC after '
@@ -109,6 +133,9 @@ def parse_args(argv=None):
                    help="with --methods: ClearCLIP's protocol for all (the method's own cost; default) or each "
                         "method's own (resize, windows, PAMR)")
     m.add_argument('--methods-benchmark', default='voc21', help='with --methods: whose configs (default voc21)')
+    m.add_argument('--stages', action='store_true',
+                   help='with --methods: also time one prediction per method by stage (trunk blocks, VFM forward, '
+                        "the method's rest, classify, text classifier cold build)")
     p.add_argument('--scaling', default=None, metavar='PNG',
                    help='windows/s against max_windows (1, 2, 4, 8) for fp32 and bf16, plotted to PNG '
                         '(clearclip_seg.perf.scaling)')
@@ -129,7 +156,7 @@ def check_counts(args) -> str:
     """The first count argument below its least value, as a one-line message ('' when all are fine)."""
     for key, least in COUNTS.items():
         value = getattr(args, key, None)
-        if value is not None and value < least:
+        if isinstance(value, int) and value < least:
             return (f'--{key.replace("_", "-")}={value}: expected an integer >= {least}'
                     + (' (images to time)' if key == 'num_images' else ' (timed passes)' if key == 'repeats'
                        else ''))
@@ -143,15 +170,17 @@ def main(argv=None) -> dict:
         return gpu_check(device=args['device'], tiny=args['tiny'], json_path=args['json'])
     if args['scaling']:
         from clearclip_seg.perf.scaling import throughput_grid
-        return throughput_grid(arch=args['arch'] or 'ViT-B-16', arch_file=args['arch_file'], device=args['device'],
-                               num_images=args['num_images'], repeats=args['repeats'], plot_path=args['scaling'])
+        return throughput_grid(arch=args['arch'] or (None if args['arch_file'] else 'ViT-B-16'),
+                               arch_file=args['arch_file'], device=args['device'], num_images=args['num_images'],
+                               warmup=args['warmup'], repeats=args['repeats'], min_run_time=args['min_run_time'],
+                               plot_path=args['scaling'], json_path=args['json'])
     if args['methods'] is not None:
         from clearclip_seg.perf.method_speed import method_speed
         return method_speed(args['methods'] or None, protocol=args['methods_protocol'],
                             benchmark=args['methods_benchmark'], arch=args['arch'], arch_file=args['arch_file'],
                             precision=args['precision'], device=args['device'], num_images=args['num_images'],
-                            warmup=args['warmup'], repeats=args['repeats'], seed=args['seed'],
-                            threads=args['threads'], json_path=args['json'])
+                            warmup=args['warmup'], repeats=args['repeats'], min_run_time=args['min_run_time'],
+                            stages=args['stages'], seed=args['seed'], threads=args['threads'], json_path=args['json'])
     if args['sweep_ratio']:
         from clearclip_seg.perf.sweep_ratio import measure_sharing
         benchmarks = args['benchmarks'].split(',') if args['benchmarks'] else None
@@ -160,7 +189,7 @@ def main(argv=None) -> dict:
                                arch_file=args['arch_file'], precision=args['precision'], max_runs=args['max_runs'],
                                json_path=args['json'])
     for key in ('gpu_check', 'tiny', 'sweep_ratio', 'suite', 'benchmarks', 'max_runs', 'scaling', 'methods',
-                'methods_protocol', 'methods_benchmark'):
+                'methods_protocol', 'methods_benchmark', 'stages'):
         args.pop(key)
     args['protocol_resize_sizes'] = args.pop('protocol_resize')
     args['json_path'] = args.pop('json')

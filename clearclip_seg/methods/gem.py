@@ -45,13 +45,22 @@ from ..options import check_bool, check_number
 from .registry import DenseMethod, register_method
 
 
+def _scaled_self_scores(p: torch.Tensor, inv_temp) -> torch.Tensor:
+    """``(p p^T) * inv_temp``, scaled in place when that gives the same dtype (bit for bit the same numbers,
+    one (N, N) matrix fewer per call: a fresh matrix of that size costs page faults on a CPU)."""
+    scores = p @ p.transpose(-2, -1)
+    if not torch.is_tensor(inv_temp) or torch.result_type(scores, inv_temp) == scores.dtype:
+        return scores.mul_(inv_temp)
+    return scores * inv_temp
+
+
 def self_self_weights(p: torch.Tensor, inv_temp, iters: int = 1) -> torch.Tensor:
     """GEM's self-self attention matrix of one projection p (B, heads, N, d) -> (B, heads, N, N)."""
     for _ in range(iters):
         p = F.normalize(p, dim=-1)
-        p = torch.softmax((p @ p.transpose(-2, -1)) * inv_temp, dim=-1) @ p
+        p = torch.softmax(_scaled_self_scores(p, inv_temp), dim=-1) @ p
     p = F.normalize(p, dim=-1)
-    return torch.softmax((p @ p.transpose(-2, -1)) * inv_temp, dim=-1)
+    return torch.softmax(_scaled_self_scores(p, inv_temp), dim=-1)
 
 
 def self_self_attention(y: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -69,11 +78,11 @@ def self_self_attention(y: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
         inv_temp = y.norm(dim=-1).mean(dim=-1).view(-1, 1, 1, 1) * q.shape[-1] ** -0.5
     else:
         inv_temp = temp
-    # summed in GEM's order (v, k, q) so rounding matches
+    # summed in GEM's order (v, k, q) so rounding matches (in place: the same sums)
     out = self_self_weights(v, inv_temp, iters) @ v
-    out = out + self_self_weights(k, inv_temp, iters) @ v
-    out = out + self_self_weights(q, inv_temp, iters) @ v
-    return out / 3
+    out += self_self_weights(k, inv_temp, iters) @ v
+    out += self_self_weights(q, inv_temp, iters) @ v
+    return out.div_(3)
 
 
 @register_method('GEM')
@@ -143,5 +152,7 @@ class GEM(DenseMethod):
         mha = blk.attn
         B, N, C = y.shape
         qkv = F.linear(y, mha.in_proj_weight, mha.in_proj_bias)
-        qkv = qkv.view(B, N, 3, mha.num_heads, C // mha.num_heads).permute(2, 0, 3, 1, 4)
+        # one copy into (3, B, heads, N, d): the nine N x N products and normalisations that read q, k and v
+        # then run on contiguous operands (same numbers, fewer hidden copies)
+        qkv = qkv.view(B, N, 3, mha.num_heads, C // mha.num_heads).permute(2, 0, 3, 1, 4).contiguous()
         return qkv[0], qkv[1], qkv[2]

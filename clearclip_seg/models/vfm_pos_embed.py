@@ -72,6 +72,14 @@ def resize_patch_pos_embed(patch_pos: torch.Tensor, grid, rule: str) -> torch.Te
     return out.permute(0, 2, 3, 1).reshape(1, gh * gw, dim).to(patch_pos.dtype)
 
 
+def _version(t: torch.Tensor) -> int:
+    """The in-place version counter of a tensor (-1 for an inference tensor, which has none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return -1
+
+
 def use_pos_embed_rule(model, rule: str, key: str = 'pos_embed_resize'):
     """Give a timm ViT (``dynamic_img_size=True``) the positional-embedding resize ``rule``; returns it."""
     if rule not in RULES:
@@ -82,12 +90,21 @@ def use_pos_embed_rule(model, rule: str, key: str = 'pos_embed_resize'):
         raise ValueError(f'{key}={rule!r} needs a timm ViT with an absolute position embedding built with '
                          f'dynamic_img_size=True, not {type(model).__name__}')
 
+    cache = {}   # resized patch positions per grid: they are weights (ViT-B/8 at 42 x 42: 40 ms a window saved)
+
     def pos_embed(x: torch.Tensor) -> torch.Tensor:
         B, gh, gw, C = x.shape
         prefix = 0 if model.no_embed_class else model.num_prefix_tokens
         prefix_pos, patch_pos = model.pos_embed[:, :prefix], model.pos_embed[:, prefix:]
         if gh * gw != patch_pos.shape[1] or gh != gw:   # not the training grid
-            patch_pos = resize_patch_pos_embed(patch_pos, (gh, gw), rule)
+            p = model.pos_embed   # a move, cast or load of the weights empties the cache
+            stamp = (p.dtype, p.device, p.data_ptr(), _version(p))
+            if cache.get('stamp') != stamp:
+                cache.clear()
+                cache['stamp'] = stamp
+            if (gh, gw) not in cache:
+                cache[(gh, gw)] = resize_patch_pos_embed(patch_pos, (gh, gw), rule)
+            patch_pos = cache[(gh, gw)]
         x = x.reshape(B, gh * gw, C)
         tokens = [t.expand(B, -1, -1) for t in (model.cls_token, model.reg_token) if t is not None]
         if model.no_embed_class:  # prefix tokens carry no position embedding

@@ -11,12 +11,16 @@ passes, resize to the original size, PAMR where on, classification):
 * ``protocol='own'``: each method under its own card (resize, windows, PAMR),
   what a reproduction of its published numbers costs.
 
-ProxyCLIP's proxy model is built at its real size with random weights. Methods
-are measured one after another (one model in memory at a time); ClearCLIP is
-measured first and again last, and both figures are printed, so a drift of the
-machine's load shows. The CPU model, threads and load average are printed
-beside the figures.
+Every card of ``METHOD_CARDS`` is measured unless some are named (methods
+added later are picked up). A method's vision foundation model (ProxyCLIP's
+proxy, any method keyword ``*pretrained``) is built at its real size with
+random weights. Methods are measured one after another (one model in memory at
+a time) with ``torch.utils.benchmark`` (median and IQR per repeat); ClearCLIP
+is measured first and again last, both figures are printed, and a warning says
+when they differ by more than their noise (the machine's load changed). The
+CPU model is printed beside every figure, with the case's peak memory.
 """
+import inspect
 import gc
 import os
 import os.path as osp
@@ -25,12 +29,15 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..apis import init_segmentor, load_config
+from ..methods.registry import get_method_class
 from ..protocol.constants import config_path
 from ..protocol.methods import METHOD_CARDS, common_setting
 from ..records import atomic_write_json
 from ..repo_root import ROOT
 from .inputs import VOC_RAW_SIZES, machine_info, protocol_resize, synthetic_images
-from .timing import timed
+from .memory import PeakMemory
+from .stages import stage_breakdown
+from .timing import benchmark_call, check_repeat
 
 PROTOCOLS = ('common', 'own')
 
@@ -41,7 +48,7 @@ def _options(card: Optional[str], benchmark: str, protocol: str, arch: Optional[
     name = card or 'clearclip'
     opts = {'model.clip.pretrained': None, 'model.clip.precision': precision, 'model.text_cache': False,
             'model.templates': 'a_photo_of'}   # the text classifier is built before timing: one template suffices
-    if arch is not None:
+    if arch is not None or arch_file is not None:   # arch None with a file: the file's architecture
         opts['model.clip.arch'] = arch
     if arch_file is not None:
         opts['model.clip.arch_file'] = arch_file
@@ -50,9 +57,18 @@ def _options(card: Optional[str], benchmark: str, protocol: str, arch: Optional[
             opts.update(common_setting(METHOD_CARDS[card], benchmark).cfg_options())
             opts.pop('model.last_block')
             opts.pop('model.method')
-        if card == 'proxyclip':  # the proxy ViT at its real size, random weights (no download)
-            opts['model.method.vfm_pretrained'] = False
+        opts.update(_random_vfm(config_path(name, 'vit-b16', benchmark), opts))
     return osp.join(ROOT, config_path(name, 'vit-b16', benchmark)), opts
+
+
+def _random_vfm(config: str, opts: dict) -> dict:
+    """``{'model.method.<key>': False}`` for each ``*pretrained`` keyword of the config's method (no download)."""
+    method = load_config(osp.join(ROOT, config), opts).model.get('method')
+    if not method:
+        return {}
+    cls = get_method_class(method['type'])
+    keys = [k for k in inspect.signature(cls.__init__).parameters if k.endswith('pretrained')]
+    return {f'model.method.{k}': False for k in keys}
 
 
 def _resize_short(cfg) -> Tuple[int, int]:
@@ -66,7 +82,8 @@ def _resize_short(cfg) -> Tuple[int, int]:
 
 
 def _time_method(card: Optional[str], benchmark: str, protocol: str, raw_sizes: Sequence[Tuple[int, int]],
-                 arch, arch_file, precision: str, device, warmup: int, repeats: int, seed: int) -> dict:
+                 arch, arch_file, precision: str, device, warmup: int, repeats: int, seed: int,
+                 min_run_time: float = 0.0, stages: bool = False) -> dict:
     from mmseg.structures import SegDataSample
     config, opts = _options(card, benchmark, protocol, arch, arch_file, precision)
     cfg = load_config(config, opts)
@@ -88,23 +105,30 @@ def _time_method(card: Optional[str], benchmark: str, protocol: str, raw_sizes: 
     with torch.inference_mode():
         for _ in range(warmup):
             predict()
-        walls, cpus = [], []
-        for _ in range(max(1, repeats)):
-            wall, cpu, _ = timed(predict, device)
-            walls.append(wall)
-            cpus.append(cpu)
-    best = min(range(len(walls)), key=walls.__getitem__)
-    out = dict(method=card or 'clearclip', type=seg.method.method_name, config=osp.relpath(config, ROOT),
+        medians, iqrs = [], []
+        with PeakMemory(device) as mem:
+            for _ in range(max(1, repeats)):
+                m = benchmark_call(predict, min_run_time, device)
+                medians.append(m.median)
+                iqrs.append(m.iqr)
+    best = min(range(len(medians)), key=medians.__getitem__)
+    name = card or 'clearclip'
+    out = dict(method=name, type=seg.method.method_name, config=osp.relpath(config, ROOT),
                resize=list(scale), mode=tc['mode'], crop=list(tc['crop_size']), stride=list(tc['stride']),
-               pamr=seg.postprocess is not None, images=len(images), time_s=walls[best], times_s=walls,
-               cpu_s=cpus[best], images_per_s=len(images) / walls[best])
+               max_windows=seg.max_windows(device), pamr=seg.postprocess is not None, images=len(images),
+               time_s=medians[best], iqr_s=iqrs[best], times_s=medians, iqrs_s=iqrs,
+               images_per_s=len(images) / medians[best], memory=mem.as_dict(),
+               timing_warning=check_repeat(name, medians, iqrs))
+    if stages:
+        out['stages_s'] = stage_breakdown(seg, predict, device)
     return out
 
 
 def method_speed(methods: Optional[Sequence[str]] = None, protocol: str = 'common', benchmark: str = 'voc21',
                  arch: Optional[str] = None, arch_file: Optional[str] = None, precision: str = 'fp32',
                  device=None, num_images: int = 2, raw_sizes: Sequence[Tuple[int, int]] = VOC_RAW_SIZES,
-                 warmup: int = 1, repeats: int = 1, seed: int = 0, threads: Optional[int] = None,
+                 warmup: int = 1, repeats: int = 1, min_run_time: float = 0.0, stages: bool = False,
+                 seed: int = 0, threads: Optional[int] = None,
                  json_path: Optional[str] = None, log: Callable[[str], None] = print) -> dict:
     """Images/s of ClearCLIP and each method, and each one's ratio to ClearCLIP.
 
@@ -116,7 +140,11 @@ def method_speed(methods: Optional[Sequence[str]] = None, protocol: str = 'commo
         precision: ``fp32 | fp16 | bf16``.
         device: ``cpu | cuda`` (default: cuda when available).
         num_images: synthetic images (``raw_sizes`` cycled: VOC-sized by default).
-        warmup, repeats: untimed and timed passes per method (best kept).
+        warmup, repeats: untimed passes, and ``torch.utils.benchmark`` measurements per method (the best
+            median is kept).
+        min_run_time: seconds of calls per measurement (at least one block).
+        stages: also time one more prediction by stage (``perf.stages``: trunk blocks, VFM forward, the
+            method's rest, classify, and the text classifier's cold build).
         seed: weights and images seed.
         threads: ``torch.set_num_threads``.
         json_path: also write the figures here.
@@ -142,17 +170,28 @@ def method_speed(methods: Optional[Sequence[str]] = None, protocol: str = 'commo
         + (f", load average {machine['loadavg_at_start'][0]:.2f}" if 'loadavg_at_start' in machine else ''))
     log(f'{protocol} protocol, {benchmark} configs, {precision}, {len(sizes)} image(s) of raw size '
         + ', '.join(f'{h}x{w}' for h, w in sizes) + f', warm-up {warmup}, best of {max(1, repeats)}')
+    cpu = f"{machine.get('cpu')}, {machine['threads']} threads" + (f", GPU {machine['gpu']}"
+                                                                  if 'gpu' in machine else '')
     results: List[Dict] = []
     order = [None] + methods + [None]   # ClearCLIP first and last: the drift of the machine shows
     for card in order:
         r = _time_method(card, benchmark, protocol, sizes, arch, arch_file, precision, device, warmup, repeats,
-                         seed)
+                         seed, min_run_time, stages)
         gc.collect()   # one model in memory at a time
         results.append(r)
         windows = 'whole' if r['mode'] == 'whole' else f"{r['crop'][0]}/{r['stride'][0]}"
-        log(f"  {r['method']:<10} {r['images_per_s']:8.3f} images/s  ({r['time_s']:.2f} s; short side "
-            f"{min(r['resize'])}, windows {windows}, PAMR {'on' if r['pamr'] else 'off'})")
-    base = (results[0]['images_per_s'] + results[-1]['images_per_s']) / 2
+        log(f"  {r['method']:<10} {r['images_per_s']:8.3f} images/s  (median {r['time_s']:.2f} s, IQR "
+            f"{r['iqr_s']:.2f} s; short side {min(r['resize'])}, windows {windows}, max_windows "
+            f"{r['max_windows']}, PAMR {'on' if r['pamr'] else 'off'}; peak {r['memory']['peak_mib']:.0f} MiB) "
+            f"[{cpu}]")
+        if stages:
+            st = r['stages_s']
+            log('             by stage (one prediction, s): ' + ', '.join(
+                f'{k} {v:.3f}' for k, v in st.items() if k != 'windows'))
+    first, last = results[0], results[-1]
+    drift = check_repeat('clearclip (first and last)', [first['time_s'], last['time_s']],
+                         [first['iqr_s'], last['iqr_s']])
+    base = (first['images_per_s'] + last['images_per_s']) / 2
     for r in results:
         r['relative'] = r['images_per_s'] / base
     log('relative to ClearCLIP (mean of its two measurements): ' + ', '.join(
@@ -160,7 +199,8 @@ def method_speed(methods: Optional[Sequence[str]] = None, protocol: str = 'commo
     if 'loadavg_at_start' in machine and hasattr(os, 'getloadavg'):
         log(f'load average at the end: {os.getloadavg()[0]:.2f}')
     report = dict(machine=machine, protocol=protocol, benchmark=benchmark, precision=precision,
-                  raw_sizes=[list(s) for s in sizes], results=results)
+                  arch=arch, arch_file=arch_file, raw_sizes=[list(s) for s in sizes], results=results,
+                  clearclip_drift_warning=drift)
     if json_path:
         atomic_write_json(report, json_path)
     return report

@@ -19,17 +19,20 @@ from ..models.towers import load_tokenizer
 from ..vocab import load_templates, load_vocabulary
 from .inputs import load_average
 from .memory import PeakMemory
-from .timing import synchronize, timed
+from .timing import benchmark_call, check_repeat, synchronize, timed
 
 
 def measure_paths(seg, images: Sequence[torch.Tensor], max_windows_list: Sequence[int], warmup: int = 1,
-                  repeats: int = 1) -> List[dict]:
+                  repeats: int = 1, min_run_time: float = 0.0) -> List[dict]:
     """Time ``seg.query_logits(images)`` at several ``max_windows``, interleaved.
 
     One call scores the whole list (windows of all images are grouped by
     shape). Each setting gets ``warmup`` untimed calls; then ``repeats``
-    rounds time every setting once in turn, and the best wall time per
-    setting is kept. ``cpu_s`` is the process CPU time of that call (less
+    rounds measure every setting once in turn with ``torch.utils.benchmark``
+    (blocks of calls for at least ``min_run_time`` s: a median and its IQR per
+    round); the best round's median is ``time_s``, and rounds of one setting
+    whose medians differ by more than their IQRs give a warning
+    (``timing_warning``). ``cpu_s`` is the process CPU time per call (less
     sensitive to a busy machine; it counts all threads, spinning included).
     ``seg.test_cfg['max_windows']`` is restored afterwards.
 
@@ -47,7 +50,8 @@ def measure_paths(seg, images: Sequence[torch.Tensor], max_windows_list: Sequenc
     crop, stride = seg.test_cfg['crop_size'], seg.test_cfg['stride']
     shapes = padded_window_shapes([tuple(i.shape[-2:]) for i in images], crop, stride, seg.encoder.patch_size)
     flops = windows_flops(seg.encoder, shapes, last_block_of(seg.method))
-    runs = [dict(max_windows=int(m), times_s=[], cpu_times_s=[], mem=[], logits=None) for m in max_windows_list]
+    runs = [dict(max_windows=int(m), times_s=[], iqrs_s=[], cpu_times_s=[], mem=[], logits=None)
+            for m in max_windows_list]
     load0 = load_average()
     try:
         with torch.inference_mode():
@@ -60,10 +64,18 @@ def measure_paths(seg, images: Sequence[torch.Tensor], max_windows_list: Sequenc
                 for r in runs:
                     seg.test_cfg['max_windows'] = r['max_windows']
                     r['logits'] = None
+                    calls = []
+
+                    def call():
+                        calls.append(1)
+                        r['logits'] = seg.query_logits(images)
+
+                    c0 = time.process_time()
                     with PeakMemory(device) as mem:
-                        wall, cpu, r['logits'] = timed(lambda: seg.query_logits(images), device)
-                    r['times_s'].append(wall)
-                    r['cpu_times_s'].append(cpu)
+                        m = benchmark_call(call, min_run_time, device)
+                    r['times_s'].append(m.median)
+                    r['iqrs_s'].append(m.iqr)
+                    r['cpu_times_s'].append((time.process_time() - c0) / len(calls))
                     r['mem'].append(mem.as_dict())
     finally:
         seg.test_cfg['max_windows'] = old
@@ -75,7 +87,9 @@ def measure_paths(seg, images: Sequence[torch.Tensor], max_windows_list: Sequenc
         out.append(dict(
             max_windows=r['max_windows'], images=len(images), windows=len(shapes),
             window_shapes=sorted({f'{h}x{w}': shapes.count((h, w)) for h, w in shapes}.items()),
-            time_s=t, times_s=r['times_s'], cpu_s=r['cpu_times_s'][best], cpu_times_s=r['cpu_times_s'],
+            time_s=t, times_s=r['times_s'], iqrs_s=r['iqrs_s'], cpu_s=r['cpu_times_s'][best],
+            cpu_times_s=r['cpu_times_s'],
+            timing_warning=check_repeat(f"max_windows={r['max_windows']}", r['times_s'], r['iqrs_s']),
             images_per_s=len(images) / t, windows_per_s=len(shapes) / t,
             encoder_gflop=flops / 1e9, achieved_gflops=flops / t / 1e9, memory=memory,
             loadavg_1min_at_start=load0, logits=r['logits']))
@@ -83,9 +97,9 @@ def measure_paths(seg, images: Sequence[torch.Tensor], max_windows_list: Sequenc
 
 
 def measure_path(seg, images: Sequence[torch.Tensor], max_windows: int, warmup: int = 1,
-                 repeats: int = 1) -> dict:
+                 repeats: int = 1, min_run_time: float = 0.0) -> dict:
     """``measure_paths`` for one ``max_windows``."""
-    return measure_paths(seg, images, [max_windows], warmup, repeats)[0]
+    return measure_paths(seg, images, [max_windows], warmup, repeats, min_run_time)[0]
 
 
 def measure_encoder_only(seg, crop_hw: Tuple[int, int], batches: Sequence[int], warmup: int = 1,

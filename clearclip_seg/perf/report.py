@@ -26,11 +26,13 @@ def _fmt_mem(m: dict) -> str:
     return f"{m['peak_mib']:.0f} MiB{start} [{m['kind']}]"
 
 
-def _print_path(log, name: str, r: dict) -> None:
+def _print_path(log, name: str, r: dict, cpu: str = '') -> None:
     shapes = ', '.join(f'{s} x{n}' for s, n in r['window_shapes'])
+    best = min(range(len(r['times_s'])), key=r['times_s'].__getitem__)
     log(f"{name} (max_windows={r['max_windows']}): {r['images']} images, {r['windows']} windows ({shapes})")
-    log(f"  time {r['time_s']:.3f} s (best of {len(r['times_s'])}; process CPU {r['cpu_s']:.2f} s) -> "
-        f"{r['images_per_s']:.3f} images/s, {r['windows_per_s']:.3f} windows/s")
+    log(f"  time {r['time_s']:.3f} s (median, IQR {r['iqrs_s'][best]:.3f} s; best of {len(r['times_s'])}; "
+        f"process CPU {r['cpu_s']:.2f} s) -> {r['images_per_s']:.3f} images/s, {r['windows_per_s']:.3f} "
+        f"windows/s [{cpu}]")
     log(f"  encoder {r['encoder_gflop']:.1f} GFLOP -> {r['achieved_gflops']:.1f} GFLOP/s achieved")
     log(f"  peak memory {_fmt_mem(r['memory'])}")
 
@@ -42,7 +44,8 @@ def _pct_of_peak(log, r: dict, peak: dict, what: str = 'the matmul peak') -> Non
 
 def speed_report(arch: Optional[str] = None, arch_file: Optional[str] = None, precision: str = 'fp32',
                  compare_precision: bool = False, device=None, vocab: str = 'voc21',
-                 crop: Optional[int] = None, stride: Optional[int] = None, max_windows: int = 16,
+                 crop: Optional[int] = None, stride: Optional[int] = None, max_windows='auto',
+                 min_run_time: float = 0.0,
                  baseline: bool = False, image_size: Optional[Sequence[Tuple[int, int]]] = None,
                  protocol_resize_sizes: bool = False, num_images: int = 3, warmup: int = 1, repeats: int = 1,
                  skip_images: bool = False, skip_encoder_only: bool = False, skip_text: bool = False,
@@ -59,7 +62,9 @@ def speed_report(arch: Optional[str] = None, arch_file: Optional[str] = None, pr
         device: ``cpu | cuda``; None picks the GPU when there is one.
         vocab: benchmark key / vocabulary of the image runs: sets crop, stride and prob_thd.
         crop, stride: override the benchmark's.
-        max_windows: windows per encoder batch of the batched path.
+        max_windows: windows per encoder batch of the batched path (``'auto'``: the segmentor's
+            default for the device and precision, so the default path is the one timed).
+        min_run_time: seconds of calls per ``torch.utils.benchmark`` measurement (at least one block).
         baseline: also time the plain path (``max_windows=1``).
         image_size: segmentor input sizes (H, W), cycled over ``num_images``; default VOC after the resize.
         protocol_resize_sizes: treat ``image_size`` as raw image sizes and resize them as the protocol does.
@@ -113,6 +118,9 @@ def speed_report(arch: Optional[str] = None, arch_file: Optional[str] = None, pr
     seg = build(precision)
     res['build_s'] = time.perf_counter() - t0
     res['config']['arch'] = seg.arch
+    max_windows = seg.max_windows(device)   # 'auto' resolved as the segmentor resolves it
+    res['config']['max_windows_resolved'] = max_windows
+    cpu = f"{m.get('cpu')}, {m['threads']} threads" + (f", GPU {m['gpu']}" if 'gpu' in m else '')
     geo = encoder_geometry(seg.encoder, last_block_of(seg.method))
     res['encoder_geometry'] = dict(geo, patch=list(geo['patch']))
 
@@ -124,9 +132,10 @@ def speed_report(arch: Optional[str] = None, arch_file: Optional[str] = None, pr
 
     if not skip_images:
         images = synthetic_images(sizes, seed=seed, device=device)
-        measured = measure_paths(seg, images, [max_windows] + ([1] if baseline else []), warmup, repeats)
+        measured = measure_paths(seg, images, [max_windows] + ([1] if baseline else []), warmup, repeats,
+                                 min_run_time)
         batched = measured[0]
-        _print_path(log, 'batched path', batched)
+        _print_path(log, 'batched path', batched, cpu)
         _pct_of_peak(log, batched, peak)
         base_logits = batched.pop('logits')
         res['batched'] = batched
@@ -134,7 +143,7 @@ def speed_report(arch: Optional[str] = None, arch_file: Optional[str] = None, pr
             res['profile'] = op_breakdown(seg, images, max_windows, log=log)
         if baseline:
             plain = measured[1]
-            _print_path(log, 'plain path', plain)
+            _print_path(log, 'plain path', plain, cpu)
             _pct_of_peak(log, plain, peak)
             agree = agreement(seg, base_logits, plain.pop('logits'))
             res['plain'] = plain
@@ -166,8 +175,8 @@ def speed_report(arch: Optional[str] = None, arch_file: Optional[str] = None, pr
     if compare_precision and not skip_images:
         other_prec = low if precision == 'fp32' else 'fp32'
         other = build(other_prec)
-        o = measure_path(other, images, max_windows, warmup, repeats)
-        _print_path(log, f'batched path, {other_prec}', o)
+        o = measure_path(other, images, max_windows, warmup, repeats, min_run_time)
+        _print_path(log, f'batched path, {other_prec}', o, cpu)
         o_logits = o.pop('logits')
         del other
         other_peak = measure_matmul_peak(device, DTYPES[other_prec], n=matmul_size)

@@ -1,6 +1,7 @@
 """Wall and CPU time of one call, and the device's matmul peak (the yardstick of the GFLOP/s figures)."""
 import time
-from typing import Callable, Optional, Tuple
+import warnings
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
@@ -18,6 +19,45 @@ def timed(fn: Callable[[], object], device) -> Tuple[float, float, object]:
     out = fn()
     synchronize(device)
     return time.perf_counter() - t0, time.process_time() - c0, out
+
+
+def benchmark_call(fn: Callable[[], object], min_run_time: float = 1.0, device='cpu'):
+    """``torch.utils.benchmark`` measurement of ``fn()``: blocks of runs for at least ``min_run_time`` s.
+
+    Returns the ``Measurement`` (``median``, ``iqr``, ``times``, one per block).
+    """
+    from torch.utils import benchmark
+
+    def call():
+        fn()
+        synchronize(device)
+
+    return benchmark.Timer(stmt='call()', globals={'call': call},
+                           num_threads=torch.get_num_threads()).blocked_autorange(min_run_time=min_run_time)
+
+
+def summary(measurement) -> dict:
+    """Median, IQR (seconds) and block count of a ``torch.utils.benchmark`` measurement."""
+    return dict(median_s=measurement.median, iqr_s=measurement.iqr, blocks=len(measurement.times))
+
+
+def check_repeat(name: str, medians: Sequence[float], iqrs: Sequence[float]) -> Optional[str]:
+    """A warning (issued, and returned) when two timings of the same thing differ by more than their noise.
+
+    The noise of a timing is its IQR; two medians further apart than the sum
+    of the two largest IQRs (and than 2 % of the smaller median: an IQR of one
+    block is 0) mean the machine's load changed between them.
+    """
+    if len(medians) < 2:
+        return None
+    lo, hi = min(medians), max(medians)
+    noise = sum(sorted(iqrs)[-2:])
+    if hi - lo <= max(noise, 0.02 * lo):
+        return None
+    msg = (f'{name}: two timings of the same case differ by {hi - lo:.3g} s ({lo:.3g} vs {hi:.3g} s), more '
+           f'than their noise (IQR {noise:.3g} s): the load of the machine changed; compare figures with care')
+    warnings.warn(msg, RuntimeWarning, stacklevel=2)
+    return msg
 
 
 def measure_matmul_peak(device='cpu', dtype=torch.float32, n: Optional[int] = None,
