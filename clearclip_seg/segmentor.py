@@ -173,18 +173,22 @@ class ClearCLIPSegmentor(BaseSegmentor):
         return text_model_identity(self._text_model[0], self.arch, self.pretrained, self.precision,
                                    self._tokenizer)
 
+    def text_embedder(self):
+        """``embed(queries, templates)`` -> (len(queries), dim) normalised template averages (cached on disk)."""
+        device = self.query_to_class.device
+        clip_model = self._text_model[0]
+        clip_model.to(device)
+        cache_dir = self.text_cache if isinstance(self.text_cache, str) else None
+        return partial(build_text_classifier, clip_model, self._tokenizer, device=device,
+                       key_parts=self.text_cache_key(), cache_dir=cache_dir)
+
     @torch.no_grad()
     def build_text_classifier(self) -> torch.Tensor:
         """Build (or load from cache) the query embeddings on the model's device."""
         if self.query_embeddings.numel():
             return self.query_embeddings
         device = self.query_to_class.device
-        clip_model = self._text_model[0]
-        clip_model.to(device)
-        tokenizer = self._tokenizer
-        cache_dir = self.text_cache if isinstance(self.text_cache, str) else None
-        embed = partial(build_text_classifier, clip_model, tokenizer, device=device,
-                        key_parts=self.text_cache_key(), cache_dir=cache_dir)
+        embed = self.text_embedder()
         if self.text_head is None:
             emb = embed(self.vocabulary.queries, self.templates)
         else:
@@ -204,7 +208,7 @@ class ClearCLIPSegmentor(BaseSegmentor):
             logits = self._compiled[0](crops, text)
         else:
             logits = self.method.patch_logits(self.encoder, crops, text)
-        return logits if self.text_head is None else self.text_head.fuse(logits)
+        return logits if self.text_head is None else self.text_head.fuse_window(logits, tuple(crops.shape[-2:]))
 
     def query_logits(self, images: Union[torch.Tensor, List[torch.Tensor]]) -> List[torch.Tensor]:
         """Cosine-similarity logits per query, (Q, H, W) at each input's size."""

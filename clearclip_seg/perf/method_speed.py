@@ -26,7 +26,7 @@ import torch
 
 from ..apis import init_segmentor, load_config
 from ..protocol.constants import config_path
-from ..protocol.methods import METHOD_CARDS, common_setting
+from ..protocol.methods import DENSE_CARDS, METHOD_CARDS, common_setting
 from ..records import atomic_write_json
 from ..repo_root import ROOT
 from .inputs import VOC_RAW_SIZES, machine_info, protocol_resize, synthetic_images
@@ -121,7 +121,7 @@ def method_speed(methods: Optional[Sequence[str]] = None, protocol: str = 'commo
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol '{protocol}': expected one of {PROTOCOLS}")
-    methods = list(METHOD_CARDS) if methods is None else list(methods)
+    methods = list(DENSE_CARDS) if methods is None else list(methods)
     unknown = [m for m in methods if m not in METHOD_CARDS]
     if unknown:
         raise ValueError(f'unknown method card(s) {unknown} (--methods): expected some of {list(METHOD_CARDS)}')

@@ -46,7 +46,8 @@ class Benchmark:
         background: the vocabulary's class 0 is ``background``.
         method_vocabularies: vocabulary family -> shipped class-name file, where a family of
             methods' own protocol reads other class names (``sclip``: SCLIP, NACLIP, ResCLIP,
-            SC-CLIP; ``proxyclip``: ProxyCLIP); a family not listed uses ``vocabulary``.
+            SC-CLIP; ``proxyclip``: ProxyCLIP; ``floss``: FLOSS's MaskCLIP base, natural names
+            such as 'dining table'); a family not listed uses ``vocabulary``.
         published: (backbone slug, preset) -> published mIoU (%) for numbers outside the
             ClearCLIP paper's tables (``protocol/published.py`` merges them in); the paper's
             own numbers stay in its transcribed tables.
@@ -110,13 +111,13 @@ BENCHMARKS: Dict[str, Benchmark] = {b.key: b for b in [
               method_vocabularies=dict(sclip='voc21_bg26', proxyclip=_proxyclip('voc21'))),
     Benchmark(key='voc20', title='VOC20', **{**_VOC2012, 'dataset_type': 'PascalVOC20Dataset'}, num_classes=20,
               reduce_zero_label=True, prob_thd=0.0, vocabulary='voc20', background=False,
-              method_vocabularies=dict(sclip='voc20_synonyms', proxyclip=_proxyclip('voc20'))),
+              method_vocabularies=dict(sclip='voc20_synonyms', proxyclip=_proxyclip('voc20'), floss='floss/voc20')),
     Benchmark(key='context60', title='Context60', dataset_type='PascalContextDataset', **_CONTEXT, num_classes=60,
               prob_thd=0.15, vocabulary='context60', background=True,
               method_vocabularies=dict(proxyclip=_proxyclip('context60'))),
     Benchmark(key='context59', title='Context59', dataset_type='PascalContextDataset59', **_CONTEXT,
               num_classes=59, reduce_zero_label=True, prob_thd=0.0, vocabulary='context59', background=False,
-              method_vocabularies=dict(proxyclip=_proxyclip('context59'))),
+              method_vocabularies=dict(proxyclip=_proxyclip('context59'), floss='floss/context59')),
     Benchmark(key='coco_object', title='COCO-Object', dataset_type='COCOObjectDataset', **_COCO,
               seg_map_suffix='_instanceTrainIds.png', num_classes=81, label_values=(0, 80), extra_label_values=(),
               prob_thd=0.4, vocabulary='coco_object', background=True, prepare_step='coco_object',
@@ -124,19 +125,19 @@ BENCHMARKS: Dict[str, Benchmark] = {b.key: b for b in [
     Benchmark(key='coco_stuff164k', title='COCO-Stuff', dataset_type='COCOStuffDataset', **_COCO,
               seg_map_suffix='_labelTrainIds.png', num_classes=171, label_values=(0, 170), prob_thd=0.0,
               vocabulary='coco_stuff164k', background=False, prepare_step='coco_stuff164k',
-              method_vocabularies=dict(proxyclip=_proxyclip('coco_stuff164k'))),
+              method_vocabularies=dict(proxyclip=_proxyclip('coco_stuff164k'), floss='floss/coco_stuff164k')),
     Benchmark(key='cityscapes', title='Cityscapes', dataset_type='CityscapesDataset', data_root='data/cityscapes',
               img_dir='leftImg8bit/val', ann_dir='gtFine/val', img_suffix='_leftImg8bit.png',
               seg_map_suffix='_gtFine_labelTrainIds.png', num_images=500, num_classes=19, label_values=(0, 18),
               prob_thd=0.0, crop=224, stride=224, vocabulary='cityscapes', background=False,
               prepare_step='cityscapes', typical_size=(1024, 2048),
-              method_vocabularies=dict(proxyclip=_proxyclip('cityscapes'))),
+              method_vocabularies=dict(proxyclip=_proxyclip('cityscapes'), floss='floss/cityscapes')),
     Benchmark(key='ade20k', title='ADE20K', dataset_type='ADE20KDataset', data_root='data/ade/ADEChallengeData2016',
               img_dir='images/validation', ann_dir='annotations/validation', img_suffix='.jpg',
               seg_map_suffix='.png', num_images=2000, num_classes=150, reduce_zero_label=True,
               label_values=(0, 150), extra_label_values=(), prob_thd=0.0, vocabulary='ade20k', background=False,
               prepare_step='ade20k', typical_size=(512, 683),
-              method_vocabularies=dict(proxyclip=_proxyclip('ade20k'))),
+              method_vocabularies=dict(proxyclip=_proxyclip('ade20k'), floss='floss/ade20k')),
 ]}
 
 # The paper's table order (three sets with background, then five without): protocol constants.

@@ -35,6 +35,18 @@ PROXYCLIP_VOCABULARIES: Dict[str, str] = {k: b.vocabulary_for('proxyclip') for k
 
 PAMR_10 = dict(type='PAMR', num_iter=PAMR_NUM_ITER, dilations=PAMR_DILATIONS)
 
+# FLOSS (``models/floss.py``): its authors evaluate the five benchmarks without background only;
+# their rankings exist for these. On COCO-Stuff and ADE20K their code rounds to fp16: each fused
+# window (NACLIP base) or every upsampled classifier map (MaskCLIP / CLIP-DINOiser bases).
+FLOSS_BENCHMARKS = ('voc20', 'context59', 'coco_stuff164k', 'cityscapes', 'ade20k')
+FLOSS_HALF = ('coco_stuff164k', 'ade20k')
+
+
+def _floss(rankings: str, backbone: str, renormalize: bool, half: str, benchmark: str) -> dict:
+    """The FLOSS text head as its authors run it over ``rankings``' base on ``benchmark``."""
+    return dict(type='FLOSS', rankings=rankings, backbone=backbone, benchmark=benchmark, top_k=4,
+                logit_scale=100.0, renormalize=renormalize, half=half if benchmark in FLOSS_HALF else 'none')
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -49,6 +61,8 @@ class Setting:
         postprocess: post-processor config or None.
         vocabulary: shipped vocabulary name.
         method: ``dict(type=NAME, **options)``.
+        text_head: ``dict(type=NAME, **options)`` of a text head (``model.text_head``, e.g. FLOSS),
+            or None (the plain text side; nothing is rendered for it).
     """
     resize: int
     mode: str
@@ -61,6 +75,7 @@ class Setting:
     postprocess: Optional[dict]
     vocabulary: str
     method: dict
+    text_head: Optional[dict] = None
 
     @property
     def resize_scale(self) -> Tuple[int, int]:
@@ -77,7 +92,8 @@ class Setting:
                 'model.test_cfg.mode': self.mode, 'model.test_cfg.crop_size': (self.crop, self.crop),
                 'model.test_cfg.stride': (self.stride, self.stride), 'model.test_cfg.patch_fit': self.patch_fit,
                 'test_pipeline.1.scale': self.resize_scale,
-                'test_dataloader.dataset.pipeline.1.scale': self.resize_scale}
+                'test_dataloader.dataset.pipeline.1.scale': self.resize_scale,
+                **({} if self.text_head is None else {'model.text_head': dict(self.text_head)})}
 
     def option_items(self, method: bool = False) -> List[str]:
         """The protocol part of ``cfg_options`` as ``--cfg-options`` items (``'key=value'`` strings).
@@ -119,6 +135,8 @@ class MethodCard:
             backbone (applied after ``overrides``; e.g. SC-CLIP's ViT-L/14 thresholds).
         backbones: backbone slugs (``protocol/benchmarks.py`` BACKBONES) configs are made for.
         source: where the values were read.
+        benchmarks: the benchmarks the method's authors evaluate (configs and suite runs are made
+            for these only); None = every benchmark.
     """
     name: str
     title: str
@@ -129,6 +147,11 @@ class MethodCard:
     backbones: Tuple[str, ...] = ('vit-b16', 'vit-l14')
     backbone_overrides: Dict[str, Dict[str, dict]] = field(default_factory=dict)
     source: str = ''
+    benchmarks: Optional[Tuple[str, ...]] = None
+
+    def covers(self, benchmark: str) -> bool:
+        """Whether the card has a protocol (and configs) for ``benchmark``."""
+        return self.benchmarks is None or benchmark in self.benchmarks
 
     def setting(self, benchmark: str, backbone: Optional[str] = None) -> Setting:
         """The card's own protocol on ``benchmark`` (with ``backbone``'s own values, if any)."""
@@ -140,6 +163,8 @@ class MethodCard:
         values.pop('method', None)
         if values['postprocess'] is not None:
             values['postprocess'] = dict(values['postprocess'])  # callers may edit their copy
+        if values.get('text_head') is not None:
+            values['text_head'] = dict(values['text_head'])
         return Setting(vocabulary=self.vocabularies[benchmark], method=method, **values)
 
 
@@ -251,4 +276,36 @@ METHOD_CARDS: Dict[str, MethodCard] = {c.name: c for c in [
         overrides={k: dict(prob_thd=b.prob_thd, crop=b.crop, stride=b.stride) for k, b in BENCHMARKS.items()},
         source='WalBouss/GEM@5fa677c gem/ (the method); mc-lan/ClearCLIP@ad68a40 clearclip_segmentor.py, '
                'configs/ (the harness behind the published numbers)'),
+    MethodCard(
+        # FLOSS over its NACLIP base: NACLIP v2 without PAMR (the segmentor's pamr_steps=0 wins over
+        # eval_naclip.py's), logit 100, the SCLIP family's class files; the text head puts the expert
+        # fusion per window (VOC20: per whole image). COCO-Stuff/ADE20K round each fused window to fp16.
+        'floss-naclip', 'FLOSS (NACLIP)',
+        dict(type='NACLIP', arch='reduced', attn_strategy='naclip', gaussian_std=5.0),
+        {**_SCLIP_FAMILY, 'logit_scale': 100.0, 'text_head': _floss('naclip', 'vit-b16', True, 'window', 'voc20')},
+        SCLIP_FAMILY_VOCABULARIES,
+        overrides={k: dict(v, text_head=_floss('naclip', 'vit-b16', True, 'window', k)) for k, v in {
+            'voc20': dict(mode='whole'), 'context59': {}, 'coco_stuff164k': {}, 'cityscapes': dict(resize=560),
+            'ade20k': {}}.items()},
+        backbones=('vit-b16',), benchmarks=FLOSS_BENCHMARKS,
+        source='yasserben/FLOSS@ccf1d49 configs/naclip/*.py, mmseg/models/segmentors/naclip/naclip.py, '
+               'tools/eval_naclip.py --mode fusion, rankings/naclip/'),
+    MethodCard(
+        # FLOSS over its MaskCLIP base ("CLIP-DINOiser's MaskCLIP": identity attention, residual and
+        # FFN kept) on OpenCLIP ViT-B/16 laion2b: 448 short side, 448/224 windows everywhere, per-window
+        # softmax(x100) probabilities averaged, FLOSS's class names; expert rows not renormalised;
+        # COCO-Stuff/ADE20K fuse fp16 maps. CLIP-DINOiser (trained heads) is not in the registry.
+        'floss-maskclip', 'FLOSS (MaskCLIP)', dict(type='LastBlock', attn='identity', residual=True, ffn=True),
+        dict(resize=448, mode='slide', crop=448, stride=224, patch_fit='pad', logit_scale=100.0, prob_thd=0.0,
+             area_thd=None, postprocess=None, text_head=_floss('maskclip', 'openclip-vit-b16', False, 'maps', 'voc20')),
+        {k: b.vocabulary_for('floss') for k, b in BENCHMARKS.items()},
+        overrides={k: dict(text_head=_floss('maskclip', 'openclip-vit-b16', False, 'maps', k))
+                   for k in FLOSS_BENCHMARKS},
+        backbones=('openclip-vit-b16',), benchmarks=FLOSS_BENCHMARKS,
+        source='yasserben/FLOSS@ccf1d49 configs/maskclip.py, configs/_base_/, mmseg/models/segmentors/'
+               'clip_dinoiser/dinoclip_inferencer.py, maskclip/maskclip.py, rankings/maskclip/'),
 ]}
+
+# Cards of dense methods (the methods suites compare these); the others carry a text head (FLOSS)
+# over one of them and are run by their own suites.
+DENSE_CARDS: Tuple[str, ...] = tuple(n for n, c in METHOD_CARDS.items() if c.defaults.get('text_head') is None)

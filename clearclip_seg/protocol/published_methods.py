@@ -34,6 +34,7 @@ SOURCES: Dict[str, str] = {
     'scclip-readme': 'SuleBai/SC-CLIP README radar chart figs/scclip.jpg (backbone not named; the repo default '
                      'is ViT-B/16)',
     'clearclip-readme': 'mc-lan/ClearCLIP README assets/results.png, Table 2 (GEM in ClearCLIP\'s harness)',
+    'floss-readme': 'yasserben/FLOSS README "Results" table (mIoU, ViT-B/16 per the configs; arXiv 2504.10487)',
 }
 
 
@@ -138,6 +139,14 @@ METHOD_ENTRIES: Tuple[MethodEntry, ...] = (
                  'cityscapes': 37.5, 'ade20k': 18.7}, 'scclip-readme', quoted=True,
                 note='labelled on SC-CLIP\'s radar chart; the proxy model and settings are not stated '
                      '(the ProxyCLIP README has no table)'),
+    # FLOSS: its README's "+ FLOSS" rows (the split is not stated; the baselines are on the same table:
+    # NACLIP 35.5 / 79.7 / 35.2 / 17.4 / 23.3, MaskCLIP 25.0 / 61.8 / 25.5 / 14.2 / 17.5)
+    MethodEntry('floss-naclip', 'NACLIP + FLOSS', 'vit-b16', 'own', False,
+                {'cityscapes': 37.0, 'voc20': 80.2, 'context59': 35.9, 'ade20k': 18.4, 'coco_stuff164k': 23.6},
+                'floss-readme'),
+    MethodEntry('floss-maskclip', 'MaskCLIP + FLOSS', 'openclip-vit-b16', 'own', False,
+                {'cityscapes': 25.8, 'voc20': 61.8, 'context59': 26.2, 'ade20k': 14.9, 'coco_stuff164k': 17.8},
+                'floss-readme'),
 )
 
 
