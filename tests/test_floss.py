@@ -183,7 +183,7 @@ def test_ranking_errors_are_one_line(tmp_path, rankings_file):
             load_rankings(**{**dict(rankings='naclip', backbone='vit-b16', benchmark='voc20'), **kw})
         assert '\n' not in str(e.value) and 'model.text_head' in str(e.value)
     head = FLOSS(rankings='tiny', backbone='tiny', benchmark='voc20', file=rankings_file, top_k=5)
-    with pytest.raises(ValueError, match=r'top_k=5.*fewer templates'):
+    with pytest.raises(ValueError, match=r'top_k=5: the tiny/tiny/voc20 rankings keep 4 templates per class'):
         head.bind(load_vocabulary(VOCAB), TEMPLATES)
     head = FLOSS(rankings='tiny', backbone='tiny', benchmark='voc20', file=rankings_file)
     with pytest.raises(ValueError, match=r"1 class\(es\) .* no tiny/tiny/voc20 ranking: \['cat'\]"):
@@ -193,6 +193,12 @@ def test_ranking_errors_are_one_line(tmp_path, rankings_file):
             load_vocabulary(VOCAB), TEMPLATES[:2])
     with pytest.raises(ValueError, match=r"model.text_head.half='x'"):
         FLOSS(half='x')
+    # a class none of whose templates predicted a pixel: an error (NACLIP base) or every template
+    empty = {**RANKED, 'grass': []}
+    voc = load_vocabulary(VOCAB)
+    with pytest.raises(ValueError, match=r"no template that predicted any pixel for \['grass'\]"):
+        query_templates(voc, empty, 2, 'x')
+    assert query_templates(voc, empty, 2, 'x', empty='all') == [[3, 1], None, [0, 2], [0, 2]]
 
 
 def _independent_entropy(seg, images, n_templates, scale=100.0):
@@ -264,14 +270,15 @@ def test_generated_floss_configs_are_the_authors_settings(bench):
     assert m.postprocess is None and m.method.type == 'NACLIP' and m.clip.pretrained == 'openai'
     assert m.text_head.to_dict() == dict(type='FLOSS', rankings='naclip', backbone='vit-b16', benchmark=bench,
                                          top_k=4, logit_scale=100.0, renormalize=True,
-                                         half='window' if bench in ('coco_stuff164k', 'ade20k') else 'none')
+                                         half='window' if bench in ('coco_stuff164k', 'ade20k') else 'none',
+                                         empty='error')
     cfg = Config.fromfile(os.path.join(ROOT, config_path('floss-maskclip', 'openclip-vit-b16', bench)))
     m = cfg.model
     assert tuple(cfg.test_pipeline[1].scale) == (2048, 448) and m.test_cfg.mode == 'slide'
     assert tuple(m.test_cfg.crop_size) == (448, 448) and tuple(m.test_cfg.stride) == (224, 224)
     assert m.method.to_dict() == dict(type='LastBlock', attn='identity', residual=True, ffn=True)
     assert m.clip.pretrained == 'laion2b_s34b_b88k' and m.vocabulary == f'floss/{bench}'
-    assert m.text_head.renormalize is False
+    assert m.text_head.renormalize is False and m.text_head.empty == 'all'
     assert m.text_head.half == ('maps' if bench in ('coco_stuff164k', 'ade20k') else 'none')
     # no configs for the benchmarks with background: FLOSS has no rankings there
     assert not os.path.exists(os.path.join(ROOT, config_path('floss-naclip', 'vit-b16', 'voc21')))
@@ -297,3 +304,34 @@ def test_generated_config_runs_on_synthetic_data(tmp_path):
                    work_dir=str(tmp_path / 'w'))
     assert rec['dataset']['num_images'] == len(ids)
     assert 0.0 <= rec['metrics']['mIoU'] <= 100.0
+
+
+@pytest.mark.slow
+def test_rankings_cli_writes_a_file_the_head_reads(tmp_path):
+    import importlib.util
+    from clearclip_seg.synthetic import write_benchmark
+    from helpers import TINY_ARCH, TINY_NAME
+    write_benchmark('voc20', str(tmp_path / 'data'), sizes=((40, 60), (50, 40)), seed=1)
+    spec = importlib.util.spec_from_file_location('floss_rankings_cli',
+                                                  os.path.join(ROOT, 'tools', 'floss_rankings.py'))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    out = str(tmp_path / 'r.json')
+    templates = tmp_path / 'templates.txt'
+    templates.write_text('\n'.join(TEMPLATES) + '\n')
+    argv = [os.path.join(ROOT, config_path('floss-naclip', 'vit-b16', 'voc20')), str(tmp_path / 'data' / 'JPEGImages'),
+            '--name', 'mine', '--backbone', 'tiny', '--benchmark', 'voc20', '--average', 'logits', '--out', out,
+            '--templates-per-pass', '40', '--cfg-options', f'model.clip.arch_file={TINY_ARCH}',
+            f'model.clip.arch={TINY_NAME}', 'model.clip.pretrained=None', 'model.text_cache=False',
+            f'model.templates={templates}']
+    assert cli.main(argv) == 0
+    with open(out) as f:
+        ranked = json.load(f)['rankings']['mine']['tiny']['voc20']
+    # random weights: some classes are never predicted; they take every template with empty='all'
+    head = FLOSS(rankings='mine', backbone='tiny', benchmark='voc20', file=out, empty='all')
+    voc = load_vocabulary('voc20_synonyms')
+    head.bind(voc, TEMPLATES)
+    expect = [ranked['classes'][voc.classes[c]][:4] or None for c in voc.query_to_class]
+    assert head.experts() == expect and len(expect) == 30
+    assert all(r['entropy'] >= 0 for rows in ranked['entropy_ranking'].values() for r in rows)
+    assert cli.main(argv[:2] + ['--name', 'x', '--backbone', 'y', '--benchmark', 'voc20', '--num-images', '0']) == 2

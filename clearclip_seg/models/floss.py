@@ -61,8 +61,11 @@ def benchmark_of_vocabulary(name: str) -> Optional[str]:
 
 
 def load_rankings(rankings: str = 'naclip', backbone: str = 'vit-b16', benchmark: str = 'voc20',
-                  path: Optional[str] = None, key: str = 'model.text_head') -> Dict[str, List[int]]:
+                  path: Optional[str] = None, key: str = 'model.text_head', with_keep: bool = False):
     """Ranked template ids per ranking class key, for one (rankings, backbone, benchmark).
+
+    The ids are those with pixels (``pixel_percentage > 0``), best first, cut at the
+    file's ``keep`` (with ``with_keep``: returned as ``(ids, keep)``, keep None = uncut).
 
     Args:
         rankings: the ranking set, i.e. the base model the entropy was computed with
@@ -92,12 +95,20 @@ def load_rankings(rankings: str = 'naclip', backbone: str = 'vit-b16', benchmark
     if benchmark not in by_bench:
         raise ValueError(f'{key}.benchmark={benchmark!r}: no {rankings}/{backbone} rankings for it in {path} '
                          f'(it has {sorted(by_bench)}); compute them with tools/floss_rankings.py')
-    return {k: list(v) for k, v in by_bench[benchmark]['classes'].items()}
+    ranked = {k: list(v) for k, v in by_bench[benchmark]['classes'].items()}
+    return (ranked, data.get('keep')) if with_keep else ranked
 
 
 def query_templates(vocabulary, ranked: Dict[str, List[int]], top_k: int, what: str,
-                    key: str = 'model.text_head') -> List[List[int]]:
-    """The ``top_k`` template ids of every query of ``vocabulary`` (through its class, see the module doc)."""
+                    key: str = 'model.text_head', keep: Optional[int] = None,
+                    empty: str = 'error') -> List[Optional[List[int]]]:
+    """The ``top_k`` template ids of every query of ``vocabulary`` (through its class, see the module doc).
+
+    As the authors' loaders: a class with fewer ranked templates takes those it has;
+    one with none raises (``empty='error'``, NACLIP base) or uses every template
+    (``empty='all'``, None here; MaskCLIP / CLIP-DINOiser bases). ``keep``: the
+    file's cut; a ``top_k`` above it is an error (the file cannot tell).
+    """
     by_key = {ranking_key(k): ids for k, ids in ranked.items()}
     per_class, missing = {}, []
     pairs = list(zip(vocabulary.queries, vocabulary.query_to_class))
@@ -114,11 +125,14 @@ def query_templates(vocabulary, ranked: Dict[str, List[int]], top_k: int, what: 
     if missing:
         raise ValueError(f"{key}: {len(missing)} class(es) of vocabulary '{vocabulary.name}' have no "
                          f'{what} ranking: {missing[:5]}{" ..." if len(missing) > 5 else ""}')
-    short = [vocabulary.classes[c] for c, ids in per_class.items() if len(ids) < top_k]
-    if short:
-        raise ValueError(f'{key}.top_k={top_k}: the {what} rankings keep fewer templates for {short[:5]}; '
+    if keep is not None and top_k > keep:
+        raise ValueError(f'{key}.top_k={top_k}: the {what} rankings keep {keep} templates per class; '
                          'compute full rankings with tools/floss_rankings.py')
-    return [list(per_class[c][:top_k]) for c in vocabulary.query_to_class]
+    none = [vocabulary.classes[c] for c, ids in per_class.items() if not ids]
+    if none and empty == 'error':
+        raise ValueError(f"{key}: the {what} rankings have no template that predicted any pixel for {none[:5]} "
+                         "(empty='all' uses every template for them, as the authors' MaskCLIP base does)")
+    return [list(per_class[c][:top_k]) if per_class[c] else None for c in vocabulary.query_to_class]
 
 
 def expert_classifiers(units: torch.Tensor, experts: Sequence[Sequence[int]], renormalize: bool) -> torch.Tensor:
@@ -126,14 +140,15 @@ def expert_classifiers(units: torch.Tensor, experts: Sequence[Sequence[int]], re
 
     Args:
         units: (T, Q, dim), ``units[t, k]`` the normalised embedding of template t with query k.
-        experts: per query c, the template ids of its expert.
+        experts: per query c, the template ids of its expert (None: every template).
         renormalize: L2-normalise each averaged row (NACLIP base) or keep its norm
             (MaskCLIP / CLIP-DINOiser bases).
 
     Returns:
         (Q + 1, Q, dim): expert c's classifier at index c, the all-template default last.
     """
-    rows = [units[list(ids)].mean(dim=0) for ids in experts] + [units.mean(dim=0)]
+    rows = [units.mean(dim=0) if ids is None else units[list(ids)].mean(dim=0) for ids in experts]
+    rows.append(units.mean(dim=0))
     out = torch.stack(rows)
     return F.normalize(out, dim=-1) if renormalize else out
 
@@ -175,12 +190,14 @@ class FLOSS(TextHead):
         half: fp16 rounding the authors apply on COCO-Stuff and ADE20K: ``window``
             (each fused window map, NACLIP base), ``maps`` (every upsampled
             classifier map before the fusion, MaskCLIP / CLIP-DINOiser base), ``none``.
+        empty: a class whose ranking has no template with pixels: ``error`` (NACLIP
+            base) or ``all`` (its expert uses every template; MaskCLIP / CLIP-DINOiser).
     """
     head_name = 'FLOSS'
 
     def __init__(self, rankings: str = 'naclip', backbone: str = 'vit-b16', benchmark: Optional[str] = None,
                  file: Optional[str] = None, top_k: int = 4, logit_scale: float = 100.0, renormalize: bool = True,
-                 half: str = 'none', key: str = 'model.text_head'):
+                 half: str = 'none', empty: str = 'error', key: str = 'model.text_head'):
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise ValueError(f'{key}.top_k={top_k!r}: expected a positive integer')
         if isinstance(logit_scale, bool) or not isinstance(logit_scale, (int, float)) or logit_scale <= 0:
@@ -189,10 +206,13 @@ class FLOSS(TextHead):
             raise ValueError(f'{key}.renormalize={renormalize!r}: expected True or False')
         if half not in HALF_MODES:
             raise ValueError(f'{key}.half={half!r}: expected one of {list(HALF_MODES)}')
+        if empty not in ('error', 'all'):
+            raise ValueError(f"{key}.empty={empty!r}: expected 'error' or 'all'")
         if benchmark is not None and benchmark not in BENCHMARKS:
             raise ValueError(f'{key}.benchmark={benchmark!r}: expected one of {list(BENCHMARKS)} (or None)')
         self.rankings, self.backbone, self.benchmark, self.file = rankings, backbone, benchmark, file
         self.top_k, self.logit_scale, self.renormalize, self.half = top_k, float(logit_scale), renormalize, half
+        self.empty = empty
         self._key = key
         self._experts: Optional[List[List[int]]] = None
 
@@ -202,18 +222,18 @@ class FLOSS(TextHead):
         if bench is None:
             raise ValueError(f"{self._key}.benchmark: vocabulary '{vocabulary.name}' is no benchmark's; "
                              f'set the benchmark whose rankings to use (one of {list(BENCHMARKS)})')
-        ranked = load_rankings(self.rankings, self.backbone, bench, self.file, self._key)
+        ranked, keep = load_rankings(self.rankings, self.backbone, bench, self.file, self._key, with_keep=True)
         self._experts = query_templates(vocabulary, ranked, self.top_k, f'{self.rankings}/{self.backbone}/{bench}',
-                                        self._key)
-        used = max(i for ids in self._experts for i in ids)
+                                        self._key, keep, self.empty)
+        used = max((i for ids in self._experts if ids for i in ids), default=0)
         if used >= len(templates):
             raise ValueError(f'{self._key}: ranking template id {used} is past the {len(templates)} templates of '
                              "model.templates; FLOSS's ids index the 80 OpenAI ImageNet templates "
                              "(model.templates='openai_imagenet')")
         self._bench = bench
 
-    def experts(self) -> List[List[int]]:
-        """Per query, the template ids of its expert (after ``bind``)."""
+    def experts(self) -> List[Optional[List[int]]]:
+        """Per query, the template ids of its expert (None: every template), after ``bind``."""
         if self._experts is None:
             raise RuntimeError('FLOSS.bind(vocabulary, templates) must run first')
         return self._experts
@@ -271,4 +291,5 @@ class FLOSS(TextHead):
 
     def options(self) -> dict:
         return dict(rankings=self.rankings, backbone=self.backbone, benchmark=self.benchmark, file=self.file,
-                    top_k=self.top_k, logit_scale=self.logit_scale, renormalize=self.renormalize, half=self.half)
+                    top_k=self.top_k, logit_scale=self.logit_scale, renormalize=self.renormalize, half=self.half,
+                    empty=self.empty)

@@ -22,7 +22,6 @@ benchmark's train split without its labels:
 keep the order, take the first k). ``rankings_document`` writes the format
 ``models/floss.py`` reads (``tools/floss_rankings.py`` is the command line).
 """
-import math
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
@@ -78,8 +77,7 @@ class EntropyTally:
 
 def _class_max(probs: torch.Tensor, query_to_class: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(Q, H, W) -> (C, H, W): per class the max over its queries."""
-    out = probs.new_full((num_classes,) + tuple(probs.shape[1:]), -math.inf)
-    return out.index_reduce_(0, query_to_class, probs, 'amax')
+    return torch.stack([probs[query_to_class == c].amax(dim=0) for c in range(num_classes)])
 
 
 @torch.no_grad()

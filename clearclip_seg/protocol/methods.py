@@ -43,9 +43,14 @@ FLOSS_HALF = ('coco_stuff164k', 'ade20k')
 
 
 def _floss(rankings: str, backbone: str, renormalize: bool, half: str, benchmark: str) -> dict:
-    """The FLOSS text head as its authors run it over ``rankings``' base on ``benchmark``."""
+    """The FLOSS text head as its authors run it over ``rankings``' base on ``benchmark``.
+
+    NACLIP base: renormalised rows, fp16 fused windows, a class without ranked templates is an
+    error; MaskCLIP base: rows keep their norm, fp16 maps, such a class uses every template.
+    """
     return dict(type='FLOSS', rankings=rankings, backbone=backbone, benchmark=benchmark, top_k=4,
-                logit_scale=100.0, renormalize=renormalize, half=half if benchmark in FLOSS_HALF else 'none')
+                logit_scale=100.0, renormalize=renormalize, half=half if benchmark in FLOSS_HALF else 'none',
+                empty='error' if renormalize else 'all')
 
 
 @dataclass(frozen=True)
