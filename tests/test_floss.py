@@ -335,3 +335,19 @@ def test_rankings_cli_writes_a_file_the_head_reads(tmp_path):
     assert head.experts() == expect and len(expect) == 30
     assert all(r['entropy'] >= 0 for rows in ranked['entropy_ranking'].values() for r in rows)
     assert cli.main(argv[:2] + ['--name', 'x', '--backbone', 'y', '--benchmark', 'voc20', '--num-images', '0']) == 2
+
+
+def test_floss_over_any_config_through_cfg_options():
+    from clearclip_seg.apis import init_segmentor
+    from helpers import TINY_ARCH, TINY_NAME
+    opts = {'model.clip.arch_file': TINY_ARCH, 'model.clip.arch': TINY_NAME, 'model.clip.pretrained': None,
+            'model.text_head.type': 'FLOSS', 'model.text_head.rankings': 'naclip',
+            'model.text_head.backbone': 'vit-b16'}
+    model = init_segmentor(os.path.join(ROOT, config_path('sclip', 'vit-b16', 'context59')), device='cpu',
+                           cfg_options=opts, build_text=False)
+    ranked = load_rankings('naclip', 'vit-b16', 'context59')
+    assert model.text_head.benchmark is None and model.text_head._bench == 'context59'
+    assert model.text_head.experts() == [ranked[q] for q in model.vocabulary.queries]
+    with pytest.raises(ValueError, match=r"benchmark='voc21': no naclip/vit-b16 rankings"):
+        init_segmentor(os.path.join(ROOT, config_path('sclip', 'vit-b16', 'voc21')), device='cpu',
+                       cfg_options=opts, build_text=False)
