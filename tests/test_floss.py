@@ -276,7 +276,7 @@ def test_generated_floss_configs_are_the_authors_settings(bench):
     m = cfg.model
     assert tuple(cfg.test_pipeline[1].scale) == (2048, 448) and m.test_cfg.mode == 'slide'
     assert tuple(m.test_cfg.crop_size) == (448, 448) and tuple(m.test_cfg.stride) == (224, 224)
-    assert m.method.to_dict() == dict(type='LastBlock', attn='identity', residual=True, ffn=True)
+    assert m.method.to_dict() == dict(type='MaskCLIPDinoiser', pos_interp='size')
     assert m.clip.pretrained == 'laion2b_s34b_b88k' and m.vocabulary == f'floss/{bench}'
     assert m.text_head.renormalize is False and m.text_head.empty == 'all'
     assert m.text_head.half == ('maps' if bench in ('coco_stuff164k', 'ade20k') else 'none')
@@ -351,3 +351,30 @@ def test_floss_over_any_config_through_cfg_options():
     with pytest.raises(ValueError, match=r"benchmark='voc21': no naclip/vit-b16 rankings"):
         init_segmentor(os.path.join(ROOT, config_path('sclip', 'vit-b16', 'voc21')), device='cpu',
                        cfg_options=opts, build_text=False)
+
+
+def test_dinoiser_maskclip_is_the_maskclip_preset_with_positions_resized_to_the_size():
+    """Native grid: the LastBlock preset (identity, residual, FFN); other grids: positions by plain bicubic to
+    the grid, everything else the same (checked against the preset on an encoder whose positions are swapped)."""
+    from clearclip_seg.methods import build_method
+    seg = tiny_segmentor()
+    enc = seg.encoder
+    ours = build_method(dict(type='MaskCLIPDinoiser'))
+    preset = build_method(dict(type='LastBlock', attn='identity', residual=True, ffn=True))
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 3, 64, 64, generator=g)           # the tiny tower's native 4 x 4 grid
+    with torch.no_grad():
+        assert torch.equal(ours.features(enc, x), preset.features(enc, x))
+        x = torch.randn(1, 3, 96, 128, generator=g)      # 6 x 8 patches
+        got = ours.features(enc, x)
+        dino = build_method(dict(type='MaskCLIPDinoiser', pos_interp='dino')).features(enc, x)
+        assert torch.equal(dino, preset.features(enc, x)) and not torch.allclose(got, dino, atol=1e-3)
+        pe = enc.visual.positional_embedding
+        dim = pe.shape[-1]
+        grid = pe[1:].reshape(1, 4, 4, dim).permute(0, 3, 1, 2)
+        resized = F.interpolate(grid, size=(6, 8), mode='bicubic', align_corners=False)
+        manual = torch.cat([pe[:1], resized.permute(0, 2, 3, 1).reshape(48, dim)])
+        enc.pos_embed = lambda grid_, mode='dino': manual      # the preset, fed the bicubic-to-size positions
+        assert torch.allclose(got, preset.features(enc, x), atol=1e-6)
+    with pytest.raises(ValueError, match=r"model.method.pos_interp='x'"):
+        build_method(dict(type='MaskCLIPDinoiser', pos_interp='x'))

@@ -34,7 +34,7 @@ def test_register_list_get_and_check():
 
 
 def test_methods_and_postprocessors_use_it():
-    assert list_methods() == ['GEM', 'LastBlock', 'NACLIP', 'ProxyCLIP', 'ResCLIP', 'SCCLIP', 'SCLIP']
+    assert list_methods() == ['GEM', 'LastBlock', 'MaskCLIPDinoiser', 'NACLIP', 'ProxyCLIP', 'ResCLIP', 'SCCLIP', 'SCLIP']
     assert list_postprocessors() == ['PAMR']
     with pytest.raises(ValueError, match=r"unknown method 'NoSuch' \(model.method.type\)"):
         build_method(dict(type='NoSuch'))

@@ -8,5 +8,6 @@ from . import naclip, sclip  # noqa: F401,E402  (registration)
 from . import gem, scclip  # noqa: F401,E402  (registration)
 from . import proxyclip  # noqa: F401,E402  (registration)
 from . import resclip  # noqa: F401,E402  (registration)
+from . import maskclip_dinoiser  # noqa: F401,E402  (registration)
 
 __all__ = ['DenseMethod', 'build_method', 'get_method_class', 'list_methods', 'register_method']

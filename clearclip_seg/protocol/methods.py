@@ -297,10 +297,11 @@ METHOD_CARDS: Dict[str, MethodCard] = {c.name: c for c in [
                'tools/eval_naclip.py --mode fusion, rankings/naclip/'),
     MethodCard(
         # FLOSS over its MaskCLIP base ("CLIP-DINOiser's MaskCLIP": identity attention, residual and
-        # FFN kept) on OpenCLIP ViT-B/16 laion2b: 448 short side, 448/224 windows everywhere, per-window
+        # FFN kept, positions resized bicubically to the grid) on OpenCLIP ViT-B/16 laion2b: 448 short
+        # side, 448/224 windows everywhere, per-window
         # softmax(x100) probabilities averaged, FLOSS's class names; expert rows not renormalised;
         # COCO-Stuff/ADE20K fuse fp16 maps. CLIP-DINOiser (trained heads) is not in the registry.
-        'floss-maskclip', 'FLOSS (MaskCLIP)', dict(type='LastBlock', attn='identity', residual=True, ffn=True),
+        'floss-maskclip', 'FLOSS (MaskCLIP)', dict(type='MaskCLIPDinoiser', pos_interp='size'),
         dict(resize=448, mode='slide', crop=448, stride=224, patch_fit='pad', logit_scale=100.0, prob_thd=0.0,
              area_thd=None, postprocess=None, text_head=_floss('maskclip', 'openclip-vit-b16', False, 'maps', 'voc20')),
         {k: b.vocabulary_for('floss') for k, b in BENCHMARKS.items()},

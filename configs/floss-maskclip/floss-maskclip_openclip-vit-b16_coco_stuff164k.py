@@ -20,7 +20,7 @@ test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 model = dict(
     clip=dict(arch='ViT-B-16', pretrained='laion2b_s34b_b88k'),
     last_block=None,
-    method=dict(type='LastBlock', attn='identity', residual=True, ffn=True),
+    method=dict(type='MaskCLIPDinoiser', pos_interp='size'),
     vocabulary='floss/coco_stuff164k',
     logit_scale=100.0,
     prob_thd=0.0,
