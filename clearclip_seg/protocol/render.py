@@ -124,8 +124,17 @@ test_dataloader = dict(
 
 
 def _text_head_line(s) -> str:
-    """``text_head=...`` of a setting that has one (nothing for the plain text side)."""
-    return '' if s.text_head is None else f'\n    text_head={_py(s.text_head)},'
+    """``text_head=dict(...)`` of a setting that has one, wrapped (nothing for the plain text side)."""
+    if s.text_head is None:
+        return ''
+    lines, line = [], '\n    text_head=dict('
+    for k, v in s.text_head.items():
+        item = f'{k}={_py(v)}, '
+        if len(line) + len(item) > 100:
+            lines.append(line.rstrip())
+            line = '\n                   '
+        line += item
+    return ''.join(lines) + line.rstrip(', ') + '),'
 
 
 def method_config(card: MethodCard, backbone: str, b: Benchmark) -> str:

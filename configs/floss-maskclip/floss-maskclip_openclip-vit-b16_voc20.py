@@ -26,7 +26,9 @@ model = dict(
     prob_thd=0.0,
     area_thd=None,
     postprocess=None,
-    text_head=dict(type='FLOSS', rankings='maskclip', backbone='openclip-vit-b16', benchmark='voc20', top_k=4, logit_scale=100.0, renormalize=False, half='none', empty='all'),
+    text_head=dict(type='FLOSS', rankings='maskclip', backbone='openclip-vit-b16',
+                   benchmark='voc20', top_k=4, logit_scale=100.0, renormalize=False, half='none',
+                   empty='all'),
     test_cfg=dict(mode='slide', crop_size=(448, 448), stride=(224, 224),
                   patch_fit='pad'),
 )

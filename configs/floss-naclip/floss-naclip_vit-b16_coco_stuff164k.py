@@ -26,7 +26,9 @@ model = dict(
     prob_thd=0.0,
     area_thd=None,
     postprocess=None,
-    text_head=dict(type='FLOSS', rankings='naclip', backbone='vit-b16', benchmark='coco_stuff164k', top_k=4, logit_scale=100.0, renormalize=True, half='window', empty='error'),
+    text_head=dict(type='FLOSS', rankings='naclip', backbone='vit-b16',
+                   benchmark='coco_stuff164k', top_k=4, logit_scale=100.0, renormalize=True,
+                   half='window', empty='error'),
     test_cfg=dict(mode='slide', crop_size=(224, 224), stride=(112, 112),
                   patch_fit='truncate'),
 )
