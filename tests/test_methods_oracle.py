@@ -49,6 +49,7 @@ CASES = [
     OracleCase('resclip', 'voc20', 'tiny12oa'),
     OracleCase('scclip', 'voc20', 'tiny12oa'),
     OracleCase('floss-naclip', 'voc20', 'tinyoa'),
+    OracleCase('floss-naclip', 'context59', 'tinyoa'),
 ]
 
 
