@@ -137,9 +137,9 @@ class ClearCLIPSegmentor(BaseSegmentor):
         self.vocabulary = load_vocabulary(vocabulary)
         self.templates = load_templates(templates)
         self.text_head = build_text_head(text_head)
-        if self.text_head is not None and self.method.image_level:
-            raise ValueError(f'model.text_head={text_head!r} folds per-window logits; '
-                             f'model.method.type={self.method.method_name} scores whole images: set text_head=None')
+        if self.text_head is not None and not self.method.accepts_text_head:
+            raise ValueError(f'model.text_head={text_head!r} folds per-window logits over its own rows; '
+                             f'model.method.type={self.method.method_name} takes no text head: set text_head=None')
         if self.text_head is not None:
             self.text_head.bind(self.vocabulary, self.templates)
         self.template_spec = templates if isinstance(templates, str) else 'custom'
@@ -184,18 +184,22 @@ class ClearCLIPSegmentor(BaseSegmentor):
         return text_model_identity(self._text_model[0], self.arch, self.pretrained, self.precision,
                                    self._tokenizer)
 
+    def text_embedder(self):
+        """``embed(queries, templates)`` -> (len(queries), dim) normalised template averages (cached on disk)."""
+        device = self.query_to_class.device
+        clip_model = self._text_model[0]
+        clip_model.to(device)
+        cache_dir = self.text_cache if isinstance(self.text_cache, str) else None
+        return partial(build_text_classifier, clip_model, self._tokenizer, device=device,
+                       key_parts=self.text_cache_key(), cache_dir=cache_dir)
+
     @torch.no_grad()
     def build_text_classifier(self) -> torch.Tensor:
         """Build (or load from cache) the query embeddings on the model's device."""
         if self.query_embeddings.numel():
             return self.query_embeddings
         device = self.query_to_class.device
-        clip_model = self._text_model[0]
-        clip_model.to(device)
-        tokenizer = self._tokenizer
-        cache_dir = self.text_cache if isinstance(self.text_cache, str) else None
-        embed = partial(build_text_classifier, clip_model, tokenizer, device=device,
-                        key_parts=self.text_cache_key(), cache_dir=cache_dir)
+        embed = self.text_embedder()
         if self.text_head is None:
             emb = embed(self.vocabulary.queries, self.templates)
         else:
@@ -215,7 +219,7 @@ class ClearCLIPSegmentor(BaseSegmentor):
             logits = self._compiled[0](crops, text)
         else:
             logits = self.method.patch_logits(self.encoder, crops, text)
-        return logits if self.text_head is None else self.text_head.fuse(logits)
+        return logits if self.text_head is None else self.text_head.fuse_window(logits, tuple(crops.shape[-2:]))
 
     def query_logits(self, images: Union[torch.Tensor, List[torch.Tensor]]) -> List[torch.Tensor]:
         """Cosine-similarity logits per query, (Q, H, W) at each input's size."""

@@ -19,6 +19,10 @@ config overrides as data (``{'a.b': value}``). Suites:
   448 short side, 448/224 windows, padding, logit scale 50, ClearCLIP's
   vocabularies and thresholds, no PAMR): the own configs plus the overrides of
   ``common_setting``; ``methods-common-pamr``: the same with PAMR for all.
+* ``floss``: FLOSS's own cards (``floss-naclip``, ``floss-maskclip``) on the five
+  benchmarks without background; ``floss-common``: ClearCLIP and every method
+  under the common protocol on those five, each without and with the FLOSS text
+  head (the NACLIP base's rankings).
 
 A run's ``protocol`` (``own``, ``common``, ``common+pamr``) and ``card`` are stored
 in its record (``run``), so the tables label the rows.
@@ -33,7 +37,7 @@ from .protocol.backbones import BACKBONE_TABLE
 from .protocol.benchmarks import BENCHMARKS, PAPER_ORDER
 from .protocol import constants
 from .protocol.constants import config_path
-from .protocol.methods import METHOD_CARDS, common_setting
+from .protocol.methods import DENSE_CARDS, FLOSS_BENCHMARKS, METHOD_CARDS, common_setting
 from .protocol.presets import BASELINE_PRESETS, PRESETS, ablation_grid
 
 # the backbones suite: every table row besides OpenAI's (those are the main suite), table order
@@ -72,7 +76,7 @@ METHOD_PROTOCOLS = {'own': None, 'common': False, 'common+pamr': True}
 
 
 def method_runs(protocol: str, benchmarks: Sequence[str], backbone: str = 'vit-b16',
-                cards: Sequence[str] = tuple(METHOD_CARDS)) -> List[Run]:
+                cards: Sequence[str] = DENSE_CARDS) -> List[Run]:
     """ClearCLIP and every method card on ``benchmarks``, under ``protocol``.
 
     Each card runs on ``backbone`` when it has configs for it, else on its first
@@ -95,7 +99,7 @@ def method_runs(protocol: str, benchmarks: Sequence[str], backbone: str = 'vit-b
         card = METHOD_CARDS[name]
         # a card made for other backbones only runs on its authors' first one (LPOSS: OpenCLIP ViT-B/16)
         own = backbone if backbone in card.backbones else card.backbones[0]
-        for b in benchmarks:
+        for b in (b for b in benchmarks if card.covers(b)):
             opts = {} if pamr is None else {k: v for k, v in common_setting(card, b, pamr=pamr, backbone=own)
                                             .cfg_options().items() if k not in ('model.method', 'model.last_block')}
             runs.append(Run(f'{name}_{own}_{b}{tag}', config_path(name, own, b), opts, b, None,
@@ -156,6 +160,44 @@ def methods_common_suite(benchmarks: Sequence[str]) -> List[Run]:
 @register_suite('methods-common-pamr')
 def methods_common_pamr_suite(benchmarks: Sequence[str]) -> List[Run]:
     return method_runs('common+pamr', benchmarks)
+
+
+# FLOSS over any method under the common protocol: the NACLIP base's rankings (OpenAI ViT-B/16),
+# the authors' text-head settings for that base (``tools/floss_rankings.py`` makes a method's own)
+FLOSS_COMMON_HEAD = dict(type='FLOSS', rankings='naclip', backbone='vit-b16', top_k=4, logit_scale=100.0,
+                         renormalize=True)
+
+
+@register_suite('floss', FLOSS_BENCHMARKS)
+def floss_suite(benchmarks: Sequence[str]) -> List[Run]:
+    """FLOSS's own cards (NACLIP base on ViT-B/16, MaskCLIP base on OpenCLIP ViT-B/16), own protocols."""
+    runs = []
+    for name, card in METHOD_CARDS.items():
+        if name in DENSE_CARDS:
+            continue
+        for backbone in card.backbones:
+            runs += [Run(f'{name}_{backbone}_{b}', config_path(name, backbone, b), {}, b, None, backbone, name,
+                         'own') for b in benchmarks if card.covers(b)]
+    return runs
+
+
+def _accepts_text_head(card: str) -> bool:
+    from .methods.registry import get_method_class  # lazy: the methods import torch
+    return get_method_class(METHOD_CARDS[card].method['type']).accepts_text_head
+
+
+@register_suite('floss-common', FLOSS_BENCHMARKS)
+def floss_common_suite(benchmarks: Sequence[str]) -> List[Run]:
+    """ClearCLIP and every dense method under the common protocol, without and with FLOSS (its text head)."""
+    runs = []
+    for run in method_runs('common', benchmarks):
+        if run.card in METHOD_CARDS and not _accepts_text_head(run.card):
+            continue   # LPOSS, Trident, CLIPtrase: whole images or class votes, no per-window rows to fuse
+        head = dict(FLOSS_COMMON_HEAD, benchmark=run.benchmark)
+        opts = {**run.options, 'model.text_head': head}
+        runs += [run, Run(run.name + '_floss', run.config, opts, run.benchmark, run.preset, run.backbone,
+                          run.card, 'common+floss')]
+    return runs
 
 
 # the registered suite names, in registration order (a live view: a suite registered later is in it too)

@@ -74,7 +74,9 @@ def test_a_new_benchmark_is_one_entry():
     out = json.loads(proc.stdout)
     expected = ['configs/_base_/datasets/toybench.py']
     expected += [f'configs/{p}/{p}_{bb}_toybench.py' for p, preset in PRESETS.items() for bb in preset.backbones]
-    expected += [f'configs/{c}/{c}_{bb}_toybench.py' for c, card in METHOD_CARDS.items() for bb in card.backbones]
+    # a card limited to its authors' benchmarks (FLOSS: the rankings' five) makes none for a new one
+    expected += [f'configs/{c}/{c}_{bb}_toybench.py' for c, card in METHOD_CARDS.items() for bb in card.backbones
+                 if card.benchmarks is None]
     assert out['new'] == sorted(expected)
     ds = out['dataset']
     for line in ("data_root = 'data/toy'", "data_prefix=dict(img_path='img', seg_map_path='ann'),",
@@ -90,12 +92,15 @@ def test_a_new_benchmark_is_one_entry():
 
 def test_a_suite_is_one_registered_function():
     assert list(suites.SUITES) == ['main', 'baselines', 'ablation', 'backbones', 'methods', 'methods-common',
-                                   'methods-common-pamr']
+                                   'methods-common-pamr', 'floss', 'floss-common']
     counts = {s: len(suites.suite_runs(s)) for s in suites.SUITES}
-    from clearclip_seg.protocol.methods import METHOD_CARDS
-    per_suite = 8 * (1 + len(METHOD_CARDS))   # ClearCLIP and every method card on the eight benchmarks
+    from clearclip_seg.protocol.methods import DENSE_CARDS, FLOSS_BENCHMARKS, METHOD_CARDS
+    per_suite = 8 * (1 + len(DENSE_CARDS))   # ClearCLIP and every dense method card on the eight benchmarks
+    floss_cards = [c for c in METHOD_CARDS if c not in DENSE_CARDS]
+    with_head = [c for c in DENSE_CARDS if c not in ('lposs', 'lposs-plus', 'trident', 'cliptrase')]
     assert counts == {'main': 16, 'baselines': 40, 'ablation': 100, 'backbones': 288, 'methods': per_suite,
-                      'methods-common': per_suite, 'methods-common-pamr': per_suite}
+                      'methods-common': per_suite, 'methods-common-pamr': per_suite,
+                      'floss': 5 * len(floss_cards), 'floss-common': 5 * 2 * (1 + len(with_head))}
 
     @suites.register_suite('toy-suite', benchmarks=('voc20', 'ade20k', 'voc21'))
     def toy(benchmarks):

@@ -48,6 +48,8 @@ CASES = [
     OracleCase('naclip', 'context59', 'tinyoa'),
     OracleCase('resclip', 'voc20', 'tiny12oa'),
     OracleCase('scclip', 'voc20', 'tiny12oa'),
+    OracleCase('floss-naclip', 'voc20', 'tinyoa'),
+    OracleCase('floss-naclip', 'context59', 'tinyoa'),
 ]
 
 

@@ -34,8 +34,8 @@ def test_register_list_get_and_check():
 
 
 def test_methods_and_postprocessors_use_it():
-    assert list_methods() == ['CLIPtrase', 'GEM', 'ITACLIP', 'LPOSS', 'LastBlock', 'NACLIP', 'ProxyCLIP', 'ResCLIP',
-                              'SCCLIP', 'SCLIP', 'Trident']
+    assert list_methods() == ['CLIPtrase', 'GEM', 'ITACLIP', 'LPOSS', 'LastBlock', 'MaskCLIPDinoiser', 'NACLIP',
+                              'ProxyCLIP', 'ResCLIP', 'SCCLIP', 'SCLIP', 'Trident']
     assert list_postprocessors() == ['PAMR']
     with pytest.raises(ValueError, match=r"unknown method 'NoSuch' \(model.method.type\)"):
         build_method(dict(type='NoSuch'))

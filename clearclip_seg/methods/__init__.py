@@ -12,5 +12,6 @@ from . import itaclip, itaclip_text  # noqa: F401,E402  (registration: the metho
 from . import lposs  # noqa: F401,E402  (registration)
 from . import trident  # noqa: F401,E402  (registration)
 from . import cliptrase  # noqa: F401,E402  (registration)
+from . import maskclip_dinoiser  # noqa: F401,E402  (registration)
 
 __all__ = ['DenseMethod', 'build_method', 'get_method_class', 'list_methods', 'register_method']

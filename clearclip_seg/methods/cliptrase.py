@@ -168,6 +168,8 @@ class CLIPtrase(DenseMethod):
         cluster: run the clustering and vote (True); False leaves the first-pass labels.
     """
 
+    accepts_text_head = False   # the vote runs over the vocabulary's classes
+
     needs_class_token = True
 
     def __init__(self, eps: float = 0.7, min_samples: int = 3, smooth_ratio: int = 4, median_size: int = 7,

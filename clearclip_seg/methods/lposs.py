@@ -124,6 +124,7 @@ class LPOSS(DenseMethod):
         input_mean, input_std: the normalisation the windows arrive with (x255, RGB; CLIP's).
     """
     image_level = True
+    accepts_text_head = False
 
     def __init__(self, vfm: str = 'dino', vfm_checkpoint: Optional[str] = None, vfm_pretrained: bool = True,
                  vfm_kwargs: Optional[dict] = None, pos_embed_resize: str = 'preset', k: int = 400,

@@ -102,6 +102,10 @@ class DenseMethod:
     image_level: bool = False
     refines_labels: bool = False
 
+    # Whether a text head (``model.text_head``: rows other than the queries, folded per window)
+    # can sit over the method; methods that score whole images or vote classes set False.
+    accepts_text_head: bool = True
+
     def image_logits(self, encoder, image: torch.Tensor, text: torch.Tensor, meta: Optional[dict] = None,
                      test_cfg: Optional[dict] = None, query_to_class: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Image-level methods: cosine logits (Q, h, w) of one normalised image (3, H, W), on any grid.

@@ -114,6 +114,7 @@ class Trident(ProxyCLIP):
             refinement's settings (0.8, 0.2, 225, 0.005).
     """
     image_level = True
+    accepts_text_head = False
 
     def __init__(self, vfm: str = 'vit_base_patch16_224.dino', vfm_checkpoint: Optional[str] = None,
                  vfm_pretrained: bool = True, vfm_kwargs: Optional[dict] = None, pos_embed_resize: str = 'dino_hub',

@@ -12,6 +12,7 @@ from .clip_loader import create_clip
 from .dense_encoder import DenseEncoder, register_tower, tower_encoders, tower_kind
 from .encoder import DenseCLIPEncoder, interpolate_pos_embed
 from .towers import wrap_visual
+from . import floss  # noqa: F401,E402  (registers the FLOSS text head)
 
 # name -> module of the MMSeg-registered classes, imported when first asked for
 _MMSEG_CLASSES = {'ClearCLIPDataPreProcessor': 'data_preprocessor'}

@@ -85,8 +85,13 @@ def _resize_antialias(patch_pos: torch.Tensor, native_grid: Tuple[int, int],
     return F.interpolate(patch_pos, size=tuple(grid), mode='bicubic', align_corners=False, antialias=True)
 
 
+def _resize_size(patch_pos: torch.Tensor, native_grid: Tuple[int, int], grid: Tuple[int, int]) -> torch.Tensor:
+    """Plain bicubic to ``size=grid`` (MMSeg's ``resize``: CLIP-DINOiser's, LPOSS's and FLOSS's MaskCLIP)."""
+    return F.interpolate(patch_pos, size=tuple(grid), mode='bicubic', align_corners=False)
+
+
 # Positional-embedding resampling, picked by name (``pos_interp``).
-POS_INTERPOLATIONS = {'dino': _resize_dino, 'antialias': _resize_antialias}
+POS_INTERPOLATIONS = {'dino': _resize_dino, 'antialias': _resize_antialias, 'size': _resize_size}
 
 
 def interpolate_pos_embed(pos_embed: torch.Tensor, native_grid: Tuple[int, int],

@@ -19,8 +19,8 @@ mixed with auxiliary descriptions) work over every dense method of the registry:
 ``embed(queries, templates)`` is the segmentor's cached encoder: (len(queries), dim),
 each row the normalised template average. The method's ``patch_logits`` sees the
 R rows as its text and returns (B, R, h, w) per window batch; the segmentor
-calls ``fuse`` on every window batch before the windows are merged, so a head's
-fusion is per window, as FLOSS's authors run it.
+calls ``fuse_window`` (default: ``fuse``) on every window batch before the
+windows are merged, so a head's fusion is per window, as FLOSS's authors run it.
 
 This module is plain torch (no MMSeg).
 """
@@ -74,6 +74,15 @@ class TextHead:
     def fuse(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-window logits over the R rows (B, R, h, w) -> one logit per query (B, Q, h, w)."""
         return logits
+
+    def fuse_window(self, logits: torch.Tensor, size) -> torch.Tensor:
+        """``fuse`` with the window's size (H, W), what the segmentor calls per window batch.
+
+        The result may be at the patch grid (it is then upsampled to the window
+        bilinearly, as plain logits are) or already at ``size`` (a head that must
+        fuse upsampled maps, as FLOSS does). Default: ``fuse(logits)``.
+        """
+        return self.fuse(logits)
 
     def options(self) -> dict:
         """The head's resolved options (for records)."""

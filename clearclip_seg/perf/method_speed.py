@@ -31,7 +31,7 @@ import torch
 from ..apis import init_segmentor, load_config
 from ..methods.registry import get_method_class
 from ..protocol.constants import config_path
-from ..protocol.methods import METHOD_CARDS, common_setting
+from ..protocol.methods import DENSE_CARDS, METHOD_CARDS, common_setting
 from ..records import atomic_write_json
 from ..repo_root import ROOT
 from .inputs import VOC_RAW_SIZES, machine_info, protocol_resize, synthetic_images
@@ -52,13 +52,19 @@ def _options(card: Optional[str], benchmark: str, protocol: str, arch: Optional[
         opts['model.clip.arch'] = arch
     if arch_file is not None:
         opts['model.clip.arch_file'] = arch_file
+    backbone = 'vit-b16'
     if card is not None:
+        c = METHOD_CARDS[card]
+        # a card without ViT-B/16 configs runs on its authors' backbone (LPOSS: OpenCLIP ViT-B/16), and a
+        # card limited to some benchmarks (FLOSS) on its first one when asked for another
+        backbone = backbone if backbone in c.backbones else c.backbones[0]
+        benchmark = benchmark if c.covers(benchmark) else c.benchmarks[0]
         if protocol == 'common':
-            opts.update(common_setting(METHOD_CARDS[card], benchmark).cfg_options())
+            opts.update(common_setting(c, benchmark, backbone=backbone).cfg_options())
             opts.pop('model.last_block')
             opts.pop('model.method')
-        opts.update(_random_vfm(config_path(name, 'vit-b16', benchmark), opts))
-    return osp.join(ROOT, config_path(name, 'vit-b16', benchmark)), opts
+        opts.update(_random_vfm(config_path(name, backbone, benchmark), opts))
+    return osp.join(ROOT, config_path(name, backbone, benchmark)), opts
 
 
 def _random_vfm(config: str, opts: dict) -> dict:
@@ -156,7 +162,7 @@ def method_speed(methods: Optional[Sequence[str]] = None, protocol: str = 'commo
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol '{protocol}': expected one of {PROTOCOLS}")
-    methods = list(METHOD_CARDS) if methods is None else list(methods)
+    methods = list(DENSE_CARDS) if methods is None else list(methods)
     unknown = [m for m in methods if m not in METHOD_CARDS]
     if unknown:
         raise ValueError(f'unknown method card(s) {unknown} (--methods): expected some of {list(METHOD_CARDS)}')

@@ -46,8 +46,9 @@ class Benchmark:
         background: the vocabulary's class 0 is ``background``.
         method_vocabularies: vocabulary family -> shipped class-name file, where a family of
             methods' own protocol reads other class names (``sclip``: SCLIP, NACLIP, ResCLIP,
-            SC-CLIP; ``proxyclip``: ProxyCLIP; ``itaclip``: ITACLIP; ``lposs``: LPOSS, LPOSS+; ``cliptrase``: CLIPtrase); a family
-            not listed uses ``vocabulary``.
+            SC-CLIP; ``proxyclip``: ProxyCLIP; ``itaclip``: ITACLIP; ``lposs``: LPOSS, LPOSS+;
+            ``cliptrase``: CLIPtrase; ``floss``: FLOSS's MaskCLIP base, natural names such as
+            'dining table'); a family not listed uses ``vocabulary``.
         published: (backbone slug, preset) -> published mIoU (%) for numbers outside the
             ClearCLIP paper's tables (``protocol/published.py`` merges them in); the paper's
             own numbers stay in its transcribed tables.
@@ -126,7 +127,8 @@ BENCHMARKS: Dict[str, Benchmark] = {b.key: b for b in [
               reduce_zero_label=True, prob_thd=0.0, vocabulary='voc20', background=False,
               method_vocabularies=dict(sclip='voc20_synonyms', proxyclip=_proxyclip('voc20'),
                                        lposs=_lposs('voc20'),
-                                       cliptrase=_cliptrase('voc20'))),
+                                       cliptrase=_cliptrase('voc20'),
+                                       floss='floss/voc20')),
     Benchmark(key='context60', title='Context60', dataset_type='PascalContextDataset', **_CONTEXT, num_classes=60,
               prob_thd=0.15, vocabulary='context60', background=True,
               method_vocabularies=dict(proxyclip=_proxyclip('context60'),
@@ -135,7 +137,8 @@ BENCHMARKS: Dict[str, Benchmark] = {b.key: b for b in [
     Benchmark(key='context59', title='Context59', dataset_type='PascalContextDataset59', **_CONTEXT,
               num_classes=59, reduce_zero_label=True, prob_thd=0.0, vocabulary='context59', background=False,
               method_vocabularies=dict(proxyclip=_proxyclip('context59'), lposs=_lposs('context59'),
-                                       cliptrase=_cliptrase('context59'))),
+                                       cliptrase=_cliptrase('context59'),
+                                       floss='floss/context59')),
     Benchmark(key='coco_object', title='COCO-Object', dataset_type='COCOObjectDataset', **_COCO,
               seg_map_suffix='_instanceTrainIds.png', num_classes=81, label_values=(0, 80), extra_label_values=(),
               prob_thd=0.4, vocabulary='coco_object', background=True, prepare_step='coco_object',
@@ -147,7 +150,8 @@ BENCHMARKS: Dict[str, Benchmark] = {b.key: b for b in [
               vocabulary='coco_stuff164k', background=False, prepare_step='coco_stuff164k',
               method_vocabularies=dict(proxyclip=_proxyclip('coco_stuff164k'),
                                        itaclip=_itaclip('coco_stuff164k'), lposs=_lposs('coco_stuff164k'),
-                                       cliptrase=_cliptrase('coco_stuff164k'))),
+                                       cliptrase=_cliptrase('coco_stuff164k'),
+                                       floss='floss/coco_stuff164k')),
     Benchmark(key='cityscapes', title='Cityscapes', dataset_type='CityscapesDataset', data_root='data/cityscapes',
               img_dir='leftImg8bit/val', ann_dir='gtFine/val', img_suffix='_leftImg8bit.png',
               seg_map_suffix='_gtFine_labelTrainIds.png', num_images=500, num_classes=19, label_values=(0, 18),
@@ -155,14 +159,16 @@ BENCHMARKS: Dict[str, Benchmark] = {b.key: b for b in [
               prepare_step='cityscapes', typical_size=(1024, 2048),
               method_vocabularies=dict(proxyclip=_proxyclip('cityscapes'),
                                        itaclip=_itaclip('cityscapes'), lposs=_lposs('cityscapes'),
-                                       cliptrase=_cliptrase('cityscapes'))),
+                                       cliptrase=_cliptrase('cityscapes'),
+                                       floss='floss/cityscapes')),
     Benchmark(key='ade20k', title='ADE20K', dataset_type='ADE20KDataset', data_root='data/ade/ADEChallengeData2016',
               img_dir='images/validation', ann_dir='annotations/validation', img_suffix='.jpg',
               seg_map_suffix='.png', num_images=2000, num_classes=150, reduce_zero_label=True,
               label_values=(0, 150), extra_label_values=(), prob_thd=0.0, vocabulary='ade20k', background=False,
               prepare_step='ade20k', typical_size=(512, 683),
               method_vocabularies=dict(proxyclip=_proxyclip('ade20k'), lposs=_lposs('ade20k'),
-                                       cliptrase=_cliptrase('ade20k'))),
+                                       cliptrase=_cliptrase('ade20k'),
+                                       floss='floss/ade20k')),
 ]}
 
 # The paper's table order (three sets with background, then five without): protocol constants.

@@ -48,6 +48,24 @@ def _itaclip_text(auxiliary_text: str, def_coefficient: float) -> dict:
     return dict(type='ITACLIPText', auxiliary_text=auxiliary_text, def_coefficient=def_coefficient)
 
 
+# FLOSS (``models/floss.py``): its authors evaluate the five benchmarks without background only;
+# their rankings exist for these. On COCO-Stuff and ADE20K their code rounds to fp16: each fused
+# window (NACLIP base) or every upsampled classifier map (MaskCLIP / CLIP-DINOiser bases).
+FLOSS_BENCHMARKS = ('voc20', 'context59', 'coco_stuff164k', 'cityscapes', 'ade20k')
+FLOSS_HALF = ('coco_stuff164k', 'ade20k')
+
+
+def _floss(rankings: str, backbone: str, renormalize: bool, half: str, benchmark: str) -> dict:
+    """The FLOSS text head as its authors run it over ``rankings``' base on ``benchmark``.
+
+    NACLIP base: renormalised rows, fp16 fused windows, a class without ranked templates is an
+    error; MaskCLIP base: rows keep their norm, fp16 maps, such a class uses every template.
+    """
+    return dict(type='FLOSS', rankings=rankings, backbone=backbone, benchmark=benchmark, top_k=4,
+                logit_scale=100.0, renormalize=renormalize, half=half if benchmark in FLOSS_HALF else 'none',
+                empty='error' if renormalize else 'all')
+
+
 @dataclass(frozen=True)
 class Setting:
     """One method's protocol on one benchmark: everything a config needs beyond the dataset.
@@ -167,6 +185,8 @@ class MethodCard:
 
     ``defaults`` and ``overrides`` may also hold ``text_head`` and ``label_postprocess``
     (``Setting``), for the cards that have them.
+        benchmarks: the benchmarks the method's authors evaluate (configs and suite runs are made
+            for these only); None = every benchmark.
     """
     name: str
     title: str
@@ -178,6 +198,12 @@ class MethodCard:
     backbone_overrides: Dict[str, Dict[str, dict]] = field(default_factory=dict)
     source: str = ''
     clip: Dict[str, object] = field(default_factory=dict)
+
+    benchmarks: Optional[Tuple[str, ...]] = None
+
+    def covers(self, benchmark: str) -> bool:
+        """Whether the card has a protocol (and configs) for ``benchmark``."""
+        return self.benchmarks is None or benchmark in self.benchmarks
 
     def setting(self, benchmark: str, backbone: Optional[str] = None) -> Setting:
         """The card's own protocol on ``benchmark`` (with ``backbone``'s own values, if any)."""
@@ -404,4 +430,37 @@ METHOD_CARDS: Dict[str, MethodCard] = {c.name: c for c in [
         backbones=('vit-b16',),
         source='leaves162/CLIPtrase@2b7de61 clip_self_correlation.py (self_clip, get_image_and_gt), '
                'clip_utils/attn2.py, configs/dataset_cfg.py, configs/metric.py'),
+    MethodCard(
+        # FLOSS over its NACLIP base: NACLIP v2 without PAMR (the segmentor's pamr_steps=0 wins over
+        # eval_naclip.py's), logit 100, the SCLIP family's class files; the text head puts the expert
+        # fusion per window (VOC20: per whole image). COCO-Stuff/ADE20K round each fused window to fp16.
+        'floss-naclip', 'FLOSS (NACLIP)',
+        dict(type='NACLIP', arch='reduced', attn_strategy='naclip', gaussian_std=5.0),
+        {**_SCLIP_FAMILY, 'logit_scale': 100.0, 'text_head': _floss('naclip', 'vit-b16', True, 'window', 'voc20')},
+        SCLIP_FAMILY_VOCABULARIES,
+        overrides={k: dict(v, text_head=_floss('naclip', 'vit-b16', True, 'window', k)) for k, v in {
+            'voc20': dict(mode='whole'), 'context59': {}, 'coco_stuff164k': {}, 'cityscapes': dict(resize=560),
+            'ade20k': {}}.items()},
+        backbones=('vit-b16',), benchmarks=FLOSS_BENCHMARKS,
+        source='yasserben/FLOSS@ccf1d49 configs/naclip/*.py, mmseg/models/segmentors/naclip/naclip.py, '
+               'tools/eval_naclip.py --mode fusion, rankings/naclip/'),
+    MethodCard(
+        # FLOSS over its MaskCLIP base ("CLIP-DINOiser's MaskCLIP": identity attention, residual and
+        # FFN kept, positions resized bicubically to the grid) on OpenCLIP ViT-B/16 laion2b: 448 short
+        # side, 448/224 windows everywhere, per-window
+        # softmax(x100) probabilities averaged, FLOSS's class names; expert rows not renormalised;
+        # COCO-Stuff/ADE20K fuse fp16 maps. CLIP-DINOiser (trained heads) is not in the registry.
+        'floss-maskclip', 'FLOSS (MaskCLIP)', dict(type='MaskCLIPDinoiser', pos_interp='size'),
+        dict(resize=448, mode='slide', crop=448, stride=224, patch_fit='pad', logit_scale=100.0, prob_thd=0.0,
+             area_thd=None, postprocess=None, text_head=_floss('maskclip', 'openclip-vit-b16', False, 'maps', 'voc20')),
+        {k: b.vocabulary_for('floss') for k, b in BENCHMARKS.items()},
+        overrides={k: dict(text_head=_floss('maskclip', 'openclip-vit-b16', False, 'maps', k))
+                   for k in FLOSS_BENCHMARKS},
+        backbones=('openclip-vit-b16',), benchmarks=FLOSS_BENCHMARKS,
+        source='yasserben/FLOSS@ccf1d49 configs/maskclip.py, configs/_base_/, mmseg/models/segmentors/'
+               'clip_dinoiser/dinoclip_inferencer.py, maskclip/maskclip.py, rankings/maskclip/'),
 ]}
+
+# Cards of dense methods (the methods suites compare these); the others carry a text head (FLOSS)
+# over one of them and are run by their own suites.
+DENSE_CARDS: Tuple[str, ...] = tuple(n for n, c in METHOD_CARDS.items() if c.defaults.get('text_head') is None)

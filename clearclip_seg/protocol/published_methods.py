@@ -41,6 +41,7 @@ SOURCES: Dict[str, str] = {
                       '--sam_refine; SAM variant not stated, the repository names only SAM ViT-B)',
     'cliptrase-readme': 'leaves162/CLIPtrase README results table (ViT-B/16, single 3090, no densecrf; rows 224 and '
                         '336: the standalone clip_self_correlation.py)',
+    'floss-readme': 'yasserben/FLOSS README "Results" table (mIoU, ViT-B/16 per the configs; arXiv 2504.10487)',
 }
 
 
@@ -181,6 +182,14 @@ METHOD_ENTRIES: Tuple[MethodEntry, ...] = (
                 {'coco_stuff164k': 24.06, 'voc20': 81.2, 'context59': 34.92, 'ade20k': 17.04, 'coco_object': 44.84,
                  'voc21': 53.04, 'context60': 30.79}, 'cliptrase-readme', method=dict(eps=1.1, min_samples=7),
                 note=_CLIPTRASE_NOTE + '; the 336 row is the card with centre_crop=336, eps=1.1, min_samples=7'),
+    # FLOSS: its README's "+ FLOSS" rows (the split is not stated; the baselines are on the same table:
+    # NACLIP 35.5 / 79.7 / 35.2 / 17.4 / 23.3, MaskCLIP 25.0 / 61.8 / 25.5 / 14.2 / 17.5)
+    MethodEntry('floss-naclip', 'NACLIP + FLOSS', 'vit-b16', 'own', False,
+                {'cityscapes': 37.0, 'voc20': 80.2, 'context59': 35.9, 'ade20k': 18.4, 'coco_stuff164k': 23.6},
+                'floss-readme'),
+    MethodEntry('floss-maskclip', 'MaskCLIP + FLOSS', 'openclip-vit-b16', 'own', False,
+                {'cityscapes': 25.8, 'voc20': 61.8, 'context59': 26.2, 'ade20k': 14.9, 'coco_stuff164k': 17.8},
+                'floss-readme'),
 )
 
 

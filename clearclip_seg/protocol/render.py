@@ -140,10 +140,23 @@ test_dataloader = dict(
 '''
 
 
+def _text_head_line(s) -> str:
+    """``text_head=dict(...)`` of a setting that has one, wrapped (nothing for the plain text side)."""
+    if s.text_head is None:
+        return ''
+    lines, line = [], '\n    text_head=dict('
+    for k, v in s.text_head.items():
+        item = f'{k}={_py(v)}, '
+        if len(line) + len(item) > 100:
+            lines.append(line.rstrip())
+            line = '\n                   '
+        line += item
+    return ''.join(lines) + line.rstrip(', ') + '),'
+
+
 def _optional_parts(s) -> str:
     """``text_head`` / ``label_postprocess`` lines of a setting that has them (nothing for the others)."""
-    return ''.join(f'\n    {k}={_py(getattr(s, k))},' for k in ('text_head', 'label_postprocess')
-                   if getattr(s, k))
+    return _text_head_line(s) + (f'\n    label_postprocess={_py(s.label_postprocess)},' if s.label_postprocess else '')
 
 
 def method_config(card: MethodCard, backbone: str, b: Benchmark) -> str:
@@ -231,7 +244,8 @@ def expected_files() -> Dict[str, str]:
     for card in METHOD_CARDS.values():
         for backbone in card.backbones:
             for b in BENCHMARKS.values():
-                files[constants.config_path(card.name, backbone, b.key)] = method_config(card, backbone, b)
+                if card.covers(b.key):
+                    files[constants.config_path(card.name, backbone, b.key)] = method_config(card, backbone, b)
     return files
 
 

@@ -18,12 +18,15 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from ..protocol.benchmarks import BENCHMARKS
-from ..protocol.methods import METHOD_CARDS, MethodCard, Setting, common_setting
+from ..protocol.methods import DENSE_CARDS, METHOD_CARDS, MethodCard, Setting, common_setting
 from ..protocol.published_methods import MethodEntry, find_method_entry
 from .records import Record
 
-# method type (model.method.type) -> card name
-CARD_BY_TYPE: Dict[str, str] = {c.method['type']: name for name, c in METHOD_CARDS.items()}
+# method type (model.method.type) -> card name; a dense method's own card before a text-head card on it
+# (FLOSS's NACLIP card has NACLIP's type)
+CARD_BY_TYPE: Dict[str, str] = {}
+for _name in (*DENSE_CARDS, *METHOD_CARDS):
+    CARD_BY_TYPE.setdefault(METHOD_CARDS[_name].method['type'], _name)
 
 # after a row's label: the row ran its method's own scoring (a centre crop, its own metric), whose numbers,
 # ours and published alike, are not comparable with the other rows' (CLIPtrase)
