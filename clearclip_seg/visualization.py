@@ -4,13 +4,15 @@
 exactly the predictions the metric scored (the test step's outputs), with no
 extra post-processing.
 """
-import os
 import os.path as osp
 from typing import List, Optional, Sequence
 
 import numpy as np
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
+
+from .atomic import atomic_path
+
 
 def make_palette(n: int, seed: int = 7) -> np.ndarray:
     """n distinct-ish RGB colours (deterministic)."""
@@ -67,10 +69,8 @@ def hstack(images: List[np.ndarray], gap: int = 4) -> np.ndarray:
 
 def save_rgb(path: str, image: np.ndarray) -> None:
     from PIL import Image
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp.png'
-    Image.fromarray(image).save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format='PNG')
 
 
 def read_rgb(path: str) -> np.ndarray:
