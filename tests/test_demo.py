@@ -51,7 +51,10 @@ def test_demo_draws_the_predictions_and_skips_bad_files(models, tmp_path):
     palette = make_palette(3)
     for stem, ext, (h, w) in (('a_street', 'png', (40, 56)), ('b_field', 'jpg', (64, 48))):
         # the overlay is the image with the prediction at its original size blended in, a legend below
-        labels = inference_segmentor(models['clearclip'], str(inputs / f'{stem}.{ext}'), scale=RESIZE).labels
+        result = inference_segmentor(models['clearclip'], str(inputs / f'{stem}.{ext}'), scale=RESIZE)
+        labels = result.labels
+        assert result.classes == ['sky', 'grass', 'tree']  # the class names come with the labels
+        assert result.present() == [result.classes[i] for i in np.unique(labels)]
         rgb = np.ascontiguousarray(load_image(str(inputs / f'{stem}.{ext}'))[..., ::-1])
         over = np.asarray(Image.open(out / f'{stem}_clearclip.png'))
         assert over.shape[1] == w and over.shape[0] > h and over.shape[2] == 3

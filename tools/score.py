@@ -31,6 +31,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from clearclip_seg.apis.config import quiet_known_warnings
+    quiet_known_warnings()
     from clearclip_seg.apis import ConfigError, score_predictions
     try:
         record = score_predictions(args.predictions, args.config, cfg_options=args.cfg_options,

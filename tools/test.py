@@ -68,6 +68,8 @@ def parse_run_info(text):
 
 def main(argv=None):
     args = parse_args(argv)
+    from clearclip_seg.apis.config import quiet_known_warnings
+    quiet_known_warnings()
     from clearclip_seg.apis import ConfigError, evaluate
     try:
         record = evaluate(args.config, cfg_options=args.cfg_options, work_dir=args.work_dir,

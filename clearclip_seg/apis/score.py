@@ -39,14 +39,14 @@ def score_predictions(predictions: str, config, cfg_options: Optional[dict] = No
         ConfigError: a config mistake, a missing folder or prediction file, or a prediction
             whose size is not its image's (one line naming the file).
     """
+    if not osp.isdir(predictions):
+        raise ConfigError(f"predictions folder '{predictions}' not found: give the folder tools/test.py --out wrote")
     import torch  # importing the API does not import torch or MMEngine
     from mmengine.device import get_device
     from mmengine.registry import init_default_scope
     from mmengine.structures import PixelData
 
     register_all_modules()
-    if not osp.isdir(predictions):
-        raise ConfigError(f"predictions folder '{predictions}' not found: give the folder tools/test.py --out wrote")
     run = Run(name='', config=str(config), options=dict(cfg_options or {}), record=record_path or '',
               work_dir=work_dir)
     cfg = steps.prepare(run, write=write)
