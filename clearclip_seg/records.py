@@ -19,7 +19,8 @@ Schema (``RECORD_VERSION`` 2)::
     dataset{type, data_root, num_images, classes},
     metrics{mIoU, aAcc, mAcc, mmseg, IoU, Acc, area_intersect, area_union, area_pred, area_label},
     timing{wall_s, images_per_s, world_size, device, torch_threads},
-    versions{...}, git_commit, run{...} (runner matrix entry, optional)
+    versions{...}, git_commit, run{...} (runner matrix entry, optional),
+    predictions (tools/score.py: the folder of saved predictions it scored, optional)
 
 An analysis record (``kind='analysis'``, ``tools/analyze_decomposition.py``)
 has the same ``config``, ``model``, ``versions`` and ``git_commit``;

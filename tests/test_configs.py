@@ -26,11 +26,27 @@ def test_generated_configs_are_up_to_date():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_every_leaf_config_has_the_protocol_values():
+def _preset_leaves():
     leaves = sorted(glob.glob(os.path.join(ROOT, 'configs', '*', '*.py')))
     # last-block presets here; the methods' own protocol cards: tests/test_method_configs.py
     leaves = [p for p in leaves if '_base_' not in p and os.path.basename(os.path.dirname(p)) in PRESETS]
     assert len(leaves) == sum(len(p.backbones) for p in PRESETS.values()) * len(BENCHMARKS)
+    return leaves
+
+
+def test_every_vit_b16_leaf_config_has_the_protocol_values():
+    """Every preset x benchmark on ViT-B/16 (the quick subset; every backbone: the slow test below)."""
+    leaves = [p for p in _preset_leaves() if '_vit-b16_' in os.path.basename(p)]
+    assert len(leaves) == len(PRESETS) * len(BENCHMARKS)
+    _check_leaf_configs(leaves)
+
+
+@pytest.mark.slow
+def test_every_leaf_config_has_the_protocol_values():
+    _check_leaf_configs(_preset_leaves())
+
+
+def _check_leaf_configs(leaves):
     for path in leaves:
         cfg = Config.fromfile(path)
         b = BENCHMARKS[cfg.benchmark]

@@ -68,6 +68,7 @@ def test_demo_draws_the_predictions_and_skips_bad_files(models, tmp_path):
     assert segment_images(models, paths[2:], str(out), log=lambda m: None) == (0, 2)  # the CLI then exits 1
 
 
+@pytest.mark.slow  # a subprocess; the quick subset runs main() in-process (test_demo_bad_input_exit_2)
 def test_demo_command_line(tmp_path):
     inputs = tmp_path / 'in'
     write_inputs(inputs)
@@ -82,11 +83,20 @@ def test_demo_command_line(tmp_path):
     assert '1 image(s) segmented, 2 skipped' in proc.stdout and 'missing.jpg: no such file or folder' in proc.stdout
     assert sorted(os.listdir(tmp_path / 'out')) == ['a_street_clearclip.png', 'a_street_clip.png',
                                                     'a_street_panel.png', 'a_street_sclip.png']
-    # bad input: exit code 2, one line
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'demo.py'), str(tmp_path / 'missing.jpg'),
-                           '--vocab', 'sky', '--method', 'sclip-stlye'], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr.startswith("error: --method: unknown method 'sclip-stlye'")
-    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_demo_bad_input_exit_2(tmp_path, capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('_demo_tool', os.path.join(ROOT, 'tools', 'demo.py'))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    for argv, says in (([str(tmp_path / 'x.jpg'), '--vocab', 'sky', '--method', 'sclip-stlye'],
+                        "error: --method: unknown method 'sclip-stlye'"),
+                       ([str(tmp_path / 'missing.jpg'), '--vocab', 'sky'], 'error: no images to segment'),
+                       ([str(tmp_path), '--vocab', ' , '], 'error: --vocab is empty')):
+        assert demo.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(says), err
 
 
 def test_demo_helpers():

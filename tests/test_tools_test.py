@@ -25,7 +25,7 @@ def run_tool(args, env=None, check=True):
 
 
 @pytest.mark.parametrize('config,key,ncls,rzl,via', [
-    (CONFIG, 'voc21', 21, False, 'command line'),
+    pytest.param(CONFIG, 'voc21', 21, False, 'command line', marks=pytest.mark.slow),  # a subprocess
     ('configs/clearclip/clearclip_vit-b16_voc20.py', 'voc20', 20, True, 'api'),
 ])
 def test_voc_end_to_end_miou_and_record(tmp_path, config, key, ncls, rzl, via):

@@ -84,17 +84,19 @@ def parse_args(argv=None):
     p.add_argument('--log-interval', type=int, default=10, help='per-run progress granularity (images)')
     args = p.parse_args(argv)
     # --data-root: the data folder (args.data_dir) and KEY=PATH roots (args.data_root), as in check_data/prepare_data
-    try:
-        args.data_dir, roots = parse_data_roots(args.data_root, args.data_root_override)
-    except ValueError as e:
-        p.exit(2, f'error: {e}\n')
+    args.data_dir, roots = parse_data_roots(args.data_root, args.data_root_override)  # ValueError: a bad one
     args.data_root = [f'{k}={v}' for k, v in roots.items()]
     return args
 
 
 def main(argv=None):
     from clearclip_seg.sweep import run_sweep
-    return run_sweep(parse_args(argv))
+    try:
+        args = parse_args(argv)
+    except ValueError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    return run_sweep(args)
 
 
 if __name__ == '__main__':
