@@ -20,6 +20,7 @@ from helpers import ROOT, TINY_ARCH, TINY_PROXY_VFM, confusion_miou, reference_c
 TINY12_ARCH = os.path.join(ROOT, 'tests', 'assets', 'tiny12oa.json')
 
 
+@pytest.mark.slow  # renders every config in a subprocess; the quick subset checks the ViT-B/16 leaves below
 def test_generated_configs_are_up_to_date():
     proc = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'make_configs.py'), '--check'], cwd=ROOT,
                           capture_output=True, text=True)
