@@ -4,8 +4,9 @@ A model is named by a preset (``clearclip``, ``clip``, ``sclip-style``...: a
 last block, ``protocol/presets.py``), a method card (``sclip``, ``naclip``...:
 the method with its authors' windows, patch fit, logit scale and
 post-processing, ``protocol/methods.py``) or a registered method (``SCLIP``,
-``NACLIP``...: its default options under the protocol's windows). Models are built with ``clearclip_seg.apis.init_segmentor`` from a model config
-plus the demo's overrides (``demo_config``), so ``precision='auto'`` is decided
+``NACLIP``...: its default options under the protocol's windows). Models are
+built with ``clearclip_seg.apis.init_segmentor`` from a model config plus the
+model's and the demo's overrides (``demo_config``), so ``precision='auto'`` is decided
 for the device the model runs on; images are segmented with
 ``inference_segmentor`` (the benchmarks' test pipeline: BGR read, keep-ratio
 resize, the model's normalisation; predictions at the original size).

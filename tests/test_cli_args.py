@@ -93,6 +93,7 @@ def test_help_lists_every_registered_suite_and_demo_method(capsys):
         with pytest.raises(SystemExit):
             load_tool(name).parse_args(['--help'])
         text = ''.join(capsys.readouterr().out.split())  # argparse wraps lines, also at hyphens
-        marker = 'anamedrunmatrix(repeatable):' if name == 'benchmark' else '(space-orcomma-separated;defaultclearclip):'
+        marker = ('anamedrunmatrix(repeatable):' if name == 'benchmark'
+                  else '(space-orcomma-separated;defaultclearclip):')
         listed = text[text.index(marker) + len(marker):].split('--')[0]
         assert listed.split(',') == names

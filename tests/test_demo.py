@@ -75,7 +75,8 @@ def test_demo_command_line(tmp_path):
 
     proc = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'demo.py'), str(inputs / 'a_street.png'),
                            str(inputs / 'd_empty.png'), str(tmp_path / 'missing.jpg'), '--vocab', 'sky, grass , tree',
-                           '--preset', 'clearclip,clip', 'sclip', '--out', str(tmp_path / 'out'), '--arch-file', TINY_ARCH,
+                           '--preset', 'clearclip,clip', 'sclip', '--out', str(tmp_path / 'out'),
+                           '--arch-file', TINY_ARCH,
                            '--templates', 'a_photo_of', '--device', 'cpu'],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -100,8 +100,9 @@ def download(url: str, dest, checksum: Optional[Tuple[str, str]] = None, retries
                            f'after {1 + retries} tries ({str(e).splitlines()[0][:160]}); fetch it by hand into '
                            f'{dest.parent} and re-run with --no-download') from None
     except (requests.exceptions.RequestException, OSError) as e:
-        raise PrepareError(f'{url}: cannot download ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ""})'
-                           f'; fetch it by hand into {dest.parent} and re-run with --no-download') from None
+        first = str(e).splitlines()[0][:160] if str(e) else ''
+        raise PrepareError(f'{url}: cannot download ({type(e).__name__}: {first}); fetch it by hand into '
+                           f'{dest.parent} and re-run with --no-download') from None
 
 
 def file_digests(path, algorithms: Iterable[str] = ('sha256',)) -> Dict[str, str]:

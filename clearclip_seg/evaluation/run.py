@@ -32,7 +32,7 @@ class Run:
         status: ``todo``, ``done`` or ``stale`` (the runner's plan); why: what made it stale.
         cfg: the resolved config (``steps.prepare``); error: why the run failed in its pass.
         predictions: save the predicted label maps in this folder (``clearclip_seg.predictions``);
-            format_only: save them without scoring (no labels read, no record). Neither is part
+            format_only: save them without scoring them (no record). Neither is part
             of the config, so the record is the same with or without them.
     """
     name: str
