@@ -1,7 +1,12 @@
 """Segment your own images with an open vocabulary and draw coloured overlays (``tools/demo.py``).
 
-Models are built with ``clearclip_seg.apis.init_segmentor`` from a model config
-plus the demo's overrides (``demo_config``), so ``precision='auto'`` is decided
+A model is named by a preset (``clearclip``, ``clip``, ``sclip-style``...: a
+last block, ``protocol/presets.py``), a method card (``sclip``, ``naclip``...:
+the method with its authors' windows, patch fit, logit scale and
+post-processing, ``protocol/methods.py``) or a registered method (``SCLIP``,
+``NACLIP``...: its default options under the protocol's windows). Models are
+built with ``clearclip_seg.apis.init_segmentor`` from a model config plus the
+model's and the demo's overrides (``demo_config``), so ``precision='auto'`` is decided
 for the device the model runs on; images are segmented with
 ``inference_segmentor`` (the benchmarks' test pipeline: BGR read, keep-ratio
 resize, the model's normalisation; predictions at the original size).
@@ -15,7 +20,8 @@ import numpy as np
 
 from .apis import ConfigError, inference_segmentor, init_segmentor, load_config, load_image
 from .protocol import constants
-from .protocol.presets import PRESETS, get_preset
+from .protocol.methods import METHOD_CARDS
+from .protocol.presets import PRESETS
 from .repo_root import ROOT
 
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
@@ -30,27 +36,68 @@ def parse_class_list(text: str) -> List[str]:
     return [c.strip() for c in text.split(',') if c.strip()]
 
 
-def parse_presets(items: Sequence[str]) -> List[str]:
-    """Preset names, space- or comma-separated, checked, without duplicates.
+def model_names() -> List[str]:
+    """Every name a demo model can have: presets, method cards, registered methods."""
+    from .methods import list_methods  # lazy: the methods import torch; the demo's parser lists them
+    return list(dict.fromkeys([*PRESETS, *METHOD_CARDS, *list_methods()]))
+
+
+def parse_models(items: Sequence[str]) -> List[str]:
+    """Model names (presets, method cards, registered methods), space- or comma-separated, checked,
+    without duplicates.
 
     Raises:
-        ValueError: an unknown preset (with a hint when it looks like an image path) or none.
+        ValueError: an unknown name (with a hint when it looks like an image path) or none.
     """
-    names = []
+    names, known = [], model_names()
     for item in items:
         for name in item.split(','):
             name = name.strip()
             if not name:
                 continue
-            if name not in PRESETS:
-                hint = (' (image paths go before --preset, or write --preset a,b)'
+            if name not in known:
+                hint = (' (image paths go before --method, or write --method a,b)'
                         if osp.splitext(name)[1] or os.sep in name else '')
-                raise ValueError(f"unknown preset '{name}': expected one of {list(PRESETS)}{hint}")
+                raise ValueError(f"unknown method '{name}': expected a preset ({', '.join(PRESETS)}), a method "
+                                 f"card ({', '.join(METHOD_CARDS)}) or a registered method "
+                                 f"({', '.join(n for n in known if n not in PRESETS and n not in METHOD_CARDS)}){hint}")
             if name not in names:
                 names.append(name)
     if not names:
-        raise ValueError('no preset given')
+        raise ValueError('no method given')
     return names
+
+
+parse_presets = parse_models  # the name before method cards and registered methods joined the presets
+
+
+def model_title(name: str) -> str:
+    """The name shown over a model's tile in the panel."""
+    if name in PRESETS:
+        return PRESETS[name].title
+    if name in METHOD_CARDS:
+        return METHOD_CARDS[name].title
+    return name
+
+
+def model_overrides(name: str) -> Tuple[dict, Optional[Tuple[int, int]]]:
+    """``model`` keys that make a model config into ``name``, and its own resize (None: the protocol's).
+
+    A preset sets the last block; a method card its method with its authors' defaults (windows,
+    patch fit, logit scale, ``area_thd``, post-processing, resize); a registered method its
+    default options.
+    """
+    if name in PRESETS:
+        return dict(last_block=dict(PRESETS[name].last_block)), None
+    if name in METHOD_CARDS:
+        card = METHOD_CARDS[name]
+        d = card.defaults
+        test_cfg = dict(mode=d['mode'], crop_size=(d['crop'], d['crop']), stride=(d['stride'], d['stride']),
+                        patch_fit=d['patch_fit'])
+        return (dict(last_block=None, method=dict(card.method), logit_scale=d['logit_scale'], area_thd=d['area_thd'],
+                     postprocess=None if d['postprocess'] is None else dict(d['postprocess']), test_cfg=test_cfg),
+                (constants.RESIZE_LONG_SIDE, d['resize']))
+    return dict(last_block=None, method=dict(type=name)), None
 
 
 def collect_images(inputs: Sequence[str]) -> Tuple[List[str], List[Tuple[str, str]]]:
@@ -87,26 +134,26 @@ def earlier_outputs(folder: str) -> List[str]:
     """Pictures a demo run writes (``<image>_<preset>.png``, ``<image>_panel.png``) found in ``folder``."""
     if not osp.isdir(folder):
         return []
-    ends = tuple(f'_{p}.png' for p in (*PRESETS, 'panel'))
+    ends = tuple(f'_{p}.png' for p in (*model_names(), 'panel'))
     return [f for f in os.listdir(folder) if f.endswith(ends) and osp.isfile(osp.join(folder, f))]
 
 
 # -- models ----------------------------------------------------------------------
-def demo_config(preset: str, vocabulary, config: str = DEFAULT_CONFIG, arch: Optional[str] = None,
+def demo_config(name: str, vocabulary, config: str = DEFAULT_CONFIG, arch: Optional[str] = None,
                 arch_file: Optional[str] = None, pretrained: Optional[str] = None,
                 precision: Optional[str] = None, prob_thd: float = 0.0, crop: Optional[int] = None,
                 stride: Optional[int] = None, templates: Optional[str] = None,
                 cfg_options: Optional[dict] = None):
-    """The model config of one preset: a config file plus the demo's overrides.
+    """The model config of one demo model: a config file plus the model's and the demo's overrides.
 
     Args:
-        preset: a preset name (its last block).
+        name: a preset, method card or registered method (``model_names``; ``model_overrides``).
         vocabulary: class names (a list) or a vocabulary file / shipped name.
         config: a config with a ``model`` (default: ClearCLIP on ViT-B/16).
         arch, arch_file, pretrained, precision: ``model.clip`` overrides;
             ``arch_file`` alone means random weights; ``pretrained`` 'none' too.
-        prob_thd, crop, stride, templates: scoring overrides (crop and stride
-            default to the protocol's, ``protocol.constants``).
+        prob_thd, crop, stride, templates: scoring overrides; crop and stride, when given,
+            replace the model's own windows (a method card's, else the protocol's).
         cfg_options: further ``{'a.b': value}`` overrides, applied last.
 
     Raises:
@@ -124,31 +171,43 @@ def demo_config(preset: str, vocabulary, config: str = DEFAULT_CONFIG, arch: Opt
         clip['pretrained'] = None if pretrained.lower() in NONE_WORDS else pretrained
     if precision:
         clip['precision'] = precision
-    crop = constants.SLIDE_CROP if crop is None else crop
-    stride = constants.SLIDE_STRIDE if stride is None else stride
+    own, _ = model_overrides(name)
+    test_cfg = dict(cfg.model.get('test_cfg') or {}, mode='slide', crop_size=(constants.SLIDE_CROP,) * 2,
+                    stride=(constants.SLIDE_STRIDE,) * 2)
+    test_cfg.update(own.pop('test_cfg', {}))
+    if crop is not None:
+        test_cfg['crop_size'] = (crop, crop)
+    if stride is not None:
+        test_cfg['stride'] = (stride, stride)
     model = cfg.model
     model.clip = clip
-    model.last_block = dict(get_preset(preset).last_block)
+    for key, value in own.items():
+        model[key] = value
     model.vocabulary = vocabulary
     model.prob_thd = prob_thd
-    model.test_cfg = dict(model.get('test_cfg') or {}, mode='slide', crop_size=(crop, crop), stride=(stride, stride))
+    model.test_cfg = test_cfg
     if templates:
         model.templates = templates
     # last: any key can still be overridden (each checked: a typo is an error, not a silent default)
     return load_config(cfg, cfg_options)
 
 
-def build_models(presets: Sequence[str], vocabulary, device=None, seed: int = 0,
-                 log: Callable[[str], None] = print, **overrides) -> Dict[str, object]:
-    """One segmentor per preset (``init_segmentor``), each built after ``torch.manual_seed(seed)``.
+def demo_scales(names: Sequence[str], scale: Optional[Tuple[int, int]] = None) -> Dict[str, Tuple[int, int]]:
+    """Each model's keep-ratio resize: ``scale`` when given, else its own (a method card's) or the protocol's."""
+    return {n: tuple(scale or model_overrides(n)[1] or constants.RESIZE) for n in names}
 
-    With random weights every preset then has the same weights. ``overrides``
+
+def build_models(names: Sequence[str], vocabulary, device=None, seed: int = 0,
+                 log: Callable[[str], None] = print, **overrides) -> Dict[str, object]:
+    """One segmentor per model name (``init_segmentor``), each built after ``torch.manual_seed(seed)``.
+
+    With random weights every model then has the same CLIP weights. ``overrides``
     are ``demo_config``'s keywords.
     """
     import torch
 
     models = {}
-    for p in presets:
+    for p in names:
         t0 = time.perf_counter()
         cfg = demo_config(p, vocabulary, **overrides)
         torch.manual_seed(seed)
@@ -157,7 +216,7 @@ def build_models(presets: Sequence[str], vocabulary, device=None, seed: int = 0,
         except (ValueError, FileNotFoundError, KeyError) as e:  # bad arch, method, weights: one line
             if isinstance(e, ConfigError):
                 raise
-            raise ConfigError(f'preset {p}: {model_error_line(e)}') from e
+            raise ConfigError(f'{p}: {model_error_line(e)}') from e
         m = models[p]
         log(f'built {p} ({m.arch}, {m.pretrained or "random weights"}, {m.precision}) in '
             f'{time.perf_counter() - t0:.1f}s')
@@ -208,7 +267,7 @@ def draw(rgb: np.ndarray, labels: Dict[str, np.ndarray], classes: Sequence[str],
             small, slab = _fit(rgb, lab, panel_size)
             if not tiles:
                 tiles.append(titled(small, title[:40]))
-            tiles.append(titled(overlay(small, slab, palette, alpha), get_preset(p).title))
+            tiles.append(titled(overlay(small, slab, palette, alpha), model_title(p)))
         present = sorted(set().union(*[set(np.unique(lab).tolist()) for lab in labels.values()])
                          & set(range(len(classes))))
         written.append(osp.join(out_dir, f'{stem}_panel.png'))
@@ -217,16 +276,17 @@ def draw(rgb: np.ndarray, labels: Dict[str, np.ndarray], classes: Sequence[str],
 
 
 def segment_images(models: Dict[str, object], paths: Sequence[str], out_dir: str,
-                   scale: Optional[Tuple[int, int]] = None, alpha: float = 0.5, panel_size: int = 512,
+                   scale=None, alpha: float = 0.5, panel_size: int = 512,
                    log: Callable[[str], None] = print) -> Tuple[int, int]:
     """Segment each image with every model and draw the pictures; unreadable images are skipped by name.
 
-    ``scale`` is the keep-ratio resize bound (default: the protocol's, ``protocol.constants.RESIZE``).
+    ``scale`` is the keep-ratio resize bound: one ``(long, short)`` for every model, or
+    ``{name: (long, short)}`` (``demo_scales``); default each model's own (``demo_scales``).
 
     Returns:
         (images segmented, images skipped).
     """
-    scale = tuple(constants.RESIZE if scale is None else scale)
+    scales = scale if isinstance(scale, dict) else demo_scales(list(models), scale)
     classes = list(next(iter(models.values())).vocabulary.classes)
     used, ok, bad = {}, 0, 0
     for path in paths:
@@ -240,7 +300,7 @@ def segment_images(models: Dict[str, object], paths: Sequence[str], out_dir: str
         try:
             stem = output_stem(path, used)
             t0 = time.perf_counter()
-            labels = {p: inference_segmentor(m, img_bgr, scale=scale).labels for p, m in models.items()}
+            labels = {p: inference_segmentor(m, img_bgr, scale=scales[p]).labels for p, m in models.items()}
             written = draw(np.ascontiguousarray(img_bgr[..., ::-1]), labels, classes, out_dir, stem, name,
                            alpha, panel_size)
         except Exception as e:  # one bad image must not stop the others; say which and why

@@ -19,7 +19,8 @@ Schema (``RECORD_VERSION`` 2)::
     dataset{type, data_root, num_images, classes},
     metrics{mIoU, aAcc, mAcc, mmseg, IoU, Acc, area_intersect, area_union, area_pred, area_label},
     timing{wall_s, images_per_s, world_size, device, torch_threads},
-    versions{...}, git_commit, run{...} (runner matrix entry, optional)
+    versions{...}, git_commit, run{...} (runner matrix entry, optional),
+    predictions (tools/score.py: the folder of saved predictions it scored, optional)
 
 An analysis record (``kind='analysis'``, ``tools/analyze_decomposition.py``)
 has the same ``config``, ``model``, ``versions`` and ``git_commit``;
@@ -38,9 +39,9 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from typing import Optional
 
+from .atomic import atomic_write
 from .options import ConfigError
 from .repo_root import relative_to_root
 
@@ -54,7 +55,7 @@ class RecordVersionError(ConfigError):
 
 
 def atomic_write_json(obj, path: str) -> None:
-    """Write strict JSON via a temporary file + rename: never a half-written record.
+    """Write strict JSON atomically (``atomic.atomic_write``): never a half-written record.
 
     NaN and infinities are not JSON (``json.dump`` would write ``NaN``/``Infinity``,
     which other readers refuse): a value holding one is an error naming its key.
@@ -67,19 +68,7 @@ def atomic_write_json(obj, path: str) -> None:
             raise
         raise ConfigError(f"refusing to write '{path}': {key} is not a finite number (NaN or inf is not "
                           'valid JSON; the run produced no valid value there)') from None
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix='.tmp-', suffix='.json')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(text)
-            f.write('\n')
-        os.chmod(tmp, RECORD_MODE)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
+    atomic_write(path, text + '\n', mode=RECORD_MODE)
 
 def _jsonable(o):
     if hasattr(o, 'tolist'):

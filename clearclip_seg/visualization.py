@@ -12,6 +12,9 @@ import numpy as np
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
+from .atomic import atomic_path, atomic_write
+
+
 def make_palette(n: int, seed: int = 7) -> np.ndarray:
     """n distinct-ish RGB colours (deterministic)."""
     rng = np.random.default_rng(seed)
@@ -67,10 +70,8 @@ def hstack(images: List[np.ndarray], gap: int = 4) -> np.ndarray:
 
 def save_rgb(path: str, image: np.ndarray) -> None:
     from PIL import Image
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp.png'
-    Image.fromarray(image).save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format='PNG')
 
 
 def read_rgb(path: str) -> np.ndarray:
@@ -98,17 +99,15 @@ def save_labels(out_dir: str, img_path: str, classes: Sequence[str], pred: np.nd
     stem = osp.splitext(osp.basename(img_path))[0]
     for kind, label in (('pred', pred), ('gt', gt)):
         if label is not None:
-            Image.fromarray(label.astype(np.uint16)).save(osp.join(d, f'{stem}_{kind}.png'))
+            with atomic_path(osp.join(d, f'{stem}_{kind}.png')) as tmp:
+                Image.fromarray(label.astype(np.uint16)).save(tmp, format='PNG')
     index_path = osp.join(d, 'index.json')
     index = {'classes': list(classes), 'images': {}}
     if osp.isfile(index_path):
         with open(index_path, encoding='utf-8') as f:
             index['images'] = json.load(f).get('images', {})
     index['images'][stem] = osp.abspath(img_path)
-    tmp = index_path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(index, f, indent=1)
-    os.replace(tmp, index_path)
+    atomic_write(index_path, json.dumps(index, indent=1))
 
 
 @HOOKS.register_module()

@@ -213,6 +213,7 @@ def test_png_and_files(record_dir, tmp_path):
     assert '52.34' in (out / 'results.md').read_text()
 
 
+@pytest.mark.slow  # subprocesses of the command line; the tables themselves: the tests above
 def test_cli_prints_tables_and_fails_in_one_line(record_dir, tmp_path):
     tool = os.path.join(ROOT, 'tools', 'collect_results.py')
     proc = subprocess.run([sys.executable, tool, str(record_dir)], capture_output=True, text=True, cwd=ROOT)

@@ -21,17 +21,34 @@ from helpers import (ROOT, TINY_ARCH, TINY_LPOSS_VFM, TINY_PROXY_VFM, TINY_TRIDE
 TINY12_ARCH = os.path.join(ROOT, 'tests', 'assets', 'tiny12oa.json')
 
 
+@pytest.mark.slow  # renders every config in a subprocess; the quick subset checks the ViT-B/16 leaves below
 def test_generated_configs_are_up_to_date():
     proc = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'make_configs.py'), '--check'], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_every_leaf_config_has_the_protocol_values():
+def _preset_leaves():
     leaves = sorted(glob.glob(os.path.join(ROOT, 'configs', '*', '*.py')))
     # last-block presets here; the methods' own protocol cards: tests/test_method_configs.py
     leaves = [p for p in leaves if '_base_' not in p and os.path.basename(os.path.dirname(p)) in PRESETS]
     assert len(leaves) == sum(len(p.backbones) for p in PRESETS.values()) * len(BENCHMARKS)
+    return leaves
+
+
+def test_every_vit_b16_leaf_config_has_the_protocol_values():
+    """Every preset x benchmark on ViT-B/16 (the quick subset; every backbone: the slow test below)."""
+    leaves = [p for p in _preset_leaves() if '_vit-b16_' in os.path.basename(p)]
+    assert len(leaves) == len(PRESETS) * len(BENCHMARKS)
+    _check_leaf_configs(leaves)
+
+
+@pytest.mark.slow
+def test_every_leaf_config_has_the_protocol_values():
+    _check_leaf_configs(_preset_leaves())
+
+
+def _check_leaf_configs(leaves):
     for path in leaves:
         cfg = Config.fromfile(path)
         b = BENCHMARKS[cfg.benchmark]
@@ -136,8 +153,13 @@ def test_covering_subset_covers_every_method_benchmark_and_backbone():
     assert len(picked) < len(leaves) / 2
 
 
+CONFIG_FOLDERS = sorted(d for d in os.listdir(os.path.join(ROOT, 'configs'))
+                        if d != '_base_' and os.path.isdir(os.path.join(ROOT, 'configs', d)))
+
+
 @pytest.mark.slow
-def test_every_config_builds_model_and_dataset(synthetic_roots):
+@pytest.mark.parametrize('folder', CONFIG_FOLDERS)  # one test per folder: pytest-xdist shares them out
+def test_every_config_builds_model_and_dataset(synthetic_roots, folder):
     """Leaf configs covering every method x benchmark and method x backbone build their segmentor
     (tiny arch swapped in) and their dataset."""
     from mmengine.registry import init_default_scope
@@ -146,6 +168,8 @@ def test_every_config_builds_model_and_dataset(synthetic_roots):
     leaves = sorted(p for p in glob.glob(os.path.join(ROOT, 'configs', '*', '*.py')) if '_base_' not in p)
     built = {}  # with the tiny arch swapped in, backbones differ only in names: build each distinct config once
     for path in covering_subset(leaves):
+        if os.path.basename(os.path.dirname(path)) != folder:
+            continue
         cfg = Config.fromfile(path)
         if cfg.model.get('method') is None:
             cfg.model.clip.update(arch='clearclip-tiny-vit', arch_file=TINY_ARCH, pretrained=None)

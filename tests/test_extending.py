@@ -66,6 +66,7 @@ print(json.dumps(dict(
 '''
 
 
+@pytest.mark.slow  # renders every config of the new entry in a subprocess; its end-to-end run stays quick
 def test_a_new_benchmark_is_one_entry():
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
     proc = subprocess.run([sys.executable, '-c', _NEW_BENCHMARK], cwd=ROOT, env=env, capture_output=True,

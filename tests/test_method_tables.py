@@ -346,6 +346,7 @@ def test_backbone_table_groups_by_family_and_size(tmp_path):
     assert 'Params (M)' in tex
 
 
+@pytest.mark.slow  # a subprocess of the command line; the grouping itself: the tests above
 def test_cli_group_by_family(tmp_path):
     atomic_write_json(method_record('clearclip', 'voc20', 80.0, params=86_192_640, run=False),
                       str(tmp_path / 'r.json'))

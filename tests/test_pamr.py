@@ -156,7 +156,10 @@ def test_banded_pamr_equals_the_whole_image_bit_for_bit(H, W, num_iter, dilation
                        aff[..., 5:H - 3, :])
 
 
-@pytest.mark.parametrize('H,W,num_iter,dilations,band_rows', [(150, 131, 3, (2, 5), 7), (40, 77, 10, (8, 16), 9)])
+@pytest.mark.parametrize('H,W,num_iter,dilations,band_rows', [
+    (150, 131, 3, (2, 5), 7),
+    pytest.param(40, 77, 10, (8, 16), 9, marks=pytest.mark.slow),  # ~10-20 s: thousands of tiny tiles
+])
 def test_banded_pamr_with_a_lazily_resized_guidance_equals_the_whole_image(H, W, num_iter, dilations, band_rows,
                                                                            one_thread):
     """The segmentor's guidance made a band's rows at a time (ResizedGuide) gives the floats of the whole image

@@ -25,6 +25,11 @@ killed runner left); a second runner on the same results folder refuses to start
     python tools/benchmark.py --suite main --dry-run        # the runs (done / to do / stale), the shared
                                                             # passes they group into and their cost
     python tools/benchmark.py --suite main --no-share       # one tools/test.py process per run
+    python tools/benchmark.py --suite main --data-root /datasets/data          # a data folder of the layouts
+    python tools/benchmark.py --suite main --data-root voc21=/datasets/VOC2012 # one benchmark's own root
+
+Suites: see ``--help`` (the suite registry, ``clearclip_seg.suites``). ``--data-root`` means
+what it means in ``tools/check_data.py`` and ``tools/prepare_data.py``.
 
 Runs that share backbone, weights, precision, resize, windows and image set are
 evaluated in one shared pass (blocks 0..L-2 once per window, then each run's
@@ -41,18 +46,19 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
-from clearclip_seg.suites import SUITES  # noqa: E402 (after the path set-up)
+from clearclip_seg.cli_args import add_data_root_arguments, parse_data_roots  # noqa: E402 (after the path set-up)
+from clearclip_seg.suites import SUITES  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Run a matrix of ClearCLIP-Seg evaluations, resumably.')
-    p.add_argument('--suite', action='append', default=[], help=' | '.join(SUITES))
+    p.add_argument('--suite', action='append', default=[], metavar='SUITE',
+                   help='a named run matrix (repeatable): ' + ', '.join(SUITES))
     p.add_argument('--matrix', help='JSON file: a list of {"name", "config", "cfg_options": [...], "benchmark"}')
     p.add_argument('--configs', nargs='+', default=[], help='config files to run as they are')
     p.add_argument('--benchmarks', help='comma-separated benchmark keys to keep (default: the suite\'s)')
     p.add_argument('--cfg-options', nargs='+', default=[], help='overrides added to every run')
-    p.add_argument('--data-root', action='append', default=[], metavar='KEY=PATH',
-                   help='data root for one benchmark, e.g. voc21=/data/VOC2012 (relative to the current directory)')
+    add_data_root_arguments(p)
     p.add_argument('--out', default='results', help='results folder (default: results/)')
     p.add_argument('--gpus', type=int, default=1,
                    help='GPUs to use (on a CPU: worker processes); how, see --parallel')
@@ -76,12 +82,21 @@ def parse_args(argv=None):
     p.add_argument('--force', action='store_true',
                    help='re-run runs whose record was made with other settings (replacing the record)')
     p.add_argument('--log-interval', type=int, default=10, help='per-run progress granularity (images)')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # --data-root: the data folder (args.data_dir) and KEY=PATH roots (args.data_root), as in check_data/prepare_data
+    args.data_dir, roots = parse_data_roots(args.data_root, args.data_root_override)  # ValueError: a bad one
+    args.data_root = [f'{k}={v}' for k, v in roots.items()]
+    return args
 
 
 def main(argv=None):
     from clearclip_seg.sweep import run_sweep
-    return run_sweep(parse_args(argv))
+    try:
+        args = parse_args(argv)
+    except ValueError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    return run_sweep(args)
 
 
 if __name__ == '__main__':

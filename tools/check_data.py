@@ -1,8 +1,7 @@
 #!/usr/bin/env python
 """Check prepared benchmark data before a long run.
 
-    python tools/check_data.py [BENCHMARK ...] [--data-root DIR]
-                               [--data-root-override KEY=PATH ...]
+    python tools/check_data.py [BENCHMARK ...] [--data-root DIR] [--data-root KEY=PATH ...]
                                [--max-files N] [--expected-count N] [--nproc N]
 
 For each benchmark (default: all eight) it checks that the data root exists, that the
@@ -20,8 +19,11 @@ the CPU count, at most 8) with a progress bar on a terminal. Layout, suffixes, c
 and value ranges come from ``clearclip_seg/protocol/benchmarks.py``.
 
 Paths: the table's data roots (``data/...``) are relative to the repository, whatever
-the current directory, exactly as in ``tools/test.py``; paths you type
-(``--data-root``, ``--data-root-override``) are relative to the current directory.
+the current directory, exactly as in ``tools/test.py``. ``--data-root`` means what it
+means in ``tools/benchmark.py`` and ``tools/prepare_data.py``: ``DIR`` is a data folder
+holding the benchmarks' layouts (in place of the repository's ``data/``), ``KEY=PATH``
+one benchmark's own root (``--data-root-override KEY=PATH`` is the same); paths you
+type are relative to the current directory.
 
 Prints the first few offenders of each kind and a one-line verdict per benchmark.
 Exit code 0 when every benchmark given is fine, 1 when one is not, 2 on a usage mistake
@@ -31,24 +33,11 @@ Exit code 0 when every benchmark given is fine, 1 when one is not, 2 on a usage 
 import argparse
 import os
 import sys
-from typing import Dict, Sequence
 
+from clearclip_seg.cli_args import add_data_root_arguments, parse_data_roots
 from clearclip_seg.data_check import run_check
 from clearclip_seg.protocol.benchmarks import BENCHMARKS, get_benchmark
 from clearclip_seg.protocol.data_roots import resolve_data_root
-
-
-def _parse_overrides(items: Sequence[str]) -> Dict[str, str]:
-    out = {}
-    for item in items or ():
-        key, sep, path = item.partition('=')
-        if not sep or not key or not path:
-            raise ValueError(f'--data-root-override {item!r}: expected KEY=PATH')
-        if key not in BENCHMARKS:
-            raise ValueError(f'--data-root-override {item!r}: unknown benchmark {key!r}, '
-                             f'expected one of {", ".join(BENCHMARKS)}')
-        out[key] = path
-    return out
 
 
 def main(argv=None) -> int:
@@ -56,10 +45,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description='Verify prepared benchmark data (counts, labels, values).')
     p.add_argument('benchmarks', nargs='*', metavar='BENCHMARK',
                    help=f'benchmarks to check (default all): {", ".join(BENCHMARKS)}')
-    p.add_argument('--data-root', default=None,
-                   help="replacement for the repository's data/ folder (the benchmark roots go under it)")
-    p.add_argument('--data-root-override', action='append', default=[], metavar='KEY=PATH',
-                   help='data root for one benchmark (repeatable)')
+    add_data_root_arguments(p)
     p.add_argument('--max-files', type=int, default=None, help='read at most N label files per benchmark')
     p.add_argument('--expected-count', type=int, default=None, help='expect N images instead of the table value')
     p.add_argument('--nproc', type=int, default=min(8, os.cpu_count() or 1),
@@ -80,7 +66,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     try:
-        overrides = _parse_overrides(args.data_root_override)
+        data_dir, overrides = parse_data_roots(args.data_root, args.data_root_override)
     except ValueError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
@@ -88,8 +74,8 @@ def main(argv=None) -> int:
     for key in dict.fromkeys(keys):
         b = get_benchmark(key)
         root = overrides.get(key)
-        if root is None and args.data_root is not None:
-            root = resolve_data_root(b, data_dir=args.data_root)
+        if root is None and data_dir is not None:
+            root = resolve_data_root(b, data_dir=data_dir)
         problems, stats = run_check(key, root, args.expected_count, args.max_files, nproc=args.nproc,
                                     progress=sys.stderr.isatty())
         for line in problems:

@@ -1,13 +1,16 @@
 #!/usr/bin/env python
 """Turn the official dataset downloads into the trees the eight benchmarks expect.
 
-    python tools/prepare_data.py STEP [--data-root data/] [--download-dir data/downloads]
-                                      [--nproc N] [--no-download] [--no-verify] ...
+    python tools/prepare_data.py STEP [--data-root DIR] [--data-root KEY=PATH ...]
+                                      [--download-dir DIR] [--nproc N] [--no-download] [--no-verify] ...
 
 STEP is one of ``voc`` (voc21, voc20), ``context`` (context60, context59),
 ``coco_stuff164k``, ``coco_object``, ``cityscapes``, ``ade20k`` or ``all``. Where each
 tree goes is read from ``clearclip_seg/protocol/benchmarks.py`` (the single table of data
 roots, folders and suffixes); see ``data/README.md`` for the trees and the download sources.
+``--data-root`` means what it means in ``tools/check_data.py`` and ``tools/benchmark.py``:
+``DIR`` is the data folder the trees go under (default: the repository's ``data/``),
+``KEY=PATH`` one benchmark's own root (e.g. ``voc21=/datasets/VOCdevkit/VOC2012``).
 
 Every step is safe to re-run: archives already downloaded (and verified) are reused,
 folders already extracted are skipped, label files already written are skipped, and
@@ -27,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+from clearclip_seg.cli_args import add_data_root_arguments, parse_data_roots
 from clearclip_seg.data_check import check_benchmark
 from clearclip_seg.data_prep import STEPS, Options, PrepareError, bench_root
 from clearclip_seg.protocol.data_roots import DATA_DIR
@@ -58,9 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('step', choices=list(STEPS) + ['all'], help='what to prepare')
-    p.add_argument('--data-root', default=str(DATA_DIR),
-                   help='the data/ folder the benchmark roots go under (default: the repository\'s data/)')
-    p.add_argument('--download-dir', default=None, help='where archives are kept (default <data-root>/downloads)')
+    add_data_root_arguments(p)
+    p.add_argument('--download-dir', default=None,
+                   help='where archives are kept (default <data folder>/downloads)')
     p.add_argument('--nproc', type=int, default=max(1, min(8, os.cpu_count() or 1)),
                    help='worker processes for the conversions')
     p.add_argument('--no-download', action='store_true', help='only use archives already in --download-dir')
@@ -80,8 +84,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     """Command-line entry point; returns the exit code."""
     args = parse_args(argv)
-    data_root = Path(args.data_root)
-    opts = Options(data_root=data_root,
+    try:
+        data_dir, roots = parse_data_roots(args.data_root, args.data_root_override)
+    except ValueError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    data_root = Path(data_dir) if data_dir is not None else DATA_DIR
+    opts = Options(data_root=data_root, roots={k: Path(v) for k, v in roots.items()},
                    download_dir=Path(args.download_dir) if args.download_dir else data_root / 'downloads',
                    nproc=max(1, args.nproc), no_download=args.no_download, no_verify=args.no_verify,
                    with_train=args.with_train, from_raw=args.from_raw,

@@ -3,6 +3,13 @@
 
     python tools/test.py CONFIG [--work-dir DIR] [--cfg-options k=v ...]
                                 [--launcher none|pytorch] [--record PATH]
+                                [--out DIR [--format-only]]
+
+``--out DIR`` also saves the predicted label maps, one ``<image stem>.png`` per
+image in MMSeg's convention (8-bit class ids, 16-bit past 255 classes; on
+``reduce_zero_label`` datasets the dataset's own values, class i saved as i + 1);
+``tools/score.py DIR --config CONFIG`` scores them later into the same record.
+``--format-only`` saves them without scoring (no record). Exit code 2 for bad input.
 
 Multi-GPU: ``torchrun --nproc_per_node=N tools/test.py CONFIG --launcher pytorch``
 (or ``tools/dist_test.sh CONFIG N``). Without a GPU it runs on the CPU.
@@ -25,6 +32,10 @@ def parse_args(argv=None):
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--show-dir', help='save image | ground truth | prediction panels here')
     parser.add_argument('--show-n', type=int, default=None, help='with --show-dir: at most this many images')
+    parser.add_argument('--out', help='also save the predicted label maps here (one PNG per image, MMSeg\'s '
+                                      'convention; tools/score.py scores them later)')
+    parser.add_argument('--format-only', action='store_true',
+                        help='with --out: save the predictions without scoring them (no record)')
     parser.add_argument('--run-info', default=None, help='JSON object stored as the record\'s "run" (tools/benchmark.py)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
@@ -57,11 +68,14 @@ def parse_run_info(text):
 
 def main(argv=None):
     args = parse_args(argv)
+    from clearclip_seg.apis.config import quiet_known_warnings
+    quiet_known_warnings()
     from clearclip_seg.apis import ConfigError, evaluate
     try:
         record = evaluate(args.config, cfg_options=args.cfg_options, work_dir=args.work_dir,
                           record_path=args.record, launcher=args.launcher, show_dir=args.show_dir,
-                          show_n=args.show_n, run_info=parse_run_info(args.run_info))
+                          show_n=args.show_n, run_info=parse_run_info(args.run_info), predictions=args.out,
+                          format_only=args.format_only)
     except ConfigError as e:
         print(f'error: {e}', file=sys.stderr)
         sys.exit(2)
@@ -69,8 +83,13 @@ def main(argv=None):
         where = f" '{e.filename}'" if e.filename else ''
         print(f'error: cannot write{where}: {e.strerror or e}', file=sys.stderr)
         sys.exit(2)
-    if record is not None:
+    if record is not None and record.get('format_only'):
+        print(f"\n{record['benchmark'] or args.config}: {record['num_images']} predictions saved in "
+              f"{record['predictions']} (format only: not scored, no record)")
+    elif record is not None:
         print_summary(record, record['_path'])
+        if args.out:
+            print(f'predictions: {os.path.abspath(args.out)}')
     return record
 
 

@@ -1,4 +1,5 @@
 """Loading a config (``clearclip_seg.config.load_config``) and its device-dependent settings."""
+import warnings
 from typing import Union
 
 from ..config import load_config  # noqa: F401 (re-exported: the API's names)
@@ -25,3 +26,14 @@ def pin_precision(cfg, device: str) -> None:
     precision = clip.get('precision', 'auto')
     if precision == 'auto':
         cfg.model.clip['precision'] = resolve_precision('auto', device)
+
+
+def quiet_known_warnings() -> None:
+    """Silence the one library warning every run would print and that asks for nothing (command lines only).
+
+    MMSeg 1.2.2 warns whenever ``LoadAnnotations`` is given ``reduce_zero_label``, which
+    the generated configs do on purpose (the protocol's value written where the labels are
+    loaded, beside the dataset's own): MMSeg asserts the two agree on every label it loads,
+    so the warning never points at a problem. Filters are inherited by forked data workers.
+    """
+    warnings.filterwarnings('ignore', message='`reduce_zero_label` will be deprecated', category=UserWarning)

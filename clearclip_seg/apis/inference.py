@@ -4,8 +4,8 @@
 analysis and the speed tools use; ``evaluate`` (``evaluate.py``) runs a whole
 benchmark (``clearclip_seg.evaluation.passes``).
 """
-from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from dataclasses import dataclass, field
+from typing import List, Optional, Union
 
 import numpy as np
 
@@ -22,10 +22,16 @@ class SegResult:
         labels: (H, W) int64 class indices.
         probs: (C, H, W) float32 class probabilities (per class, the max over its synonyms).
         query_logits: (Q, H_in, W_in) averaged cosine logits at the network-input size.
+        classes: the class names, in label order: ``classes[labels[y, x]]`` names the pixel's class.
     """
     labels: np.ndarray
     probs: np.ndarray
     query_logits: Optional[np.ndarray] = None
+    classes: List[str] = field(default_factory=list)
+
+    def present(self) -> List[str]:
+        """The names of the classes predicted somewhere in the image, in label order."""
+        return [self.classes[i] for i in np.unique(self.labels) if 0 <= i < len(self.classes)]
 
 
 def init_segmentor(config, pretrained: Optional[str] = None, device=None,
@@ -110,7 +116,7 @@ def preprocess(model, img_bgr: np.ndarray, scale=None):
 
 def inference_segmentor(model, image: Union[str, np.ndarray], scale=None,
                         return_logits: bool = False) -> SegResult:
-    """Segment one image (path or BGR uint8 array) at its original size."""
+    """Segment one image (path or BGR uint8 array) at its original size; the result names its classes."""
     import torch
     from mmseg.structures import SegDataSample
     img = load_image(image) if isinstance(image, str) else image
@@ -121,4 +127,5 @@ def inference_segmentor(model, image: Union[str, np.ndarray], scale=None,
         logits = model.query_logits(inputs)[0] if return_logits else None
     return SegResult(labels=res.pred_sem_seg.data[0].cpu().numpy().astype(np.int64),
                      probs=res.seg_logits.data.float().cpu().numpy(),
-                     query_logits=logits.float().cpu().numpy() if logits is not None else None)
+                     query_logits=logits.float().cpu().numpy() if logits is not None else None,
+                     classes=list(model.vocabulary.classes))

@@ -1,23 +1,25 @@
 """Official downloads: the archive table, downloads with progress, checksums, extraction.
 
-Downloads go to a ``.part`` file renamed when complete; extraction goes to a hidden
-temporary folder renamed into place, so an extracted folder that exists is finished.
+Downloads go through pooch (a temporary file moved into place once its checksum
+matches, with retries); extraction goes to a hidden temporary folder renamed into
+place, so an extracted folder that exists is finished.
 """
 import hashlib
 import json
 import os
 import shutil
 import tarfile
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
+from tqdm import tqdm
+
 from .errors import PrepareError
-from .files import atomic_write_text, tqdm
+from .files import atomic_write_text
+
 
 @dataclass(frozen=True)
 class Archive:
@@ -61,54 +63,46 @@ ARCHIVES: Dict[str, Archive] = {
 CHECKSUM_RECORD = 'checksums.json'
 
 
-def download(url: str, dest, desc: Optional[str] = None) -> Path:
-    """Download ``url`` to ``dest`` with a progress bar; resumes a ``.part`` file if the server allows.
+DOWNLOAD_RETRIES = 3  # further tries after a failed download or a checksum mismatch (pooch waits 1, 2, 3 s)
+
+
+def download(url: str, dest, checksum: Optional[Tuple[str, str]] = None, retries: int = DOWNLOAD_RETRIES) -> Path:
+    """Download ``url`` to ``dest`` through pooch: a progress bar, retries, and the checksum checked.
+
+    pooch streams into a temporary file in ``dest``'s folder and moves it into place
+    only when its hash matches, so ``dest`` existing means a complete, verified download.
 
     Args:
-        url: Source URL.
-        dest: Destination file; written as ``dest.part`` and renamed when complete.
-        desc: Progress bar label.
+        url: Source URL (http, https or ftp).
+        dest: Destination file.
+        checksum: ``(hashlib algorithm, hex digest)`` the file must have, or None.
+        retries: further tries after a network failure or a checksum mismatch.
 
     Returns:
         ``dest``.
+
+    Raises:
+        PrepareError: the download failed every try, or its checksum does not match.
     """
+    import pooch  # lazy: only a download needs it (and requests)
+    import requests
+
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + '.part')
-    for attempt in (0, 1):
-        start = part.stat().st_size if part.exists() else 0
-        req = urllib.request.Request(url, headers={'User-Agent': 'clearclip-seg/prepare_data'})
-        if start:
-            req.add_header('Range', f'bytes={start}-')
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                if start and getattr(resp, 'status', 200) != 206:
-                    start = 0  # the server ignored the range: start over
-                length = resp.headers.get('Content-Length')
-                total = int(length) + start if length else None
-                with open(part, 'ab' if start else 'wb') as f, \
-                        tqdm(total=total, initial=start, unit='B', unit_scale=True,
-                             unit_divisor=1024, desc=desc or dest.name) as bar:
-                    while True:
-                        chunk = resp.read(1 << 20)
-                        if not chunk:
-                            break
-                        f.write(chunk)
-                        bar.update(len(chunk))
-            if total is not None and part.stat().st_size != total:
-                raise PrepareError(f'{url}: download ended early ({part.stat().st_size} of {total} '
-                                   'bytes); re-run to resume')
-            os.replace(part, dest)
-            return dest
-        except urllib.error.HTTPError as e:
-            if e.code == 416 and attempt == 0:  # stale .part: start over once
-                part.unlink(missing_ok=True)
-                continue
-            raise PrepareError(f'{url}: HTTP {e.code} {e.reason}') from e
-        except urllib.error.URLError as e:
-            raise PrepareError(f'{url}: cannot download ({e.reason}); fetch it by hand into '
-                               f'{dest.parent} and re-run with --no-download') from e
-    raise PrepareError(f'{url}: download failed')
+    known_hash = f'{checksum[0]}:{checksum[1]}' if checksum else None
+    store = pooch.create(path=dest.parent, base_url='', registry={dest.name: known_hash}, urls={dest.name: url},
+                         retry_if_failed=retries, allow_updates=False)
+    downloader = pooch.HTTPDownloader(progressbar=True, headers={'User-Agent': 'clearclip-seg/prepare_data'},
+                                      timeout=60) if url.startswith('http') else None
+    try:
+        return Path(store.fetch(dest.name, downloader=downloader))
+    except ValueError as e:  # pooch: the hash of the downloaded file differs from the known one
+        raise PrepareError(f'{url}: the download does not match its {checksum[0] if checksum else ""} checksum '
+                           f'after {1 + retries} tries ({str(e).splitlines()[0][:160]}); fetch it by hand into '
+                           f'{dest.parent} and re-run with --no-download') from None
+    except (requests.exceptions.RequestException, OSError) as e:
+        first = str(e).splitlines()[0][:160] if str(e) else ''
+        raise PrepareError(f'{url}: cannot download ({type(e).__name__}: {first}); fetch it by hand into '
+                           f'{dest.parent} and re-run with --no-download') from None
 
 
 def file_digests(path, algorithms: Iterable[str] = ('sha256',)) -> Dict[str, str]:
@@ -199,7 +193,7 @@ def ensure_archive(key: str, download_dir, no_download: bool = False, no_verify:
         if no_download:
             raise PrepareError(f'{path} not found (--no-download): get it from {arc.url} or {arc.page}')
         print(f'downloading {arc.url}')
-        download(arc.url, path)
+        download(arc.url, path, None if no_verify else arc.checksum)
     if not no_verify:
         verify_archive(path, arc.checksum)
     return path

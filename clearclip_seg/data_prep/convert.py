@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from tqdm import tqdm
 
+from ..atomic import atomic_path
 from .errors import PrepareError
-from .files import _tmp_name, atomic_save_png, read_label, tqdm
+from .files import atomic_save_png, read_label
 from .labels import (cityscapes_label_to_train_id, context_mask_to_labels, raw_stuff_to_train_ids,
                      stuff_to_object_labels)
 
@@ -26,13 +28,8 @@ _DETAIL = None  # the Detail API object, set before forking the context workers
 
 def _json_to_train_ids(src: str, dst: Path) -> None:
     from cityscapesscripts.preparation.json2labelImg import json2labelImg
-    tmp = _tmp_name(dst, '.tmp.png')
-    try:
-        json2labelImg(src, str(tmp), 'trainIds')
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(dst) as tmp:
+        json2labelImg(src, tmp, 'trainIds')
 
 
 _CONVERTERS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {

@@ -1,41 +1,14 @@
-"""File helpers: atomic writes, label reading, and the progress bar (tqdm or a stand-in).
+"""File helpers: atomic label and text writes, label reading.
 
-Every file is written under a hidden temporary name in its destination folder and
-renamed into place, so a file that exists is complete.
+Every file is written through ``clearclip_seg.atomic`` (a unique hidden temporary name in
+its destination folder, fsync, rename), so a file that exists is complete.
 """
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-try:
-    from tqdm import tqdm
-except ImportError:  # pragma: no cover - tqdm is in requirements.txt
-    def tqdm(iterable=None, **kwargs):  # type: ignore
-        return _NoBar(iterable)
-
-
-class _NoBar:  # minimal stand-in when tqdm is missing
-    def __init__(self, iterable=None):
-        self.iterable = iterable
-
-    def __iter__(self):
-        return iter(self.iterable)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def update(self, n=1):
-        pass
-
-
-def _tmp_name(path: Path, suffix: str = '.tmp') -> Path:
-    """A hidden temporary name next to ``path`` (same folder, so os.replace is atomic)."""
-    return path.with_name(f'.{path.name}.{os.getpid()}{suffix}')
+from ..atomic import atomic_path, atomic_write
 
 
 def atomic_save_png(array, path) -> None:
@@ -53,13 +26,8 @@ def atomic_save_png(array, path) -> None:
         if a.size and (a.min() < 0 or a.max() > 255):
             raise ValueError(f'{path}: label values must be 0..255, got {a.min()}..{a.max()}')
         a = a.astype(np.uint8)
-    tmp = _tmp_name(path)
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(a).save(tmp, format='PNG')  # 2-D uint8 -> mode L
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_text(path, text: str) -> None:
@@ -69,15 +37,7 @@ def atomic_write_text(path, text: str) -> None:
         path: Destination file.
         text: The full content.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        tmp.write_text(text, encoding='utf-8')
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, text)
 
 
 def read_label(path) -> np.ndarray:

@@ -3,11 +3,11 @@
 Where each tree goes is read from the benchmark table (``clearclip_seg/protocol/benchmarks.py``).
 Every step is safe to re-run: what is already there is skipped.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from ..protocol.benchmarks import get_benchmark
+from ..protocol.benchmarks import BENCHMARKS, get_benchmark
 from ..protocol.data_roots import rel_to_data_dir
 from . import convert as _convert
 from .archives import ensure_archive, extract_subtree
@@ -18,7 +18,11 @@ from .files import atomic_write_text
 
 @dataclass
 class Options:
-    """Settings shared by the steps."""
+    """Settings shared by the steps.
+
+    ``data_root`` is the data folder the trees go under; ``roots`` names single
+    benchmarks' own roots (``--data-root KEY=PATH``), which win over it.
+    """
     data_root: Path
     download_dir: Path
     nproc: int = 1
@@ -29,10 +33,16 @@ class Options:
     ann_dir: Optional[Path] = None
     cityscapes_method: str = 'auto'
     check: bool = True
+    roots: Dict[str, Path] = field(default_factory=dict)
 
 
 def bench_root(opts: Options, key: str) -> Path:
-    """The data root of benchmark ``key`` under ``opts.data_root`` (from the benchmark table)."""
+    """The data root of benchmark ``key``: its own (``opts.roots``: the key, or a benchmark reading the same
+    tree, e.g. voc20 for voc21), else under ``opts.data_root`` (from the benchmark table)."""
+    table_root = get_benchmark(key).data_root
+    for other in [key] + [k for k, b in BENCHMARKS.items() if b.data_root == table_root and k != key]:
+        if other in opts.roots:
+            return Path(opts.roots[other])
     rel = rel_to_data_dir(get_benchmark(key))
     return rel if rel.is_absolute() else opts.data_root / rel
 

@@ -4,12 +4,12 @@ from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from PIL import Image
 from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import METRICS
 
 from ..checks import check_label_map
 from ..options import check_number
+from ..predictions import prediction_name, save_prediction
 
 # test_evaluator.mean_over: which classes the means run over
 MEAN_OVER = ('union', 'label')
@@ -41,6 +41,9 @@ class ClearCLIPIoUMetric(IoUMetric):
             that evaluation does. None = ignored (MMSeg).
     """
 
+    # the metric's names stay MMSeg's own ('mIoU', not 'prefix/mIoU': the record's metrics.mmseg); an
+    # empty prefix says so, where None makes MMEngine warn that no prefix was set
+    default_prefix = ''
     details: Dict = None
     data_hint: str = None  # the check_data command naming the benchmark (set by apis.evaluate)
 
@@ -83,23 +86,21 @@ class ClearCLIPIoUMetric(IoUMetric):
                                 img_path=sample.get('img_path'))
         if self.ignore_as is not None and not self.format_only:
             data_samples = self._relabel_ignored(data_samples)
-        thin = any(min(s['pred_sem_seg']['data'].shape[-2:]) == 1 for s in data_samples)
-        if self.output_dir is None or not thin:
+        if self.output_dir is None:
             super().process(data_batch, data_samples)
             return
-        # MMSeg saves ``pred.squeeze()``, which a 1-pixel-thin prediction turns 1-D (PIL refuses it):
-        # score as MMSeg does, then save every prediction of the batch in MMSeg's format, kept 2-D
+        # score as MMSeg does, then save every prediction in MMSeg's format through one writer
+        # (clearclip_seg.predictions): 16-bit past 255 classes, kept 2-D for a 1-pixel-thin image, atomic
         output_dir, self.output_dir = self.output_dir, None
         try:
             super().process(data_batch, data_samples)
         finally:
             self.output_dir = output_dir
+        num_classes = len(self.dataset_meta['classes'])
         for sample in data_samples:
-            mask = sample['pred_sem_seg']['data'][0].cpu().numpy()
-            if sample.get('reduce_zero_label', False):
-                mask = mask + 1  # as MMSeg: files hold the dataset's own label values
-            name = osp.splitext(osp.basename(sample['img_path']))[0]
-            Image.fromarray(mask.astype(np.uint8)).save(osp.abspath(osp.join(output_dir, f'{name}.png')))
+            path = osp.join(output_dir, prediction_name(sample['img_path']))
+            save_prediction(sample['pred_sem_seg']['data'][0], path, num_classes,
+                            bool(sample.get('reduce_zero_label', False)))
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
         metrics = super().compute_metrics(results)

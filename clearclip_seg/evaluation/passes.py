@@ -199,7 +199,7 @@ def _build(run: Run, dataset, device: str) -> list:
     """[model, evaluator, hooks, record (filled once scored)] of one run."""
     model = steps.build_model(run.cfg, device)
     steps.check_vocabulary(model, dataset, run.cfg)
-    return [model, steps.build_evaluator(run.cfg, dataset), steps.build_show_hooks(run.cfg), None]
+    return [model, steps.build_evaluator(run.cfg, dataset, run), steps.build_show_hooks(run.cfg), None]
 
 
 def _score(runs: List[Run], loaders: dict, data_key: Dict[int, str], built: Dict[int, list], log,
@@ -249,6 +249,9 @@ def _score(runs: List[Run], loaders: dict, data_key: Dict[int, str], built: Dict
 
         def record(r=r, model=model, evaluator=evaluator, dataset=dataset):
             metrics = evaluator.evaluate(len(dataset))  # every rank calls it: it gathers the ranks' results
+            if evaluator.metrics[0].format_only:  # predictions saved, nothing scored: no record
+                return dict(format_only=True, predictions=evaluator.metrics[0].output_dir,
+                            benchmark=r.cfg.get('benchmark'), num_images=len(dataset), wall_s=wall / len(scored))
             details = evaluator.metrics[0].details
             # a run's time is its share of the pass (the pass's own time is under shared_pass), so
             # images/s summed over a table's rows stays the machine's throughput
@@ -265,7 +268,7 @@ def _score(runs: List[Run], loaders: dict, data_key: Dict[int, str], built: Dict
             evaluator.evaluate(len(dataset))
             continue
         built[id(r)][3] = _guard(r, write, record)
-        if r.error is None and shared:
+        if r.error is None and shared and 'metrics' in built[id(r)][3]:
             log(f"{r.name}: mIoU {built[id(r)][3]['metrics']['mIoU']:.2f}")
     if shared:
         stats = trunk.stats()

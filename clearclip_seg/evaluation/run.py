@@ -31,6 +31,9 @@ class Run:
         identity: the settings that determine its numbers (``identity.run_identity``), once planned.
         status: ``todo``, ``done`` or ``stale`` (the runner's plan); why: what made it stale.
         cfg: the resolved config (``steps.prepare``); error: why the run failed in its pass.
+        predictions: save the predicted label maps in this folder (``clearclip_seg.predictions``);
+            format_only: save them without scoring them (no record). Neither is part
+            of the config, so the record is the same with or without them.
     """
     name: str
     config: str
@@ -49,6 +52,8 @@ class Run:
     why: List[str] = field(default_factory=list)
     cfg: Any = field(default=None, repr=False, compare=False)            # resolved config, once prepared
     error: Optional[BaseException] = field(default=None, repr=False, compare=False)  # why it failed in a pass
+    predictions: Optional[str] = None
+    format_only: bool = False
 
     def __post_init__(self):
         self.name = self.name or osp.splitext(osp.basename(str(self.config)))[0]

@@ -69,8 +69,17 @@ def prepare(run: Run, launcher: str = 'none', show_dir: Optional[str] = None, sh
         from ..visualization import add_show_hook  # lazy: it imports MMSeg
         add_show_hook(cfg, show_dir, show_n)
     check_data_root(cfg)
+    check_format_only(cfg, run)
     run.cfg = cfg
     return cfg
+
+
+def check_format_only(cfg, run: Run) -> None:
+    """Saving predictions without scoring them needs a folder to save them in."""
+    ev = cfg.get('test_evaluator') or {}
+    if (run.format_only or ev.get('format_only')) and not (run.predictions or ev.get('output_dir')):
+        raise ConfigError('format_only saves the predictions without scoring them and needs a folder for them: '
+                          'give tools/test.py --out DIR (or test_evaluator.output_dir=DIR)')
 
 
 # -- build ------------------------------------------------------------------------
@@ -127,8 +136,12 @@ def check_vocabulary(model, dataset, cfg) -> None:
             f"('{cfg.get('benchmark', '?')}') or a file with {len(classes)} lines")
 
 
-def build_evaluator(cfg, dataset):
-    """The run's evaluator (MMEngine's rule for ``test_evaluator``); label errors name check_data."""
+def build_evaluator(cfg, dataset, run: Optional[Run] = None):
+    """The run's evaluator (MMEngine's rule for ``test_evaluator``); label errors name check_data.
+
+    ``run.predictions`` / ``run.format_only`` (``tools/test.py --out`` / ``--format-only``)
+    are set on the metric here, outside the config, so they leave the record unchanged.
+    """
     import copy
 
     from mmengine.runner import Runner
@@ -138,6 +151,11 @@ def build_evaluator(cfg, dataset):
     hint = check_data_hint(cfg.get('benchmark'), cfg.test_dataloader.dataset.get('data_root'))
     for metric in evaluator.metrics:
         metric.data_hint = hint
+        if run is not None and run.predictions:
+            metric.output_dir = osp.abspath(run.predictions)
+            os.makedirs(metric.output_dir, exist_ok=True)
+        if run is not None and run.format_only:
+            metric.format_only = True
     return evaluator
 
 

@@ -12,13 +12,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ..atomic import atomic_path
 from .clip_loader import file_digest, state_digest, weights_identity
 
 logger = logging.getLogger(__name__)
@@ -119,18 +119,8 @@ def text_model_identity(clip_model, arch: str, pretrained: Optional[str], precis
 
 
 def _atomic_save(obj, path: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.tmp-', suffix='.pt')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is shared with the group
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
+    with atomic_path(path) as tmp:  # readable by the group: the cache is shared
+        torch.save(obj, tmp)
 
 def build_text_classifier(clip_model, tokenizer, queries: Sequence[str], templates: Sequence[str],
                           device, key_parts: Optional[dict] = None,

@@ -21,6 +21,7 @@ One job per module: ``html`` (page, tables, CSS/JS), ``sections`` (tables),
 import os
 from typing import Optional, Sequence
 
+from ..atomic import atomic_write
 from ..tables.build import build_main_table
 from ..tables.labels import bench_title
 from ..tables.records import Record, warn_stderr
@@ -99,8 +100,5 @@ def write_report(records: Sequence[Record], out_dir: str, compare: Optional[Sequ
     section('provenance', 'Provenance', provenance_html(table, os.curdir))
     html_text = page(title, nav, sections, data)
     path = os.path.join(out_dir, 'index.html')
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.write(html_text)
-    os.replace(tmp, path)
+    atomic_write(path, html_text)
     return path

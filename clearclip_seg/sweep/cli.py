@@ -59,7 +59,7 @@ def run_sweep(args) -> int:
         for key in unused_roots(runs, roots):
             print(f'warning: --data-root {key}=... is not used by any of these runs', file=sys.stderr)
         if args.dry_run:
-            planned = plan_runs(runs, out, roots, args.cfg_options, args.force)
+            planned = plan_runs(runs, out, roots, args.cfg_options, args.force, getattr(args, 'data_dir', None))
             _summary(planned, out)
             for p in planned:
                 mark = {'done': 'done', 'stale': 'STALE', 'todo': '    '}[p.status]
@@ -71,7 +71,7 @@ def run_sweep(args) -> int:
         with ResultsLock(out):
             for line in leftovers(out):
                 print(f'note: {line}', file=sys.stderr)
-            planned = plan_runs(runs, out, roots, args.cfg_options, args.force)
+            planned = plan_runs(runs, out, roots, args.cfg_options, args.force, getattr(args, 'data_dir', None))
             stale = stale_message(planned)
             if stale:
                 return _error(stale)

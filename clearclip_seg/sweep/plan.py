@@ -13,6 +13,7 @@ import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
 from ..checks import DATA_ROOT_KEY, resolve_data_root
+from ..cli_args import under_data_dir
 from ..config import load_config
 from ..errors import ConfigError
 from ..evaluation.identity import flatten_options, identity_diff, parse_cfg_options, run_identity
@@ -128,12 +129,16 @@ def collect_runs(suites: Sequence[str], benchmarks: Optional[str], matrix: Optio
 
 
 def plan_runs(runs: List[Run], out: str, roots: Dict[str, str], extra: Sequence[str],
-              force: bool = False) -> List[Run]:
+              force: bool = False, data_dir: Optional[str] = None) -> List[Run]:
     """Give each run its full options, record path, identity and status (todo, done or stale), in place.
 
     The record's ``run`` keeps what the suite says (its own overrides); the options
-    add ``extra`` (``--cfg-options`` of the runner) and the ``--data-root`` of its benchmark.
+    add ``extra`` (``--cfg-options`` of the runner) and the ``--data-root`` of its benchmark:
+    its own root (``roots``), else its config's ``data/...`` root moved under the data
+    folder ``data_dir`` (``--data-root DIR``, ``cli_args.under_data_dir``).
     """
+    if data_dir is not None and not osp.isdir(data_dir):
+        raise PlanError(f"--data-root '{data_dir}': no such data folder '{osp.abspath(data_dir)}'")
     added = _parse(list(extra), '--cfg-options')
     for run in runs:
         where = f'run {run.title}'
@@ -151,6 +156,10 @@ def plan_runs(runs: List[Run], out: str, roots: Dict[str, str], extra: Sequence[
             cfg = load_config(run.config, options)
         except (ConfigError, ValueError) as e:
             raise PlanError(f'{where}: {e}') from None
+        moved = under_data_dir(cfg.test_dataloader.dataset.get('data_root') or '', data_dir) \
+            if data_dir is not None and DATA_ROOT_KEY not in options else None
+        if moved is not None:  # the same as the child's load_config with this override
+            options[DATA_ROOT_KEY] = cfg.test_dataloader.dataset['data_root'] = osp.abspath(moved)
         resolve_data_root(cfg, options)
         run.cfg = cfg
         run.record = osp.join(out, run.suite, run.name, 'record.json')

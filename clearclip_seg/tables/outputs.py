@@ -2,6 +2,7 @@
 import os
 from typing import List, Sequence
 
+from ..atomic import atomic_write
 from .build import MainTable, PerClassTable
 from .formats import to_csv, to_latex, to_markdown
 from .long import long_rows, to_long_csv, to_long_jsonl
@@ -12,10 +13,7 @@ FORMATS = ('md', 'csv', 'tex', 'png', 'long')
 
 
 def _write_text(path: str, text: str) -> None:
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 def write_outputs(table: MainTable, out_dir: str, formats: Sequence[str],
