@@ -13,6 +13,12 @@ model and dataset after the tiny swap are run once.
     python tools/fingerprint_configs.py --out before.json            # every config
     python tools/fingerprint_configs.py --only 'vit-b16' --out after.json
     python tools/fingerprint_configs.py --compare before.json after.json
+    python tools/fingerprint_configs.py --only configs/itaclip/ --protocol common --out itaclip_common.json
+
+``--protocol common`` puts each method card's config under the common protocol
+(``protocol.methods.common_setting``: ClearCLIP's resize, windows, logit scale,
+thresholds and vocabulary) before it runs; ``own`` (the default) runs the configs as
+they are. A config that fails is recorded with its error (the run goes on).
 
 The comparison prints the configs whose fingerprints differ and exits 1 if any do.
 It uses only the configs, MMSeg's registries and the segmentor's ``test_step``,
@@ -34,16 +40,32 @@ TINY = ('clearclip-tiny-vit', osp.join(ASSETS, 'clearclip-tiny-vit.json'))
 TINY12 = ('tiny12oa', osp.join(ASSETS, 'tiny12oa.json'))
 TINY_PROXY_VFM = dict(vfm='vit_small_patch8_224.dino', vfm_pretrained=False,
                       vfm_kwargs=dict(img_size=64, embed_dim=32, depth=1, num_heads=2, dynamic_img_size=True))
+# per method type: the method options that swap its other models for tiny random ones (no download)
+TINY_METHOD_MODELS = {
+    'ProxyCLIP': TINY_PROXY_VFM,
+    # LPOSS's DINO: a tiny DINO-layout ViT
+    'LPOSS': dict(vfm_pretrained=False, vfm_kwargs=dict(img_size=64, embed_dim=32, depth=2, num_heads=2)),
+    # Trident: ProxyCLIP's tiny proxy and a tiny timm SAM (1024 input, 2 blocks, the last global)
+    'Trident': dict(TINY_PROXY_VFM, sam_pretrained=False,
+                    sam_kwargs=dict(embed_dim=64, depth=2, num_heads=2, global_attn_indexes=[1])),
+}
 
 
-def tiny_config(path: str, data_roots: dict):
+def tiny_config(path: str, data_roots: dict, protocol: str = 'own'):
     """The config at ``path`` with the tiny models, one template, no text cache and synthetic data."""
     from mmengine.config import Config
     cfg = Config.fromfile(path)
+    from clearclip_seg.protocol.methods import METHOD_CARDS, common_setting
+    if protocol == 'common' and cfg.get('method') in METHOD_CARDS:
+        setting = common_setting(METHOD_CARDS[cfg.method], cfg.benchmark, backbone=cfg.get('backbone'))
+        # a dict replaces the config's (as the sweep's --cfg-options do with _delete_)
+        cfg.merge_from_dict({k: dict(v, _delete_=True) if isinstance(v, dict) else v
+                             for k, v in setting.cfg_options().items() if k not in ('model.method', 'model.last_block')})
     arch, arch_file = TINY if cfg.model.get('method') is None else TINY12
     cfg.model.clip.update(arch=arch, arch_file=arch_file, pretrained=None, precision='fp32')
-    if cfg.model.get('method') is not None and cfg.model.method.get('type') == 'ProxyCLIP':
-        cfg.model.method.update(TINY_PROXY_VFM)
+    method_type = cfg.model.method.get('type') if cfg.model.get('method') is not None else None
+    if method_type in TINY_METHOD_MODELS:
+        cfg.model.method.update(TINY_METHOD_MODELS[method_type])
     cfg.model.update(templates='a_photo_of', text_cache=False)
     cfg.test_dataloader.dataset.data_root = data_roots[cfg.benchmark]
     return cfg
@@ -69,7 +91,7 @@ def fingerprint(cfg) -> dict:
     return dict(sha256=digest.hexdigest(), images=len(dataset), pixels=int(pixels))
 
 
-def run(patterns, out: str) -> int:
+def run(patterns, out: str, protocol: str = 'own') -> int:
     import clearclip_seg
     clearclip_seg.register_all_modules()
     # the configs of the checkout whose package is imported (PYTHONPATH=<checkout> for another commit)
@@ -92,7 +114,7 @@ def run(patterns, out: str) -> int:
         if bench not in roots:
             roots[bench] = osp.join(tmp, bench)
             write_benchmark(bench, roots[bench])
-        cfg = tiny_config(path, roots)
+        cfg = tiny_config(path, roots, protocol)
         key = hashlib.sha256(repr((cfg.model.to_dict(), cfg.test_dataloader.dataset.to_dict())).encode()).hexdigest()
         rel = osp.relpath(path, root)
         if key not in seen:
@@ -131,10 +153,12 @@ def main() -> int:
     parser.add_argument('--only', nargs='*', default=[], help='keep configs whose path contains one of these')
     parser.add_argument('--out', default='fingerprints.json')
     parser.add_argument('--compare', nargs=2, metavar=('OLD', 'NEW'), help='compare two fingerprint files')
+    parser.add_argument('--protocol', choices=('own', 'common'), default='own',
+                        help='own: the configs as they are; common: method cards under the common protocol')
     args = parser.parse_args()
     if args.compare:
         return compare(*args.compare)
-    return run(args.only, args.out)
+    return run(args.only, args.out, args.protocol)
 
 
 if __name__ == '__main__':
