@@ -66,7 +66,9 @@ def tiny_config(path: str, data_roots: dict, protocol: str = 'own'):
     method_type = cfg.model.method.get('type') if cfg.model.get('method') is not None else None
     if method_type in TINY_METHOD_MODELS:
         cfg.model.method.update(TINY_METHOD_MODELS[method_type])
-    cfg.model.update(templates='a_photo_of', text_cache=False)
+    # one template keeps the text side cheap; FLOSS's rankings index the 80 templates, so its configs keep them
+    head = cfg.model.get('text_head')
+    cfg.model.update(text_cache=False, **({} if head and head.get('type') == 'FLOSS' else dict(templates='a_photo_of')))
     cfg.test_dataloader.dataset.data_root = data_roots[cfg.benchmark]
     return cfg
 
