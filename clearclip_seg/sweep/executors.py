@@ -60,21 +60,33 @@ class InProcessExecutor(Executor):
 
     def run(self, jobs, on_done, stop=None, on_start=None, on_output=None) -> int:
         from ..evaluation.passes import run_pass  # lazy: it imports torch; the runner plans without it
-        for i, job in enumerate(jobs):
-            if stop is not None and stop():
-                return len(jobs) - i
-            if on_start is not None:
-                on_start(job)
-            t0 = time.perf_counter()
+
+        def execute(job: Job) -> int:
             with open(job.log, 'w') as log:
                 try:
                     run_pass(job.unit.runs, log=lambda line: print(line, file=log, flush=True))
-                    rc = 0 if all(r.error is None for r in job.unit.runs) else 1
+                    return 0 if all(r.error is None for r in job.unit.runs) else 1
                 except Exception as e:  # the whole pass failed (its runs are marked failed)
                     print(f'error: {e}', file=log)
-                    rc = 1
-            on_done(job, rc, time.perf_counter() - t0)
-        return 0
+                    return 1
+        return one_at_a_time(jobs, execute, on_done, stop, on_start)
+
+
+def one_at_a_time(jobs: Sequence[Job], execute: Callable[[Job], int], on_done: Done,
+                  stop: Optional[Callable[[], bool]] = None, on_start: Optional[Callable[[Job], None]] = None) -> int:
+    """Run ``execute(job)`` for each job in turn (the in-process and the one-worker local loops).
+
+    Returns the number of jobs not started because ``stop()`` said so.
+    """
+    for i, job in enumerate(jobs):
+        if stop is not None and stop():
+            return len(jobs) - i
+        if on_start is not None:
+            on_start(job)
+        t0 = time.perf_counter()
+        rc = execute(job)
+        on_done(job, rc, time.perf_counter() - t0)
+    return 0
 
 
 def worker_envs(workers: int, environ=None) -> List[Dict[str, str]]:
@@ -116,16 +128,9 @@ class LocalExecutor(Executor):
     def run(self, jobs, on_done, stop=None, on_start=None, on_output=None) -> int:
         envs = getattr(self, '_envs', None) or worker_envs(self.workers)
         if self.workers == 1 and on_output is not None:  # one at a time: its output is streamed too
-            for i, job in enumerate(jobs):
-                if stop is not None and stop():
-                    return len(jobs) - i
-                if on_start is not None:
-                    on_start(job)
-                t0 = time.perf_counter()
-                rc = run_child(job.cmd, job.log, lambda line, job=job: on_output(job, line),
-                               env={**os.environ, **envs[0]}, pid_path=job.pid_file, unit=job.unit.name)
-                on_done(job, rc, time.perf_counter() - t0)
-            return 0
+            return one_at_a_time(jobs, lambda job: run_child(
+                job.cmd, job.log, lambda line: on_output(job, line), env={**os.environ, **envs[0]},
+                pid_path=job.pid_file, unit=job.unit.name), on_done, stop, on_start)
         return self._pool(jobs, on_done, stop, on_start, envs)
 
     def _pool(self, jobs, on_done, stop, on_start, envs) -> int:
