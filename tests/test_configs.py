@@ -92,7 +92,9 @@ def _independent_miou(b, root, ids, preds, num_classes):
     return confusion_miou(pairs, num_classes, b.reduce_zero_label)[0]
 
 
-@pytest.mark.parametrize('key', list(BENCHMARKS))
+# the two largest synthetic sets (150 and 171 classes) run with the slow tests; the other six stay quick
+@pytest.mark.parametrize('key', [pytest.param(k, marks=pytest.mark.slow) if k in ('ade20k', 'coco_stuff164k') else k
+                                 for k in BENCHMARKS])
 def test_benchmark_config_end_to_end(tmp_path, key):
     b = BENCHMARKS[key]
     root = tmp_path / 'data'

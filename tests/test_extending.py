@@ -119,6 +119,7 @@ def test_a_suite_is_one_registered_function():
         suites.suite_runs('toy-suite')
 
 
+@pytest.mark.slow
 def test_a_new_benchmark_runs_end_to_end_with_the_generic_dataset(tmp_path, monkeypatch):
     """A benchmark entry with no dataset class and no step of its own: its generated configs run on
     synthetic data in its layout and score the same mIoU as an independent confusion matrix."""

@@ -293,6 +293,7 @@ def test_floss_class_files_resolve_against_their_rankings():
             assert query_templates(voc, ranked, 4, rankings) == [ranked[k] for k in ranked]
 
 
+@pytest.mark.slow
 def test_generated_config_runs_on_synthetic_data(tmp_path):
     from clearclip_seg.apis import evaluate
     from clearclip_seg.synthetic import write_benchmark

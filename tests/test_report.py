@@ -336,6 +336,7 @@ def test_backbone_table_groups_by_family(tmp_path):
     assert '<h3>OpenAI CLIP</h3>' in html and '<h3>OpenCLIP</h3>' in html
 
 
+@pytest.mark.slow
 def test_report_cli(sweep, tmp_path):
     tool = os.path.join(ROOT, 'tools', 'report.py')
     out = tmp_path / 'r'

@@ -267,6 +267,7 @@ def test_scaling_and_methods_honour_the_architecture(monkeypatch, tmp_path):
     assert methods is None and kw['arch'] == 'tiny12oa' and kw['arch_file'] == TINY12
 
 
+@pytest.mark.slow
 def test_methods_default_to_every_card_and_report_the_fields():
     """Every card of METHOD_CARDS (no hard-coded list); a tiny run has medians, IQR, CPU model, memory."""
     from clearclip_seg.perf.method_speed import _options, _random_vfm, method_speed
@@ -329,6 +330,7 @@ def test_bf16_units_read_from_cpuinfo_and_the_advice_follows(tmp_path):
     assert 'unknown' in bf16_advice(None)
 
 
+@pytest.mark.slow
 def test_stage_breakdown_of_a_proxyclip_prediction():
     """Trunk blocks, VFM forward, the method's rest and classify add up; the wrappers go away afterwards."""
     from mmseg.structures import SegDataSample

@@ -424,6 +424,7 @@ def test_slurm_array_with_submitit_local_executor(tmp_path, voc_root, reference)
 
 
 # -- the GPU check, on a CPU with the tiny model --------------------------------------------------
+@pytest.mark.slow
 def test_gpu_check_runs_on_cpu_with_the_tiny_model(tmp_path):
     from clearclip_seg.perf.gpu_check import gpu_check
     lines = []
